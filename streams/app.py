@@ -1,0 +1,128 @@
+"""The Faust application: topics from topics.yaml, the agents, and the worker's web views.
+
+Run it with `novacron worker`; every setting comes from `NOVACRON_*` variables (see settings.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.web import Request, Response, View
+
+from models.engine import AnomalyEngine
+from streams.processor import MetricsProcessor, Output, Source
+from streams.settings import Settings
+from streams.topics import load_topics
+from streams.validation import Validator
+
+settings = Settings.from_env()
+TOPICS = load_topics(settings.topics_file, prefix=settings.topic_prefix)
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker,
+    store=settings.store,
+    datadir=settings.data_dir,
+    web_host=settings.web_host,
+    web_bind=settings.web_host,
+    web_port=settings.web_port,
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=settings.heartbeat_interval_s,
+    broker_rebalance_timeout=max(2 * settings.session_timeout_s, 4.0),
+    consumer_auto_offset_reset="earliest",
+    topic_partitions=TOPICS["metrics"].partitions,
+    topic_replication_factor=TOPICS["metrics"].replication_factor,
+    producer_acks=-1,
+    producer_max_request_size=max(s.max_message_bytes or 0 for s in TOPICS.values()) or 1_048_576,
+)
+setup_prometheus_sensors(app, name_prefix="faust")
+
+
+def _raw_topic(topic_id: str) -> faust.TopicT:
+    spec = TOPICS[topic_id]
+    return app.topic(
+        spec.name, partitions=spec.partitions, key_serializer="raw", value_serializer="raw"
+    )
+
+
+topics = {topic_id: _raw_topic(topic_id) for topic_id in TOPICS}
+processor = MetricsProcessor(
+    engine=AnomalyEngine(settings.engine),
+    validator=Validator(
+        settings.max_record_bytes, settings.max_batch_samples, settings.max_clock_skew_s
+    ),
+)
+started_at = time.time()
+_ready = {"assigned": False}
+
+
+async def _send_all(outputs: list[Output]) -> None:
+    for out in outputs:
+        key, value = out.encode()
+        await topics[out.topic_id].send(key=key, value=value)
+
+
+def _source(message: faust.types.Message) -> Source:
+    return Source(message.topic, message.partition, message.offset, message.key)
+
+
+@app.agent(topics["metrics"])
+async def process_metrics(stream: faust.StreamT) -> None:
+    """Validate, score and learn each record; publish alerts and dead letters."""
+    async for event in stream.events():
+        message = event.message
+        await _send_all(processor.process(message.value, _source(message)))
+
+
+@app.agent(topics["feedback"])
+async def apply_feedback(stream: faust.StreamT) -> None:
+    """Operator verdicts on incidents move the VM's threshold without a restart."""
+    async for event in stream.events():
+        message = event.message
+        await _send_all(processor.feedback(message.value, _source(message)))
+
+
+@app.on_rebalance_complete.connect
+async def _on_rebalanced(sender: faust.App, **kwargs: object) -> None:
+    _ready["assigned"] = True
+
+
+@app.page("/health")
+class Health(View):
+    """Liveness: the worker's event loop answers."""
+
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "ok", "uptime_s": round(time.time() - started_at, 3)})
+
+
+@app.page("/ready")
+class Ready(View):
+    """Readiness: partitions assigned after the first rebalance."""
+
+    async def get(self, request: Request) -> Response:
+        ready = _ready["assigned"] and not app.rebalancing
+        return self.json({"ready": ready}, status=200 if ready else 503)
+
+
+@app.page("/stats")
+class Stats(View):
+    """Live counters of this worker."""
+
+    async def get(self, request: Request) -> Response:
+        s = processor.stats
+        return self.json(
+            {
+                "uptime_s": round(time.time() - started_at, 3),
+                "records": dict(s.records),
+                "samples": s.samples,
+                "dlq": dict(s.dlq),
+                "alerts": [
+                    {"status": k[0], "severity": k[1], "count": v}
+                    for k, v in sorted(s.alerts.items())
+                ],
+                "vms_tracked": processor.engine.tracked_vms(),
+                "last_sample_ts": s.last_sample_ts,
+            }
+        )

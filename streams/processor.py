@@ -1,0 +1,173 @@
+"""Record in, output messages out: the worker's logic without Kafka, to reason about it alone.
+
+The Faust agents hand each consumed record to `MetricsProcessor.process` and send what it returns.
+Every output carries a deterministic id, so a consumer can drop the duplicates that at-least-once
+delivery produces after a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from models.engine import AnomalyEngine, Assessment
+from streams import telemetry
+from streams.validation import Rejection, Validator
+
+VERDICTS = ("false_positive", "confirmed")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+    @property
+    def key_text(self) -> str | None:
+        return None if self.key is None else self.key.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Output:
+    """A message to publish: topic id from topics.yaml, key and JSON value."""
+
+    topic_id: str
+    key: str | None
+    value: dict
+
+    def encode(self) -> tuple[bytes | None, bytes]:
+        key = None if self.key is None else self.key.encode()
+        return key, json.dumps(self.value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def stable_id(*parts: object) -> str:
+    """A short deterministic id from its parts."""
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=10).hexdigest()
+
+
+def dead_letter(raw: bytes | None, source: Source, rejection: Rejection) -> Output:
+    """The DLQ message for a rejected record or sample: reason, source and original bytes."""
+    raw = raw or b""
+    try:
+        original, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        original, encoding = base64.b64encode(raw).decode(), "base64"
+    return Output(
+        "dlq",
+        source.key_text,
+        {
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "source": {
+                "topic": source.topic,
+                "partition": source.partition,
+                "offset": source.offset,
+                "key": source.key_text,
+            },
+            "sample_index": rejection.sample_index,
+            "original": original,
+            "original_encoding": encoding,
+            "received_at": time.time(),
+        },
+    )
+
+
+@dataclass
+class ProcessorStats:
+    """Running counts for the /stats view and the demo (Prometheus has the same as counters)."""
+
+    records: Counter = field(default_factory=Counter)
+    dlq: Counter = field(default_factory=Counter)
+    alerts: Counter = field(default_factory=Counter)
+    samples: int = 0
+    last_sample_ts: float | None = None
+
+
+@dataclass
+class MetricsProcessor:
+    """Validates records, runs the anomaly engine and builds the output messages."""
+
+    engine: AnomalyEngine
+    validator: Validator = field(default_factory=Validator)
+    stats: ProcessorStats = field(default_factory=ProcessorStats)
+
+    def process(self, raw: bytes | None, source: Source) -> list[Output]:
+        """All outputs for one `vm.metrics` record, in the order they should be sent."""
+        parsed = self.validator.parse(raw)
+        outputs = [dead_letter(raw, source, r) for r in parsed.rejections]
+        for r in parsed.rejections:
+            self.stats.dlq[r.reason] += 1
+            telemetry.DLQ.labels(r.reason).inc()
+        outcome = (
+            "processed" if not parsed.rejections else ("partial" if parsed.samples else "rejected")
+        )
+        self.stats.records[outcome] += 1
+        telemetry.RECORDS.labels(outcome).inc()
+        if not parsed.samples:
+            return outputs
+        hosts = {v.sample.vm_id: v.host for v in parsed.samples}
+        started = time.perf_counter()
+        assessments = self.engine.process([v.sample for v in parsed.samples])
+        n = len(assessments)
+        per_sample = (time.perf_counter() - started) / n
+        telemetry.MODEL_UPDATE_SECONDS.observe(per_sample)
+        telemetry.SAMPLES.inc(n)
+        telemetry.VMS_TRACKED.set(self.engine.tracked_vms())
+        self.stats.samples += n
+        self.stats.last_sample_ts = assessments[-1].ts
+        for a in assessments:
+            if a.event is not None:
+                outputs.append(self._alert(a, hosts.get(a.vm_id), source))
+        return outputs
+
+    def _alert(self, a: Assessment, host: str | None, source: Source) -> Output:
+        event = dict(a.event or {})
+        status, severity, kind = (
+            event.get("status"),
+            event.get("severity", "unknown"),
+            event.get("kind", "other"),
+        )
+        event.setdefault("severity", severity)
+        event.setdefault("kind", kind)
+        event["message_id"] = stable_id(event.get("incident_id"), status, event.get("ts"))
+        event["host"] = host
+        event["routing_key"] = source.key_text
+        self.stats.alerts[(status, severity)] += 1
+        telemetry.ALERTS.labels(status, severity, kind).inc()
+        return Output("anomalies", a.vm_id, event)
+
+    def feedback(self, raw: bytes | None, source: Source) -> list[Output]:
+        """Apply an operator verdict from `vm.feedback`; malformed verdicts go to the DLQ."""
+        try:
+            doc = json.loads(raw or b"")
+        except ValueError as exc:
+            return [self._reject_feedback(raw, source, "not_json", f"value is not JSON: {exc}")]
+        if not isinstance(doc, dict):
+            return [self._reject_feedback(raw, source, "not_object", "value is not an object")]
+        incident_id, verdict = doc.get("incident_id"), doc.get("verdict")
+        if not isinstance(incident_id, str) or not incident_id:
+            return [self._reject_feedback(raw, source, "missing_field", "missing 'incident_id'")]
+        if verdict not in VERDICTS:
+            return [
+                self._reject_feedback(
+                    raw, source, "out_of_range", f"'verdict' must be one of {list(VERDICTS)}"
+                )
+            ]
+        applied = self.engine.feedback(incident_id, verdict)
+        telemetry.FEEDBACK.labels(verdict, "applied" if applied else "unknown_incident").inc()
+        return []
+
+    def _reject_feedback(
+        self, raw: bytes | None, source: Source, reason: str, detail: str
+    ) -> Output:
+        self.stats.dlq[reason] += 1
+        telemetry.DLQ.labels(reason).inc()
+        return dead_letter(raw, source, Rejection(reason, detail))

@@ -1,0 +1,92 @@
+"""Every runtime setting, read from `NOVACRON_*` environment variables (see the README)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.engine import EngineConfig
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value of the wrong type."""
+
+
+def _env(name: str, default: Any, cast: type) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        if cast is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return cast(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {cast.__name__}") from exc
+
+
+def engine_config_from_env() -> EngineConfig:
+    """EngineConfig with each field overridable as NOVACRON_ENGINE_<FIELD>."""
+    overrides = {}
+    for f in dataclasses.fields(EngineConfig):
+        cast = (
+            f.type
+            if isinstance(f.type, type)
+            else {"float": float, "int": int, "bool": bool, "str": str}.get(f.type)
+        )
+        if cast is None:
+            continue
+        name = f"NOVACRON_ENGINE_{f.name.upper()}"
+        if name in os.environ:
+            overrides[f.name] = _env(name, None, cast)
+    return EngineConfig(**overrides)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Worker settings; `Settings.from_env()` is the only constructor the CLI uses."""
+
+    broker: str = "kafka://127.0.0.1:9092"
+    app_id: str = "novacron-stream"
+    store: str = "memory://"
+    data_dir: str = "novacron-data"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    topics_file: str | None = None
+    topic_prefix: str = ""
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 2.0
+    max_record_bytes: int = 1_048_576
+    max_batch_samples: int = 10_000
+    max_clock_skew_s: float = 86_400.0
+    log_level: str = "info"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        d = cls()
+        return cls(
+            broker=_env("NOVACRON_BROKER", d.broker, str),
+            app_id=_env("NOVACRON_APP_ID", d.app_id, str),
+            store=_env("NOVACRON_STORE", d.store, str),
+            data_dir=_env("NOVACRON_DATA_DIR", d.data_dir, str),
+            web_host=_env("NOVACRON_WEB_HOST", d.web_host, str),
+            web_port=_env("NOVACRON_WEB_PORT", d.web_port, int),
+            topics_file=_env("NOVACRON_TOPICS_FILE", d.topics_file, str),
+            topic_prefix=_env("NOVACRON_TOPIC_PREFIX", d.topic_prefix, str),
+            session_timeout_s=_env("NOVACRON_SESSION_TIMEOUT_S", d.session_timeout_s, float),
+            heartbeat_interval_s=_env(
+                "NOVACRON_HEARTBEAT_INTERVAL_S", d.heartbeat_interval_s, float
+            ),
+            max_record_bytes=_env("NOVACRON_MAX_RECORD_BYTES", d.max_record_bytes, int),
+            max_batch_samples=_env("NOVACRON_MAX_BATCH_SAMPLES", d.max_batch_samples, int),
+            max_clock_skew_s=_env("NOVACRON_MAX_CLOCK_SKEW_S", d.max_clock_skew_s, float),
+            log_level=_env("NOVACRON_LOG_LEVEL", d.log_level, str),
+            engine=engine_config_from_env(),
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """The broker URL as a kafka-python bootstrap string (host:port[,host:port])."""
+        return ",".join(part.split("://", 1)[-1] for part in self.broker.split(";"))
