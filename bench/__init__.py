@@ -1,0 +1,1 @@
+"""Benchmarks: one command each, run by hand or from the Makefile, never asserted in tests."""
