@@ -9,13 +9,13 @@ import time
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
-from faust.web import Request, Response, View
 
 from models.engine import AnomalyEngine
 from streams.processor import MetricsProcessor, Output, Source
 from streams.settings import Settings
 from streams.topics import load_topics
 from streams.validation import Validator
+from streams.web import register_views
 
 settings = Settings.from_env()
 TOPICS = load_topics(settings.topics_file, prefix=settings.topic_prefix)
@@ -55,7 +55,7 @@ processor = MetricsProcessor(
     ),
 )
 started_at = time.time()
-_ready = {"assigned": False}
+readiness = {"assigned": False}
 
 
 async def _send_all(outputs: list[Output]) -> None:
@@ -86,43 +86,7 @@ async def apply_feedback(stream: faust.StreamT) -> None:
 
 @app.on_rebalance_complete.connect
 async def _on_rebalanced(sender: faust.App, **kwargs: object) -> None:
-    _ready["assigned"] = True
+    readiness["assigned"] = True
 
 
-@app.page("/health")
-class Health(View):
-    """Liveness: the worker's event loop answers."""
-
-    async def get(self, request: Request) -> Response:
-        return self.json({"status": "ok", "uptime_s": round(time.time() - started_at, 3)})
-
-
-@app.page("/ready")
-class Ready(View):
-    """Readiness: partitions assigned after the first rebalance."""
-
-    async def get(self, request: Request) -> Response:
-        ready = _ready["assigned"] and not app.rebalancing
-        return self.json({"ready": ready}, status=200 if ready else 503)
-
-
-@app.page("/stats")
-class Stats(View):
-    """Live counters of this worker."""
-
-    async def get(self, request: Request) -> Response:
-        s = processor.stats
-        return self.json(
-            {
-                "uptime_s": round(time.time() - started_at, 3),
-                "records": dict(s.records),
-                "samples": s.samples,
-                "dlq": dict(s.dlq),
-                "alerts": [
-                    {"status": k[0], "severity": k[1], "count": v}
-                    for k, v in sorted(s.alerts.items())
-                ],
-                "vms_tracked": processor.engine.tracked_vms(),
-                "last_sample_ts": s.last_sample_ts,
-            }
-        )
+register_views(app, processor, readiness, started_at)

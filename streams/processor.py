@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from models.engine import AnomalyEngine, Assessment
 from streams import telemetry
+from streams.history import RecentHistory
 from streams.validation import Rejection, Validator
 
 VERDICTS = ("false_positive", "confirmed")
@@ -98,6 +99,7 @@ class MetricsProcessor:
     engine: AnomalyEngine
     validator: Validator = field(default_factory=Validator)
     stats: ProcessorStats = field(default_factory=ProcessorStats)
+    history: RecentHistory = field(default_factory=RecentHistory)
 
     def process(self, raw: bytes | None, source: Source) -> list[Output]:
         """All outputs for one `vm.metrics` record, in the order they should be sent."""
@@ -123,9 +125,12 @@ class MetricsProcessor:
         telemetry.VMS_TRACKED.set(self.engine.tracked_vms())
         self.stats.samples += n
         self.stats.last_sample_ts = assessments[-1].ts
+        self.history.observe(assessments)
         for a in assessments:
             if a.event is not None:
                 outputs.append(self._alert(a, hosts.get(a.vm_id), source))
+        for out in outputs:
+            self.history.published(out.topic_id, out.key, out.value)
         return outputs
 
     def _alert(self, a: Assessment, host: str | None, source: Source) -> Output:
