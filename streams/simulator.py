@@ -143,8 +143,8 @@ class Fleet:
                 Label(
                     self.vm_ids[inj.vm],
                     inj.kind,
-                    start_ts + inj.first_tick * step_s,
-                    start_ts + last * step_s,
+                    round(start_ts + inj.first_tick * step_s, 3),
+                    round(start_ts + last * step_s, 3),
                 )
             )
         return out
