@@ -5,6 +5,7 @@ Run it with `novacron worker`; every setting comes from `NOVACRON_*` variables (
 
 from __future__ import annotations
 
+import base64
 import time
 
 import faust
@@ -48,14 +49,23 @@ def _raw_topic(topic_id: str) -> faust.TopicT:
 
 
 topics = {topic_id: _raw_topic(topic_id) for topic_id in TOPICS}
+# Each VM's model state, checkpointed every `checkpoint_every` samples into a changelog-backed
+# table: a worker that takes a partition over restores the VMs of that partition from it.
+model_state = app.Table("vm-model-state", default=None, partitions=TOPICS["metrics"].partitions)
 processor = MetricsProcessor(
     engine=AnomalyEngine(settings.engine),
     validator=Validator(
         settings.max_record_bytes, settings.max_batch_samples, settings.max_clock_skew_s
     ),
+    checkpoint_every=settings.checkpoint_every,
+    restore=lambda vm_id: _decode_state(model_state.get(vm_id)),
 )
 started_at = time.time()
 readiness = {"assigned": False}
+
+
+def _decode_state(text: str | None) -> bytes | None:
+    return base64.b64decode(text) if text else None
 
 
 async def _send_all(outputs: list[Output]) -> None:
@@ -74,6 +84,8 @@ async def process_metrics(stream: faust.StreamT) -> None:
     async for event in stream.events():
         message = event.message
         await _send_all(processor.process(message.value, _source(message)))
+        for vm_id, state in processor.take_checkpoints().items():
+            model_state[vm_id] = base64.b64encode(state).decode()
 
 
 @app.agent(topics["feedback"])
@@ -84,9 +96,15 @@ async def apply_feedback(stream: faust.StreamT) -> None:
         await _send_all(processor.feedback(message.value, _source(message)))
 
 
+@app.on_partitions_revoked.connect
+async def _on_revoked(sender: faust.App, revoked: set, **kwargs: object) -> None:
+    lost = {tp.partition for tp in revoked if tp.topic == TOPICS["metrics"].name}
+    processor.forget_partitions(lost)
+
+
 @app.on_rebalance_complete.connect
 async def _on_rebalanced(sender: faust.App, **kwargs: object) -> None:
     readiness["assigned"] = True
 
 
-register_views(app, processor, readiness, started_at)
+register_views(app, processor, readiness, started_at, settings, topics["feedback"])

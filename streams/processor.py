@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from models.engine import AnomalyEngine, Assessment
@@ -100,6 +101,10 @@ class MetricsProcessor:
     validator: Validator = field(default_factory=Validator)
     stats: ProcessorStats = field(default_factory=ProcessorStats)
     history: RecentHistory = field(default_factory=RecentHistory)
+    checkpoint_every: int = 100
+    restore: Callable[[str], bytes | None] | None = None
+    _since_checkpoint: Counter = field(default_factory=Counter)
+    _partition_of: dict[str, int] = field(default_factory=dict)
 
     def process(self, raw: bytes | None, source: Source) -> list[Output]:
         """All outputs for one `vm.metrics` record, in the order they should be sent."""
@@ -116,6 +121,8 @@ class MetricsProcessor:
         if not parsed.samples:
             return outputs
         hosts = {v.sample.vm_id: v.host for v in parsed.samples}
+        for vm_id in hosts:
+            self._adopt(vm_id, source.partition)
         started = time.perf_counter()
         assessments = self.engine.process([v.sample for v in parsed.samples])
         n = len(assessments)
@@ -127,11 +134,48 @@ class MetricsProcessor:
         self.stats.last_sample_ts = assessments[-1].ts
         self.history.observe(assessments)
         for a in assessments:
+            self._since_checkpoint[a.vm_id] += 1
+        for a in assessments:
             if a.event is not None:
                 outputs.append(self._alert(a, hosts.get(a.vm_id), source))
         for out in outputs:
             self.history.published(out.topic_id, out.key, out.value)
         return outputs
+
+    def _adopt(self, vm_id: str, partition: int) -> None:
+        """First sight of a VM on this worker: restore its last checkpoint, if there is one."""
+        if self._partition_of.get(vm_id) == partition:
+            return
+        self._partition_of[vm_id] = partition
+        if self.engine.knows(vm_id) or self.restore is None:
+            return
+        data = self.restore(vm_id)
+        if data:
+            self.engine.load_vm(vm_id, data)
+            self.stats.records["vm_restored"] += 1
+
+    def take_checkpoints(self, force: bool = False) -> dict[str, bytes]:
+        """Serialised state of every VM that learned `checkpoint_every` samples since its last."""
+        due = [
+            vm
+            for vm, n in self._since_checkpoint.items()
+            if n >= self.checkpoint_every or (force and n > 0)
+        ]
+        out = {}
+        for vm_id in due:
+            del self._since_checkpoint[vm_id]
+            if self.engine.knows(vm_id):
+                out[vm_id] = self.engine.dump_vm(vm_id)
+        return out
+
+    def forget_partitions(self, partitions: set[int]) -> int:
+        """Drop the VMs of partitions this worker lost; their new owner restores them."""
+        gone = [vm for vm, p in self._partition_of.items() if p in partitions]
+        for vm_id in gone:
+            del self._partition_of[vm_id]
+            self._since_checkpoint.pop(vm_id, None)
+            self.engine.forget(vm_id)
+        return len(gone)
 
     def _alert(self, a: Assessment, host: str | None, source: Source) -> Output:
         event = dict(a.event or {})

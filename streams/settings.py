@@ -61,6 +61,12 @@ class Settings:
     max_batch_samples: int = 10_000
     max_clock_skew_s: float = 86_400.0
     log_level: str = "info"
+    checkpoint_every: int = 100
+    feedback_token: str | None = None  # POST /feedback is disabled while unset
+    max_body_bytes: int = 16_384
+    history_series_vms: int = 2_000
+    history_samples: int = 240
+    forecast_top_n: int = 10
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     @classmethod
@@ -83,6 +89,12 @@ class Settings:
             max_batch_samples=_env("NOVACRON_MAX_BATCH_SAMPLES", d.max_batch_samples, int),
             max_clock_skew_s=_env("NOVACRON_MAX_CLOCK_SKEW_S", d.max_clock_skew_s, float),
             log_level=_env("NOVACRON_LOG_LEVEL", d.log_level, str),
+            checkpoint_every=_env("NOVACRON_CHECKPOINT_EVERY", d.checkpoint_every, int),
+            feedback_token=_env("NOVACRON_FEEDBACK_TOKEN", d.feedback_token, str),
+            max_body_bytes=_env("NOVACRON_MAX_BODY_BYTES", d.max_body_bytes, int),
+            history_series_vms=_env("NOVACRON_HISTORY_SERIES_VMS", d.history_series_vms, int),
+            history_samples=_env("NOVACRON_HISTORY_SAMPLES", d.history_samples, int),
+            forecast_top_n=_env("NOVACRON_FORECAST_TOP_N", d.forecast_top_n, int),
             engine=engine_config_from_env(),
         )
 

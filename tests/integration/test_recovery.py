@@ -1,0 +1,122 @@
+"""Crash recovery and scale-out on the real broker: kill -9 a worker mid-stream and carry on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import defaultdict
+
+from streams.simulator import read_labels
+from tests.integration.conftest import simulate
+
+VMS, TICKS = 16, 400
+CHECKPOINT = {"NOVACRON_CHECKPOINT_EVERY": "20"}
+
+
+def _fleet(deployment, labels_path, seed: str = "5") -> dict:
+    return simulate(
+        deployment,
+        "--vms",
+        str(VMS),
+        "--rate",
+        "1",
+        "--duration",
+        str(TICKS),
+        "--seed",
+        seed,
+        "--anomalies",
+        "3",
+        "--kinds",
+        "cpu_spike,network_saturation",
+        "--warmup",
+        "220",
+        "--anomaly-seconds",
+        "12",
+        "--day-seconds",
+        "600",
+        "--batch",
+        "--fast",
+        "--labels",
+        str(labels_path),
+    )
+
+
+def _alerted(alerts: list[dict], labels) -> dict:
+    return {
+        label.vm_id: [
+            a
+            for a in alerts
+            if a["vm_id"] == label.vm_id
+            and a["status"] in ("open", "update")
+            and label.start <= a["ts"] <= label.end + 30
+        ]
+        for label in labels
+    }
+
+
+def _assert_duplicates_share_ids(alerts: list[dict]) -> None:
+    by_id = defaultdict(set)
+    for a in alerts:
+        by_id[a["message_id"]].add(json.dumps({k: a[k] for k in sorted(a)}, sort_keys=True))
+    assert all(len(versions) == 1 for versions in by_id.values()), "an id names two messages"
+    transitions = {(a["incident_id"], a["status"], a["ts"]) for a in alerts}
+    assert len(transitions) == len(by_id)
+
+
+def test_kill_9_mid_stream_then_restart_loses_no_anomaly(deployment, start_worker_process) -> None:
+    first = start_worker_process("a", CHECKPOINT)
+    labels_path = deployment.workdir / "labels.jsonl"
+    _fleet(deployment, labels_path)
+    labels = read_labels(str(labels_path))
+    first.wait_samples(int(VMS * TICKS * 0.35), timeout_s=120)
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.process.wait(timeout=10)
+    killed_at = first.stats() or {}
+    assert killed_at == {}, "the first worker is gone"
+
+    second = start_worker_process("b", CHECKPOINT)
+    deadline = time.monotonic() + 180
+    alerts: list[dict] = []
+    while time.monotonic() < deadline:
+        alerts = deployment.consume("anomalies", timeout_s=3)
+        if all(_alerted(alerts, labels).values()):
+            break
+        time.sleep(1)
+    missing = [vm for vm, found in _alerted(alerts, labels).items() if not found]
+    assert not missing, f"anomalies not alerted after the crash: {missing}"
+    stats = second.stats()
+    assert stats["records"].get("vm_restored", 0) > 0, "the second worker restored no VM state"
+    _assert_duplicates_share_ids(alerts)
+
+
+def test_survivor_takes_over_a_killed_workers_partitions(deployment, start_worker_process) -> None:
+    a = start_worker_process("a", CHECKPOINT)
+    b = start_worker_process("b", CHECKPOINT)
+    # wait for the two-member group to settle: each worker owns some partitions
+    labels_path = deployment.workdir / "labels.jsonl"
+    _fleet(deployment, labels_path, seed="9")
+    labels = read_labels(str(labels_path))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        sa, sb = a.stats().get("samples", 0), b.stats().get("samples", 0)
+        if sa > 0 and sb > 0 and sa + sb >= VMS * TICKS * 0.3:
+            break
+        time.sleep(0.2)
+    assert sa > 0 and sb > 0, f"both workers should share the work (a={sa}, b={sb})"
+    os.killpg(b.process.pid, signal.SIGKILL)
+    b.process.wait(timeout=10)
+    killed = time.monotonic()
+    before = a.stats()["samples"]
+    # the survivor finishes the whole stream, its own partitions and the dead worker's
+    a.wait_samples(VMS * TICKS - sb, timeout_s=180)
+    took_over_s = time.monotonic() - killed
+    print(
+        f"survivor processed {a.stats()['samples'] - before} more samples; "
+        f"all partitions drained {took_over_s:.1f} s after the kill"
+    )
+    alerts = deployment.consume("anomalies", timeout_s=3)
+    missing = [vm for vm, found in _alerted(alerts, labels).items() if not found]
+    assert not missing, f"anomalies not alerted after the takeover: {missing}"
+    _assert_duplicates_share_ids(alerts)
