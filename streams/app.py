@@ -12,11 +12,13 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from models.engine import AnomalyEngine
+from streams.capacity import CapacityPlanner
 from streams.processor import MetricsProcessor, Output, Source
 from streams.settings import Settings
 from streams.topics import load_topics
 from streams.validation import Validator
 from streams.web import register_views
+from streams.windows import TumblingWindows
 
 settings = Settings.from_env()
 TOPICS = load_topics(settings.topics_file, prefix=settings.topic_prefix)
@@ -58,6 +60,8 @@ processor = MetricsProcessor(
         settings.max_record_bytes, settings.max_batch_samples, settings.max_clock_skew_s
     ),
     checkpoint_every=settings.checkpoint_every,
+    planner=CapacityPlanner(settings.capacity),
+    forecast_windows=TumblingWindows(settings.forecast_window_s, settings.window_grace_s),
     restore=lambda vm_id: _decode_state(model_state.get(vm_id)),
 )
 started_at = time.time()

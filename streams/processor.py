@@ -15,10 +15,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from models.engine import AnomalyEngine, Assessment
+from models.engine import AnomalyEngine, Assessment, Sample
 from streams import telemetry
+from streams.capacity import CapacityPlanner
 from streams.history import RecentHistory
 from streams.validation import Rejection, Validator
+from streams.windows import ClosedWindow, TumblingWindows
 
 VERDICTS = ("false_positive", "confirmed")
 
@@ -89,7 +91,9 @@ class ProcessorStats:
     records: Counter = field(default_factory=Counter)
     dlq: Counter = field(default_factory=Counter)
     alerts: Counter = field(default_factory=Counter)
+    actions: Counter = field(default_factory=Counter)
     samples: int = 0
+    forecasts: int = 0
     last_sample_ts: float | None = None
 
 
@@ -102,6 +106,10 @@ class MetricsProcessor:
     stats: ProcessorStats = field(default_factory=ProcessorStats)
     history: RecentHistory = field(default_factory=RecentHistory)
     checkpoint_every: int = 100
+    planner: CapacityPlanner | None = None
+    forecast_windows: TumblingWindows = field(default_factory=lambda: TumblingWindows(60.0))
+    aggregate_windows: tuple[TumblingWindows, ...] = ()
+    closed_windows: list[ClosedWindow] = field(default_factory=list)
     restore: Callable[[str], bytes | None] | None = None
     _since_checkpoint: Counter = field(default_factory=Counter)
     _partition_of: dict[str, int] = field(default_factory=dict)
@@ -138,9 +146,40 @@ class MetricsProcessor:
         for a in assessments:
             if a.event is not None:
                 outputs.append(self._alert(a, hosts.get(a.vm_id), source))
+        for valid in parsed.samples:
+            outputs.extend(self._windows(valid.sample, valid.host, valid.allocation))
         for out in outputs:
             self.history.published(out.topic_id, out.key, out.value)
         return outputs
+
+    def _windows(self, sample: Sample, host: str | None, allocation: dict | None) -> list[Output]:
+        """Feed the event-time windows; closed ones drive forecasts and scaling actions."""
+        for windows in self.aggregate_windows:
+            self.closed_windows.extend(windows.add(sample, host))
+        closed = self.forecast_windows.add(sample, host)
+        if self.planner is None:
+            return []
+        if allocation:
+            self.planner.set_allocation(sample.vm_id, allocation)
+        outputs = []
+        for window in closed:
+            forecasts, actions = self.planner.on_window(window)
+            for message in forecasts:
+                message["message_id"] = stable_id(
+                    message["vm_id"], message["metric"], message["issued_at"]
+                )
+                message["host"] = window.host
+                outputs.append(Output("forecasts", message["vm_id"], message))
+                self.stats.forecasts += 1
+            for action in actions:
+                outputs.append(Output("actions", action["vm_id"], action))
+                self.stats.actions[action["action"]] += 1
+        return outputs
+
+    def take_closed_windows(self) -> list[ClosedWindow]:
+        """Aggregate windows closed since the last call (the agent stores them in tables)."""
+        closed, self.closed_windows = self.closed_windows, []
+        return closed
 
     def _adopt(self, vm_id: str, partition: int) -> None:
         """First sight of a VM on this worker: restore its last checkpoint, if there is one."""
@@ -175,6 +214,11 @@ class MetricsProcessor:
             del self._partition_of[vm_id]
             self._since_checkpoint.pop(vm_id, None)
             self.engine.forget(vm_id)
+            self.forecast_windows.forget(vm_id)
+            for windows in self.aggregate_windows:
+                windows.forget(vm_id)
+            if self.planner is not None:
+                self.planner.forget(vm_id)
         return len(gone)
 
     def _alert(self, a: Assessment, host: str | None, source: Source) -> Output:

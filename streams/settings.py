@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.engine import EngineConfig
+from models.scaling import ScalingConfig
+from streams.capacity import CapacityConfig
 
 
 class SettingsError(ValueError):
@@ -43,6 +45,43 @@ def engine_config_from_env() -> EngineConfig:
     return EngineConfig(**overrides)
 
 
+def capacity_config_from_env() -> CapacityConfig:
+    """Forecast and scaling settings (NOVACRON_FORECAST_*, NOVACRON_SCALING_*, NOVACRON_HOST_*)."""
+    d, s = CapacityConfig(), ScalingConfig()
+    levels = _env("NOVACRON_FORECAST_LEVELS", None, str)
+    scaling = ScalingConfig(
+        up_threshold=_env("NOVACRON_SCALING_UP_THRESHOLD", s.up_threshold, float),
+        down_threshold=_env("NOVACRON_SCALING_DOWN_THRESHOLD", s.down_threshold, float),
+        target_utilisation=_env("NOVACRON_SCALING_TARGET", s.target_utilisation, float),
+        stabilisation_window=_env(
+            "NOVACRON_SCALING_STABILISATION_S", s.stabilisation_window, float
+        ),
+        cooldown_up=_env("NOVACRON_SCALING_COOLDOWN_UP_S", s.cooldown_up, float),
+        cooldown_down=_env("NOVACRON_SCALING_COOLDOWN_DOWN_S", s.cooldown_down, float),
+        host_saturation=_env("NOVACRON_SCALING_HOST_SATURATION", s.host_saturation, float),
+        mode=_env("NOVACRON_SCALING_MODE", "recommend", str),  # trial first: say, don't act
+    )
+    return CapacityConfig(
+        horizon=_env("NOVACRON_FORECAST_HORIZON", d.horizon, int),
+        levels=tuple(float(x) for x in levels.split(",")) if levels else d.levels,
+        forecast_every=_env("NOVACRON_FORECAST_EVERY", d.forecast_every, int),
+        act_after_windows=_env("NOVACRON_SCALING_ACT_AFTER_WINDOWS", d.act_after_windows, int),
+        default_allocation={
+            "vcpu": _env("NOVACRON_DEFAULT_VCPUS", d.default_allocation["vcpu"], float),
+            "memory": _env("NOVACRON_DEFAULT_MEM_MIB", d.default_allocation["memory"], float),
+            "bandwidth": _env(
+                "NOVACRON_DEFAULT_NET_MBPS", d.default_allocation["bandwidth"], float
+            ),
+        },
+        host_capacity={
+            "vcpu": _env("NOVACRON_HOST_VCPUS", d.host_capacity["vcpu"], float),
+            "memory": _env("NOVACRON_HOST_MEM_MIB", d.host_capacity["memory"], float),
+            "bandwidth": _env("NOVACRON_HOST_NET_MBPS", d.host_capacity["bandwidth"], float),
+        },
+        scaling=scaling,
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Worker settings; `Settings.from_env()` is the only constructor the CLI uses."""
@@ -62,6 +101,9 @@ class Settings:
     max_clock_skew_s: float = 86_400.0
     log_level: str = "info"
     checkpoint_every: int = 100
+    forecast_window_s: float = 60.0
+    window_grace_s: float = 10.0
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
     feedback_token: str | None = None  # POST /feedback is disabled while unset
     max_body_bytes: int = 16_384
     history_series_vms: int = 2_000
@@ -95,6 +137,9 @@ class Settings:
             history_series_vms=_env("NOVACRON_HISTORY_SERIES_VMS", d.history_series_vms, int),
             history_samples=_env("NOVACRON_HISTORY_SAMPLES", d.history_samples, int),
             forecast_top_n=_env("NOVACRON_FORECAST_TOP_N", d.forecast_top_n, int),
+            forecast_window_s=_env("NOVACRON_FORECAST_WINDOW_S", d.forecast_window_s, float),
+            window_grace_s=_env("NOVACRON_WINDOW_GRACE_S", d.window_grace_s, float),
+            capacity=capacity_config_from_env(),
             engine=engine_config_from_env(),
         )
 

@@ -56,6 +56,8 @@ class Fleet:
         self.mem_base = rng.uniform(25, 60, vms)
         self.net_scale = rng.uniform(0.5e6, 8e6, vms)
         self.disk_scale = rng.uniform(0.2e6, 4e6, vms)
+        self.vcpus = rng.choice([2, 4, 8], vms)
+        self.mem_mib = rng.choice([4096, 8192, 16384], vms)
         self.injections: list[Injection] = []
 
     def inject(self, vm: int, kind: str, first_tick: int, ticks: int) -> None:
@@ -118,6 +120,9 @@ class Fleet:
                     "host": host,
                     "ts": round(ts, 3),
                     **{name: round(float(values[i]), 3) for name, values in m.items()},
+                    "vcpus": int(self.vcpus[i]),
+                    "mem_mib": int(self.mem_mib[i]),
+                    "net_mbps": LINK_BPS * 8 / 1e6,
                 }
                 for i, (vm, host) in enumerate(zip(self.vm_ids, self.hosts, strict=True))
             ]

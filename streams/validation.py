@@ -21,6 +21,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "net_out_bps": (0.0, 1e12),
 }
 assert set(RANGES) == set(FEATURES)
+ALLOCATION_RANGES: dict[str, tuple[float, float]] = {
+    "vcpus": (1.0, 1024.0),
+    "mem_mib": (64.0, 1e8),
+    "net_mbps": (1.0, 1e7),
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Rejection:
 class ValidSample:
     sample: Sample
     host: str | None
+    allocation: dict[str, float] | None = None
 
 
 @dataclass
@@ -133,8 +139,16 @@ class Validator:
             ts = default_ts
         else:
             ts = self._ts(doc["ts"], now)
+        values = self._numbers(doc, RANGES)
+        if not values:
+            raise _Invalid("no_metrics", f"none of the metric fields {list(RANGES)} is present")
+        own_host = self._optional_id(doc, "host")
+        allocation = self._numbers(doc, ALLOCATION_RANGES) or None
+        return ValidSample(Sample(vm_id, ts, values), own_host or host, allocation)
+
+    def _numbers(self, doc: dict, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
         values: dict[str, float] = {}
-        for name, (low, high) in RANGES.items():
+        for name, (low, high) in ranges.items():
             value = doc.get(name)
             if value is None:
                 continue
@@ -149,10 +163,7 @@ class Validator:
             if not low <= value <= high:
                 raise _Invalid("out_of_range", f"'{name}'={value:g} is outside [{low:g}, {high:g}]")
             values[name] = value
-        if not values:
-            raise _Invalid("no_metrics", f"none of the metric fields {list(RANGES)} is present")
-        own_host = self._optional_id(doc, "host")
-        return ValidSample(Sample(vm_id, ts, values), own_host or host)
+        return values
 
     def _optional_id(self, doc: dict, name: str) -> str | None:
         value = doc.get(name)

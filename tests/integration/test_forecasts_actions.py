@@ -1,0 +1,81 @@
+"""Forecasts and scaling actions reach their topics from a real worker on the embedded broker."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from streams.simulator import read_labels
+from tests.integration.conftest import simulate
+
+VMS, TICKS = 8, 600
+FAST_WINDOWS = {
+    "NOVACRON_FORECAST_WINDOW_S": "10",
+    "NOVACRON_WINDOW_GRACE_S": "0",
+    "NOVACRON_SCALING_ACT_AFTER_WINDOWS": "12",
+}
+
+
+def test_forecasts_and_actions_are_published(deployment, start_worker_process) -> None:
+    worker = start_worker_process(extra_env=FAST_WINDOWS)
+    labels_path = deployment.workdir / "labels.jsonl"
+    simulate(
+        deployment,
+        "--vms",
+        str(VMS),
+        "--rate",
+        "1",
+        "--duration",
+        str(TICKS),
+        "--seed",
+        "4",
+        "--anomalies",
+        "1",
+        "--kinds",
+        "network_saturation",
+        "--warmup",
+        "300",
+        "--anomaly-seconds",
+        "200",
+        "--batch",
+        "--fast",
+        "--labels",
+        str(labels_path),
+    )
+    worker.wait_samples(VMS * TICKS, timeout_s=180)
+    (label,) = read_labels(str(labels_path))
+
+    forecasts = deployment.consume("forecasts", timeout_s=5)
+    per_vm = defaultdict(set)
+    for f in forecasts:
+        per_vm[f["vm_id"]].add(f["metric"])
+        assert len(f["points"]) == 12 and f["levels"] == ["80", "95"]
+        for p in f["points"]:
+            assert p["lower_95"] <= p["lower_80"] <= p["yhat"] <= p["upper_80"] <= p["upper_95"]
+        assert {"mae", "smape", "mase"} <= set(f["accuracy"])
+    latest = {(f["vm_id"], f["metric"]): f for f in forecasts}
+    for f in latest.values():
+        assert set(f["accuracy"]["coverage"]) == {"80", "95"}
+    assert len(per_vm) == VMS
+    assert all(m == {"cpu_pct", "mem_pct", "net_in_bps", "net_out_bps"} for m in per_vm.values())
+    # a message per VM and metric per 10 s window, not per record
+    assert len(forecasts) <= VMS * 4 * (TICKS // 10)
+    assert len({f["message_id"] for f in forecasts}) == len(forecasts)
+
+    actions = deployment.consume("actions", timeout_s=5)
+    saturated = [
+        a
+        for a in actions
+        if a["vm_id"] == label.vm_id
+        and a["resource"] == "bandwidth"
+        and a["action"] == "scale_up"
+        and label.start <= a["issued_at"] <= label.end + 20
+    ]
+    assert saturated, f"no bandwidth scale-up for {label.vm_id}; actions: {actions}"
+    action = saturated[0]
+    assert action["mode"] == "recommend"
+    assert action["target_allocation"] > action["current_allocation"]
+    assert action["expires_at"] > action["issued_at"]
+    assert action["reason"] and 0 <= action["confidence"] <= 1
+    assert action["pattern"]["kind"] in ("periodic", "bursty", "steady", "trending")
+    assert action["evidence"]["upper"], "the evidence carries the forecast upper bounds"
+    assert len({a["action_id"] for a in actions}) == len(actions)

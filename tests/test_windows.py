@@ -1,0 +1,62 @@
+"""Event-time tumbling windows: aggregates, closing by later samples, grace and late records."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.engine import Sample
+from streams.windows import TumblingWindows
+
+
+def s(ts: float, cpu: float, vm: str = "vm") -> Sample:
+    return Sample(vm, ts, {"cpu_pct": cpu})
+
+
+def test_a_window_closes_when_a_later_window_starts() -> None:
+    w = TumblingWindows(60)
+    assert w.add(s(0, 10), host="h") == []
+    assert w.add(s(30, 30)) == []
+    (closed,) = w.add(s(61, 99))
+    assert (closed.start, closed.end, closed.host) == (0, 60, "h")
+    assert closed.metrics["cpu_pct"].as_dict() == {"mean": 20.0, "max": 30.0, "count": 2}
+    assert w.open_windows("vm")[0]["metrics"]["cpu_pct"]["count"] == 1
+
+
+def test_late_samples_are_counted_and_do_not_change_closed_windows() -> None:
+    w = TumblingWindows(60)
+    w.add(s(10, 1))
+    w.add(s(70, 2))
+    assert w.add(s(20, 50)) == [] and w.late == 1
+    (closed,) = w.add(s(130, 3))
+    assert closed.start == 60 and closed.metrics["cpu_pct"].count == 1
+
+
+def test_grace_keeps_a_window_open_for_out_of_order_samples() -> None:
+    w = TumblingWindows(60, grace_s=15)
+    w.add(s(50, 10))
+    assert w.add(s(65, 20)) == []  # next window started, but we are inside the grace
+    assert w.add(s(55, 30)) == []  # out of order, still counted in [0, 60)
+    (closed,) = w.add(s(76, 40))
+    assert closed.start == 0 and closed.metrics["cpu_pct"].count == 2 and w.late == 0
+
+
+def test_a_gap_closes_every_pending_window_in_order() -> None:
+    w = TumblingWindows(10, grace_s=25)
+    for ts in (1, 11, 21):
+        w.add(s(ts, ts))
+    closed = w.add(s(100, 0))
+    assert [c.start for c in closed] == [0, 10, 20]
+
+
+def test_vms_are_independent_and_forgettable() -> None:
+    w = TumblingWindows(60)
+    w.add(s(0, 1, "a"))
+    w.add(s(500, 1, "b"))
+    assert w.add(s(61, 1, "a"))[0].vm_id == "a"
+    w.forget("a")
+    assert w.open_windows("a") == []
+
+
+def test_invalid_sizes_are_refused() -> None:
+    with pytest.raises(ValueError):
+        TumblingWindows(0)
