@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import time
+from contextvars import ContextVar
+from datetime import timedelta
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -51,9 +53,20 @@ def _raw_topic(topic_id: str) -> faust.TopicT:
 
 
 topics = {topic_id: _raw_topic(topic_id) for topic_id in TOPICS}
+P = TOPICS["metrics"].partitions
 # Each VM's model state, checkpointed every `checkpoint_every` samples into a changelog-backed
 # table: a worker that takes a partition over restores the VMs of that partition from it.
 model_state = app.Table("vm-model-state", default=None, partitions=TOPICS["metrics"].partitions)
+# Closed 1-min and 5-min aggregates per VM, in event time: each is written once, when its window
+# closes, into a changelog-backed tumbling table that Faust expires after `retention`.
+_window_start: ContextVar[float] = ContextVar("window_start", default=0.0)
+AGGREGATES = {60.0: timedelta(hours=6), 300.0: timedelta(days=2)}
+aggregate_tables = {
+    size: app.Table(f"vm-metrics-{int(size // 60)}m", default=None, partitions=P)
+    .tumbling(size, expires=retention)
+    .relative_to(lambda event: _window_start.get())
+    for size, retention in AGGREGATES.items()
+}
 processor = MetricsProcessor(
     engine=AnomalyEngine(settings.engine),
     validator=Validator(
@@ -62,6 +75,7 @@ processor = MetricsProcessor(
     checkpoint_every=settings.checkpoint_every,
     planner=CapacityPlanner(settings.capacity),
     forecast_windows=TumblingWindows(settings.forecast_window_s, settings.window_grace_s),
+    aggregate_windows=tuple(TumblingWindows(size, settings.window_grace_s) for size in AGGREGATES),
     restore=lambda vm_id: _decode_state(model_state.get(vm_id)),
 )
 started_at = time.time()
@@ -90,6 +104,9 @@ async def process_metrics(stream: faust.StreamT) -> None:
         await _send_all(processor.process(message.value, _source(message)))
         for vm_id, state in processor.take_checkpoints().items():
             model_state[vm_id] = base64.b64encode(state).decode()
+        for window in processor.take_closed_windows():
+            _window_start.set(window.start)
+            aggregate_tables[window.size_s][window.vm_id] = window.as_dict()
 
 
 @app.agent(topics["feedback"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+
+from kafka import KafkaConsumer
 
 from streams.simulator import read_labels
 from tests.integration.conftest import simulate
@@ -13,6 +16,47 @@ FAST_WINDOWS = {
     "NOVACRON_WINDOW_GRACE_S": "0",
     "NOVACRON_SCALING_ACT_AFTER_WINDOWS": "12",
 }
+
+
+def test_window_aggregates_are_stored_in_changelogged_tables(
+    deployment, start_worker_process
+) -> None:
+    worker = start_worker_process(extra_env=FAST_WINDOWS)
+    simulate(
+        deployment,
+        "--vms",
+        "4",
+        "--rate",
+        "1",
+        "--duration",
+        "700",
+        "--seed",
+        "2",
+        "--anomalies",
+        "0",
+        "--batch",
+        "--fast",
+    )
+    worker.wait_samples(4 * 700, timeout_s=120)
+    consumer = KafkaConsumer(
+        f"{deployment.app_id}-vm-metrics-1m-changelog",
+        bootstrap_servers=deployment.broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    windows = [(json.loads(m.key), json.loads(m.value)) for m in consumer]
+    consumer.close()
+    by_vm = defaultdict(list)
+    for (vm_id, (start, _end)), value in windows:
+        assert value["vm_id"] == vm_id and value["start"] == start and value["size_s"] == 60
+        by_vm[vm_id].append(value)
+    assert len(by_vm) == 4
+    for values in by_vm.values():
+        full = [v for v in values if v["metrics"]["cpu_pct"]["count"] == 60]
+        assert len(full) >= 9, "each closed minute holds its 60 one-second samples"
+        for v in full:
+            cpu = v["metrics"]["cpu_pct"]
+            assert 0 <= cpu["mean"] <= cpu["max"] <= 100
 
 
 def test_forecasts_and_actions_are_published(deployment, start_worker_process) -> None:
