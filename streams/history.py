@@ -1,42 +1,378 @@
-"""Bounded recent history per VM (samples, scores, alerts, forecasts, actions) for web views."""
+"""Bounded recent history per VM (samples, scores, alerts, forecasts, actions) for web views.
+
+Memory is bounded whatever the fleet size:
+
+- `latest` keeps three floats (ts, score, threshold) for at most `max_vms` VMs;
+- `series` keeps the last `samples_per_vm` rows of at most `series_vms` VMs, each row packed as
+  doubles in a preallocated ring (8 bytes per value, NaN for a missing metric). When the budget
+  is full a VM that raises an alert takes the series slot of the oldest VM without an open
+  incident, so the VMs an operator wants to look at always have a chart;
+- alerts, incidents, forecasts and actions are capped lists or one entry per VM.
+"""
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
+import math
+from array import array
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from models.engine import Assessment
 
+METRICS: tuple[str, ...] = (
+    "cpu_pct",
+    "mem_pct",
+    "disk_read_bps",
+    "disk_write_bps",
+    "net_in_bps",
+    "net_out_bps",
+)
+SERIES_FIELDS: tuple[str, ...] = ("ts", "score", "threshold", *METRICS)
+_WIDTH = len(SERIES_FIELDS)
+_NAN = float("nan")
+
+
+class SeriesRing:
+    """Fixed-capacity ring of rows of `SERIES_FIELDS` doubles."""
+
+    __slots__ = ("capacity", "data", "start", "size")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.data = array("d", bytes(8 * _WIDTH * capacity))
+        self.start = 0
+        self.size = 0
+
+    def append(self, row: list[float]) -> None:
+        slot = (self.start + self.size) % self.capacity
+        if self.size == self.capacity:
+            self.start = (self.start + 1) % self.capacity
+        else:
+            self.size += 1
+        base = slot * _WIDTH
+        self.data[base : base + _WIDTH] = array("d", row)
+
+    def columns(self) -> dict[str, list[float | None]]:
+        """Oldest first, one list per field; missing metrics are None."""
+        cols: dict[str, list[float | None]] = {name: [] for name in SERIES_FIELDS}
+        lists = [cols[name] for name in SERIES_FIELDS]
+        for i in range(self.size):
+            base = ((self.start + i) % self.capacity) * _WIDTH
+            for j in range(_WIDTH):
+                v = self.data[base + j]
+                lists[j].append(None if math.isnan(v) else v)
+        return cols
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.itemsize * len(self.data)
+
+
+def normalise_forecast(value: dict) -> dict:
+    """A forecast message with every point's bounds as `lower`/`upper` dicts keyed by level.
+
+    Accepts both nested bounds (`{"lower": {"80": ...}}`) and flat keys (`"lower_80": ...`).
+    """
+    points = []
+    levels: set[str] = set()
+    for p in value.get("points") or []:
+        if not isinstance(p, dict) or not isinstance(p.get("ts"), int | float):
+            continue
+        lower = dict(p["lower"]) if isinstance(p.get("lower"), dict) else {}
+        upper = dict(p["upper"]) if isinstance(p.get("upper"), dict) else {}
+        for key, bound in p.items():
+            if key.startswith("lower_"):
+                lower[key[6:]] = bound
+            elif key.startswith("upper_"):
+                upper[key[6:]] = bound
+        levels.update(lower)
+        points.append({"ts": p["ts"], "yhat": p.get("yhat"), "lower": lower, "upper": upper})
+    return {
+        "vm_id": value.get("vm_id"),
+        "metric": value.get("metric"),
+        "issued_at": value.get("issued_at"),
+        "model": value.get("model"),
+        "levels": sorted(levels, key=_level_order),
+        "points": points,
+        "accuracy": value.get("accuracy") or {},
+    }
+
+
+def _level_order(level: str) -> float:
+    try:
+        return float(level)
+    except ValueError:
+        return math.inf
+
+
+def _accuracy_figures(accuracy: object) -> dict[tuple[str, str], float]:
+    """(kind, name) -> value for the numeric figures of a forecast's `accuracy` object."""
+    out: dict[tuple[str, str], float] = {}
+    if not isinstance(accuracy, dict):
+        return out
+    for name, v in accuracy.items():
+        if name == "coverage" and isinstance(v, dict):
+            for level, c in v.items():
+                if isinstance(c, int | float) and math.isfinite(c):
+                    out[("coverage", str(level))] = float(c)
+        elif name != "n" and isinstance(v, int | float) and math.isfinite(v):
+            out[("measure", name)] = float(v)
+    return out
+
 
 @dataclass
 class RecentHistory:
-    """What this worker saw recently; every buffer is bounded."""
+    """What this worker saw recently; every buffer is bounded (see module docstring)."""
 
-    samples_per_vm: int = 360
-    max_vms: int = 100_000
+    samples_per_vm: int = 240
+    series_vms: int = 2_000
+    max_vms: int = 200_000
     recent_alerts: int = 500
-    points: dict[str, deque] = field(default_factory=dict)
+    alerts_per_vm: int = 20
+    actions_per_vm: int = 10
+    known_incidents: int = 10_000
+    latest: dict[str, list[float]] = field(default_factory=dict)
+    series: OrderedDict[str, SeriesRing] = field(default_factory=OrderedDict)
     alerts: deque = field(default_factory=deque)
-    last_forecast: dict[str, dict] = field(default_factory=dict)
+    vm_alerts: dict[str, deque] = field(default_factory=dict)
+    open_incidents: dict[str, dict] = field(default_factory=dict)
+    incidents: OrderedDict[str, dict] = field(default_factory=OrderedDict)
+    last_forecast: dict[str, dict[str, dict]] = field(default_factory=dict)
     last_actions: dict[str, deque] = field(default_factory=dict)
+    alert_counts: Counter = field(default_factory=Counter)
+    forecast_counts: Counter = field(default_factory=Counter)
+    action_counts: Counter = field(default_factory=Counter)
+    accuracy_sums: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+    untracked_vms: int = 0
+
+    # ------------------------------------------------------------------ feeding
 
     def observe(self, assessments: list[Assessment]) -> None:
-        """Keep the latest samples and scores of each VM."""
+        """Keep the latest score of each VM and the recent rows of VMs with a series."""
         for a in assessments:
-            buf = self.points.get(a.vm_id)
-            if buf is None:
-                if len(self.points) >= self.max_vms:
+            latest = self.latest.get(a.vm_id)
+            if latest is None:
+                if len(self.latest) >= self.max_vms:
+                    self.untracked_vms += 1
                     continue
-                buf = self.points[a.vm_id] = deque(maxlen=self.samples_per_vm)
-            buf.append({"ts": a.ts, "score": a.score, "threshold": a.threshold, **a.values})
+                latest = self.latest[a.vm_id] = [0.0, 0.0, 0.0]
+            latest[0], latest[1], latest[2] = a.ts, a.score, a.threshold
+            ring = self.series.get(a.vm_id)
+            if ring is None:
+                if len(self.series) >= self.series_vms:
+                    continue
+                ring = self.series[a.vm_id] = SeriesRing(self.samples_per_vm)
+            ring.append([a.ts, a.score, a.threshold, *(a.values.get(m, _NAN) for m in METRICS)])
 
     def published(self, topic_id: str, key: str | None, value: dict) -> None:
         """Remember an output message this worker published."""
         if topic_id == "anomalies":
-            self.alerts.append(value)
-            while len(self.alerts) > self.recent_alerts:
-                self.alerts.popleft()
-        elif topic_id == "forecasts" and key is not None:
-            self.last_forecast.setdefault(key, {})[value.get("metric", "")] = value
-        elif topic_id == "actions" and key is not None:
-            self.last_actions.setdefault(key, deque(maxlen=10)).append(value)
+            self._alert(value)
+        elif topic_id == "forecasts":
+            self._forecast(value, key)
+        elif topic_id == "actions":
+            vm_id = value.get("vm_id") or key
+            if vm_id is None or (
+                vm_id not in self.last_actions and len(self.last_actions) >= self.max_vms
+            ):
+                return
+            self.last_actions.setdefault(vm_id, deque(maxlen=self.actions_per_vm)).append(value)
+            self.action_counts[(value.get("action"), value.get("resource"))] += 1
+
+    def _alert(self, value: dict) -> None:
+        vm_id, status = value.get("vm_id"), value.get("status")
+        self.alerts.append(value)
+        while len(self.alerts) > self.recent_alerts:
+            self.alerts.popleft()
+        self.alert_counts[(status, value.get("severity"), value.get("kind"))] += 1
+        incident_id = value.get("incident_id")
+        if isinstance(incident_id, str):
+            self.incidents[incident_id] = value
+            self.incidents.move_to_end(incident_id)
+            while len(self.incidents) > self.known_incidents:
+                self.incidents.popitem(last=False)
+        if not isinstance(vm_id, str):
+            return
+        if vm_id in self.vm_alerts or len(self.vm_alerts) < self.max_vms:
+            self.vm_alerts.setdefault(vm_id, deque(maxlen=self.alerts_per_vm)).append(value)
+        if status == "resolved":
+            self.open_incidents.pop(vm_id, None)
+        else:
+            self.open_incidents[vm_id] = value
+            self._ensure_series(vm_id)
+
+    def _ensure_series(self, vm_id: str) -> None:
+        """Give an alerting VM a series slot, evicting the oldest VM without an open incident."""
+        if vm_id in self.series:
+            return
+        if len(self.series) >= self.series_vms:
+            victim = next((v for v in self.series if v not in self.open_incidents), None)
+            if victim is None:
+                return
+            del self.series[victim]
+        self.series[vm_id] = SeriesRing(self.samples_per_vm)
+
+    def _forecast(self, value: dict, key: str | None) -> None:
+        vm_id, metric = value.get("vm_id") or key, value.get("metric")
+        if not isinstance(vm_id, str) or not isinstance(metric, str):
+            return
+        per_vm = self.last_forecast.get(vm_id)
+        if per_vm is None:
+            if len(self.last_forecast) >= self.max_vms:
+                return
+            per_vm = self.last_forecast[vm_id] = {}
+        previous = per_vm.get(metric)
+        if previous is not None:
+            self._account(metric, previous.get("accuracy"), -1)
+        per_vm[metric] = value
+        self._account(metric, value.get("accuracy"), +1)
+        self.forecast_counts[metric] += 1
+
+    def _account(self, metric: str, accuracy: object, sign: int) -> None:
+        for (kind, name), v in _accuracy_figures(accuracy).items():
+            acc = self.accuracy_sums.setdefault((metric, kind, name), [0.0, 0])
+            acc[0] += sign * v
+            acc[1] += sign
+
+    def forget(self, vm_ids: list[str]) -> None:
+        """Drop what is kept about VMs this worker no longer owns (their partition moved)."""
+        for vm_id in vm_ids:
+            for per_vm in (
+                self.latest,
+                self.series,
+                self.vm_alerts,
+                self.open_incidents,
+                self.last_forecast,
+                self.last_actions,
+            ):
+                per_vm.pop(vm_id, None)
+        if vm_ids:
+            self._recount_accuracy()
+
+    def prune(self, keep: Callable[[str], bool]) -> int:
+        """Forget every VM for which `keep(vm_id)` is false; returns how many."""
+        gone = [v for v in set(self.latest) | set(self.vm_alerts) if not keep(v)]
+        self.forget(gone)
+        return len(gone)
+
+    def _recount_accuracy(self) -> None:
+        self.accuracy_sums = {}
+        for metrics in self.last_forecast.values():
+            for metric, value in metrics.items():
+                self._account(metric, value.get("accuracy"), +1)
+
+    # ------------------------------------------------------------------ reading
+
+    def knows(self, vm_id: str) -> bool:
+        return vm_id in self.latest or vm_id in self.vm_alerts
+
+    def vm_row(self, vm_id: str) -> dict:
+        """One line of the fleet table."""
+        latest = self.latest.get(vm_id)
+        inc = self.open_incidents.get(vm_id)
+        return {
+            "vm_id": vm_id,
+            "last_ts": latest[0] if latest else None,
+            "score": latest[1] if latest else None,
+            "threshold": latest[2] if latest else None,
+            "open_incident": None
+            if inc is None
+            else {k: inc.get(k) for k in ("incident_id", "severity", "kind", "opened_at", "score")},
+            "forecast_metrics": sorted(self.last_forecast.get(vm_id, {})),
+        }
+
+    def vm_rows(
+        self,
+        sort: str = "score",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+        only_open: bool = False,
+    ) -> tuple[int, list[dict]]:
+        """(total, page) of VMs ordered by `sort` ("score", "vm_id" or "last_ts")."""
+        ids = list(self.open_incidents) if only_open else list(self.latest)
+        if sort == "vm_id":
+            ids.sort(reverse=descending)
+        else:
+            col = 1 if sort == "score" else 0
+            latest = self.latest
+
+            def sort_key(vm_id: str) -> tuple[float, str]:
+                row = latest.get(vm_id)
+                return (row[col] if row else -math.inf, vm_id)
+
+            want = offset + limit
+            if want < len(ids) // 4:  # a page near the top: a partial selection, not a sort
+                pick = heapq.nlargest if descending else heapq.nsmallest
+                page = pick(want, ids, key=sort_key)[offset:]
+                return len(ids), [self.vm_row(v) for v in page]
+            ids.sort(key=sort_key, reverse=descending)
+        return len(ids), [self.vm_row(v) for v in ids[offset : offset + limit]]
+
+    def vm_series(self, vm_id: str) -> dict[str, list[float | None]] | None:
+        ring = self.series.get(vm_id)
+        return None if ring is None else ring.columns()
+
+    def forecasts_of(self, vm_id: str) -> dict[str, dict]:
+        return {m: normalise_forecast(v) for m, v in self.last_forecast.get(vm_id, {}).items()}
+
+    def actions_of(self, vm_id: str) -> list[dict]:
+        return list(self.last_actions.get(vm_id, ()))
+
+    def alerts_of(self, vm_id: str) -> list[dict]:
+        return list(self.vm_alerts.get(vm_id, ()))
+
+    def recent_alerts_matching(
+        self,
+        severity: str | None = None,
+        kind: str | None = None,
+        vm_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[dict]:
+        """Newest first."""
+        out = []
+        source = self.vm_alerts.get(vm_id, ()) if vm_id is not None else self.alerts
+        for a in reversed(source):
+            if severity is not None and a.get("severity") != severity:
+                continue
+            if kind is not None and a.get("kind") != kind:
+                continue
+            if status is not None and a.get("status") != status:
+                continue
+            out.append(a)
+            if len(out) >= limit:
+                break
+        return out
+
+    def forecast_accuracy(self) -> dict[str, dict[str, dict[str, float]]]:
+        """metric -> {"measure": {name: fleet mean}, "coverage": {level: fleet mean}}."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for (metric, kind, name), (total, count) in sorted(self.accuracy_sums.items()):
+            if count > 0:
+                out.setdefault(metric, {}).setdefault(kind, {})[name] = total / count
+        return out
+
+    def top_forecast_vms(self, n: int) -> list[str]:
+        """Up to `n` VMs that have a forecast, highest current score first."""
+        latest = self.latest
+
+        def score(vm_id: str) -> float:
+            row = latest.get(vm_id)
+            return row[1] if row else -math.inf
+
+        ids = sorted(self.last_forecast, key=lambda v: (-score(v), v))
+        return ids[:n]
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "vms": len(self.latest),
+            "vms_with_series": len(self.series),
+            "series_bytes": sum(r.nbytes for r in self.series.values()),
+            "recent_alerts": len(self.alerts),
+            "open_incidents": len(self.open_incidents),
+            "vms_with_forecasts": len(self.last_forecast),
+            "untracked_vm_samples": self.untracked_vms,
+        }

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from streams.history import RecentHistory
 
 RECORDS = Counter("novacron_records_total", "Input records by outcome", ["outcome"])
 SAMPLES = Counter("novacron_samples_total", "VM samples scored and learned")
@@ -17,3 +22,101 @@ MODEL_UPDATE_SECONDS = Histogram(
     "Time to score and learn the samples of one record, per sample",
     buckets=(1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3),
 )
+FEEDBACK_REQUESTS = Counter(
+    "novacron_feedback_requests_total", "POST /feedback requests by outcome", ["outcome"]
+)
+
+
+class HistoryCollector:
+    """Metrics read from the worker's `RecentHistory` at scrape time.
+
+    - `novacron_forecasts_total{metric}`, `novacron_actions_total{action,resource}`;
+    - `novacron_alerts_open`: incidents currently open on this worker;
+    - `novacron_forecast_accuracy{metric,measure}` (mae, smape, mase, ...) and
+      `novacron_forecast_coverage{metric,level}`: fleet means over each VM's latest forecast;
+    - `novacron_forecast_yhat`, `_yhat_lower`, `_yhat_upper{vm_id,metric[,level]}`: the next
+      forecast point, for the `top_n` VMs with the highest current anomaly score only.
+
+    Label cardinality stays bounded: the per-VM gauges exist for at most `top_n` VMs times the
+    forecast metrics (4) times the levels, and they are rebuilt on every scrape, so a VM that
+    leaves the top N simply disappears instead of leaving a stale series behind. Every other
+    label takes values from fixed, small sets (metrics, measures, levels, action kinds).
+    """
+
+    def __init__(self, history: RecentHistory, top_n: int = 10) -> None:
+        self.history = history
+        self.top_n = top_n
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        h = self.history
+        forecasts = CounterMetricFamily(
+            "novacron_forecasts", "Forecast messages emitted", labels=["metric"]
+        )
+        for metric, n in sorted(h.forecast_counts.items()):
+            forecasts.add_metric([str(metric)], n)
+        actions = CounterMetricFamily(
+            "novacron_actions", "Scaling actions emitted", labels=["action", "resource"]
+        )
+        for (action, resource), n in sorted(h.action_counts.items(), key=str):
+            actions.add_metric([str(action), str(resource)], n)
+        open_alerts = GaugeMetricFamily(
+            "novacron_alerts_open", "Incidents currently open on this worker"
+        )
+        open_alerts.add_metric([], len(h.open_incidents))
+        accuracy = GaugeMetricFamily(
+            "novacron_forecast_accuracy",
+            "Fleet mean of the rolling forecast accuracy figures",
+            labels=["metric", "measure"],
+        )
+        coverage = GaugeMetricFamily(
+            "novacron_forecast_coverage",
+            "Fleet mean of the rolling forecast interval coverage",
+            labels=["metric", "level"],
+        )
+        for metric, kinds in h.forecast_accuracy().items():
+            for name, v in kinds.get("measure", {}).items():
+                accuracy.add_metric([metric, name], v)
+            for level, v in kinds.get("coverage", {}).items():
+                coverage.add_metric([metric, level], v)
+        yhat = GaugeMetricFamily(
+            "novacron_forecast_yhat", "Next forecast value (top-N VMs)", labels=["vm_id", "metric"]
+        )
+        lower = GaugeMetricFamily(
+            "novacron_forecast_yhat_lower",
+            "Next forecast lower bound (top-N VMs)",
+            labels=["vm_id", "metric", "level"],
+        )
+        upper = GaugeMetricFamily(
+            "novacron_forecast_yhat_upper",
+            "Next forecast upper bound (top-N VMs)",
+            labels=["vm_id", "metric", "level"],
+        )
+        for vm_id in h.top_forecast_vms(self.top_n):
+            for metric, fc in sorted(h.forecasts_of(vm_id).items()):
+                if not fc["points"]:
+                    continue
+                first = fc["points"][0]
+                if isinstance(first.get("yhat"), int | float):
+                    yhat.add_metric([vm_id, metric], first["yhat"])
+                for family, bounds in ((lower, first["lower"]), (upper, first["upper"])):
+                    for level, v in bounds.items():
+                        if isinstance(v, int | float):
+                            family.add_metric([vm_id, metric, level], v)
+        yield from (forecasts, actions, open_alerts, accuracy, coverage, yhat, lower, upper)
+
+
+_collector: HistoryCollector | None = None
+
+
+def watch_history(history: RecentHistory, top_n: int = 10) -> HistoryCollector:
+    """Export `history` through the default registry (once per process; later calls retarget)."""
+    global _collector
+    if _collector is None:
+        _collector = HistoryCollector(history, top_n)
+        REGISTRY.register(_collector)
+    else:
+        _collector.history, _collector.top_n = history, top_n
+    return _collector
