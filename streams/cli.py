@@ -91,7 +91,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
     return run_demo(
-        duration_s=args.duration, vms=args.vms, rate=args.rate, batch=args.batch, seed=args.seed
+        duration_s=args.duration,
+        vms=args.vms,
+        rate=args.rate,
+        batch=not args.single,
+        seed=args.seed,
     )
 
 
@@ -142,8 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="embedded broker + worker + simulator, with live progress")
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     demo.add_argument("--vms", type=int, default=40)
-    demo.add_argument("--rate", type=float, default=2.0)
-    demo.add_argument("--batch", action="store_true")
+    demo.add_argument("--rate", type=float, default=5.0, help="ticks per second")
+    demo.add_argument(
+        "--single", action="store_true", help="one record per sample instead of per host"
+    )
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
 

@@ -23,6 +23,13 @@ QUICK_GROUP_SETTINGS = {
     "NOVACRON_SESSION_TIMEOUT_S": "2",
     "NOVACRON_HEARTBEAT_INTERVAL_S": "0.5",
 }
+DEMO_PACE = {
+    # The demo's simulated day lasts 10 minutes, so forecasts work on 10-second windows and
+    # scaling trusts its bands after 3 minutes instead of 36 one-minute windows.
+    "NOVACRON_FORECAST_WINDOW_S": "10",
+    "NOVACRON_WINDOW_GRACE_S": "2",
+    "NOVACRON_SCALING_ACT_AFTER_WINDOWS": "18",
+}
 
 
 def _get_json(url: str, timeout: float = 1.0) -> dict | None:
@@ -99,6 +106,7 @@ def run_demo(duration_s: float | None, vms: int, rate: float, batch: bool, seed:
             "NOVACRON_DATA_DIR": str(workdir / "worker-data"),
             "NOVACRON_LOG_LEVEL": "warn",
             **QUICK_GROUP_SETTINGS,
+            **DEMO_PACE,
         }
         worker = start_worker(env, workdir / "worker.log")
         ready_s = wait_ready(base_url, worker)
