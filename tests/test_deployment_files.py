@@ -71,3 +71,14 @@ def test_dockerfile_copies_what_the_worker_needs() -> None:
     for needed in ("topics.yaml", "streams", "models", "pyproject.toml"):
         assert needed in text
     assert 'ENTRYPOINT ["novacron"]' in text
+
+
+def test_every_setting_the_code_reads_is_documented() -> None:
+    import re
+
+    code = "\n".join(p.read_text() for p in (ROOT / "streams").glob("*.py"))
+    names = set(re.findall(r'"(NOVACRON_[A-Z0-9_]+[A-Z0-9])"', code))
+    readme = (ROOT / "README.md").read_text()
+    assert names, "the settings are read from NOVACRON_* variables"
+    missing = sorted(n for n in names if n not in readme)
+    assert not missing, f"undocumented settings: {missing}"
