@@ -67,6 +67,7 @@ aggregate_tables = {
     .relative_to(lambda event: _window_start.get())
     for size, retention in AGGREGATES.items()
 }
+windows_by_size = {size: TumblingWindows(size, settings.window_grace_s) for size in AGGREGATES}
 processor = MetricsProcessor(
     engine=AnomalyEngine(settings.engine),
     validator=Validator(
@@ -74,8 +75,11 @@ processor = MetricsProcessor(
     ),
     checkpoint_every=settings.checkpoint_every,
     planner=CapacityPlanner(settings.capacity),
-    forecast_windows=TumblingWindows(settings.forecast_window_s, settings.window_grace_s),
-    aggregate_windows=tuple(TumblingWindows(size, settings.window_grace_s) for size in AGGREGATES),
+    forecast_windows=windows_by_size.get(
+        settings.forecast_window_s,
+        TumblingWindows(settings.forecast_window_s, settings.window_grace_s),
+    ),
+    aggregate_windows=tuple(windows_by_size.values()),
     restore=lambda vm_id: _decode_state(model_state.get(vm_id)),
 )
 started_at = time.time()

@@ -154,9 +154,15 @@ class MetricsProcessor:
 
     def _windows(self, sample: Sample, host: str | None, allocation: dict | None) -> list[Output]:
         """Feed the event-time windows; closed ones drive forecasts and scaling actions."""
+        closed: list[ClosedWindow] = []
         for windows in self.aggregate_windows:
-            self.closed_windows.extend(windows.add(sample, host))
-        closed = self.forecast_windows.add(sample, host)
+            done = windows.add(sample, host)
+            if done:
+                self.closed_windows.extend(done)
+                if windows is self.forecast_windows:
+                    closed = done
+        if not any(w is self.forecast_windows for w in self.aggregate_windows):
+            closed = self.forecast_windows.add(sample, host)
         if self.planner is None:
             return []
         if allocation:

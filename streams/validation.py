@@ -152,18 +152,24 @@ class Validator:
             value = doc.get(name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise _Invalid("bad_type", f"'{name}' must be a number, got {type(value).__name__}")
-            try:
-                value = float(value)
-            except OverflowError:
-                raise _Invalid("out_of_range", f"'{name}' is too large") from None
-            if not math.isfinite(value):
-                raise _Invalid("not_finite", f"'{name}' is {value}")
-            if not low <= value <= high:
-                raise _Invalid("out_of_range", f"'{name}'={value:g} is outside [{low:g}, {high:g}]")
-            values[name] = value
+            if type(value) is float and low <= value <= high:  # the common case, NaN excluded
+                values[name] = value
+                continue
+            values[name] = self._number(name, value, low, high)
         return values
+
+    def _number(self, name: str, value: object, low: float, high: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid("bad_type", f"'{name}' must be a number, got {type(value).__name__}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise _Invalid("out_of_range", f"'{name}' is too large") from None
+        if not math.isfinite(value):
+            raise _Invalid("not_finite", f"'{name}' is {value}")
+        if not low <= value <= high:
+            raise _Invalid("out_of_range", f"'{name}'={value:g} is outside [{low:g}, {high:g}]")
+        return value
 
     def _optional_id(self, doc: dict, name: str) -> str | None:
         value = doc.get(name)

@@ -61,8 +61,14 @@ class ClosedWindow:
 class _VMWindows:
     watermark: float = -math.inf  # the latest event time seen for the VM
     closed_until: float = -math.inf  # end of the latest window already closed
+    next_close: float = math.inf  # event time at which the oldest open window closes
     host: str | None = None
-    open: dict[float, dict[str, WindowStats]] = field(default_factory=dict)
+    # window start -> metric -> [count, total, max]: flat lists keep the per-sample path cheap
+    open: dict[float, dict[str, list[float]]] = field(default_factory=dict)
+
+
+def _stats(raw: dict[str, list[float]]) -> dict[str, WindowStats]:
+    return {name: WindowStats(int(c), t, m) for name, (c, t, m) in raw.items()}
 
 
 @dataclass
@@ -85,22 +91,37 @@ class TumblingWindows:
             vm = self._vms[sample.vm_id] = _VMWindows()
         if host is not None:
             vm.host = host
-        start = math.floor(sample.ts / self.size_s) * self.size_s
+        ts = sample.ts
+        start = ts - ts % self.size_s
         if start < vm.closed_until:
             self.late += 1
             return []
-        metrics = vm.open.setdefault(start, {})
+        metrics = vm.open.get(start)
+        if metrics is None:
+            metrics = vm.open[start] = {}
+            vm.next_close = min(vm.next_close, start + self.size_s + self.grace_s)
         for name, value in sample.values.items():
-            stats = metrics.get(name)
-            if stats is None:
-                stats = metrics[name] = WindowStats()
-            stats.add(value)
-        vm.watermark = max(vm.watermark, sample.ts)
-        due = [w for w in vm.open if w + self.size_s + self.grace_s <= vm.watermark]
+            acc = metrics.get(name)
+            if acc is None:
+                metrics[name] = [1, value, value]
+            else:
+                acc[0] += 1
+                acc[1] += value
+                if value > acc[2]:
+                    acc[2] = value
+        if ts > vm.watermark:
+            vm.watermark = ts
+        if ts < vm.next_close:
+            return []
+        return self._close_due(sample.vm_id, vm)
+
+    def _close_due(self, vm_id: str, vm: _VMWindows) -> list[ClosedWindow]:
+        lag = self.size_s + self.grace_s
         closed = []
-        for w in sorted(due):
-            closed.append(ClosedWindow(sample.vm_id, vm.host, self.size_s, w, vm.open.pop(w)))
+        for w in sorted(w for w in vm.open if w + lag <= vm.watermark):
+            closed.append(ClosedWindow(vm_id, vm.host, self.size_s, w, _stats(vm.open.pop(w))))
             vm.closed_until = max(vm.closed_until, w + self.size_s)
+        vm.next_close = min(vm.open, default=math.inf) + lag
         return closed
 
     def forget(self, vm_id: str) -> None:
@@ -112,6 +133,6 @@ class TumblingWindows:
         if vm is None:
             return []
         return [
-            ClosedWindow(vm_id, vm.host, self.size_s, w, m).as_dict()
+            ClosedWindow(vm_id, vm.host, self.size_s, w, _stats(m)).as_dict()
             for w, m in sorted(vm.open.items())
         ]
