@@ -79,6 +79,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         warmup_s=args.warmup,
         anomaly_s=args.anomaly_seconds,
         day_seconds=args.day_seconds,
+        vms_per_host=args.vms_per_host,
+        start_ts=args.start,
         realtime=not args.fast,
     )
     topic = load_topics(args.topics_file, prefix=args.prefix)["metrics"].name
@@ -136,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--kinds", default=None, help="comma-separated anomaly kinds to inject")
     sim.add_argument("--warmup", type=float, default=None, help="seconds before any anomaly")
     sim.add_argument("--anomaly-seconds", type=float, default=None, help="length of an anomaly")
+    sim.add_argument("--vms-per-host", type=int, default=4)
+    sim.add_argument("--start", type=float, default=None, help="first tick's epoch (default now)")
     sim.add_argument("--day-seconds", type=float, default=600.0, help="period of the daily cycle")
     sim.add_argument("--fast", action="store_true", help="publish as fast as possible")
     sim.add_argument("--progress", action="store_true")
