@@ -1,0 +1,545 @@
+"""Multi-step forecasts of one VM metric with calibrated prediction intervals.
+
+`IntervalForecaster` learns one series online:
+
+- point forecasts from additive exponential smoothing with a damped trend and, when the series
+  has one, a seasonal component (ETS(A,Ad,A) in error-correction form); the innovation is
+  clipped at a few robust scales so that isolated spikes do not drag the level;
+- the seasonal period is found automatically (autocorrelation at candidate lags, daily by
+  default, over a bounded block-averaged buffer, re-checked twice per period);
+- intervals per horizon step from online conformal quantiles of observed h-step errors
+  (`models.conformal.ConformalBands`), with adaptive levels for long-run coverage;
+- rolling accuracy (exponentially weighted): MAE, sMAPE, MASE against seasonal-naive and naive
+  forecasts of the same targets, and interval coverage per level.
+
+State is a handful of small numpy arrays, bounded whatever the length of the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
+
+import numpy as np
+
+from models.conformal import ConformalBands
+from models.seasonality import DAY_SECONDS, SeasonalityDetector
+
+METRICS: tuple[str, ...] = ("net_in_bps", "net_out_bps", "cpu_pct", "mem_pct")
+
+# Mean absolute deviation to standard deviation, for normal errors.
+_MAE_TO_SIGMA = math.sqrt(math.pi / 2.0)
+
+
+def level_key(level: float) -> str:
+    """'80' for 0.8, '97.5' for 0.975: the suffix of per-level keys in messages."""
+    return f"{level * 100:g}"
+
+
+@dataclass(frozen=True)
+class ForecastPoint:
+    """Forecast for `step` samples ahead; bounds keyed by level (e.g. 0.8, 0.95)."""
+
+    step: int
+    yhat: float
+    lower: dict[float, float]
+    upper: dict[float, float]
+    ts: float | None = None
+
+
+@dataclass(slots=True)
+class _Accuracy:
+    """Exponentially weighted error statistics per horizon step."""
+
+    horizon: int
+    n_levels: int
+    window: int
+    count: np.ndarray = field(init=False)
+    abs_err: np.ndarray = field(init=False)
+    abs_model: np.ndarray = field(init=False)
+    abs_snaive: np.ndarray = field(init=False)
+    abs_naive: np.ndarray = field(init=False)
+    smape: np.ndarray = field(init=False)
+    coverage: np.ndarray = field(init=False)
+    cov_count: np.ndarray = field(init=False)
+    seasonal_count: int = 0  # truths scored against a real seasonal-naive forecast
+
+    def __post_init__(self) -> None:
+        h = self.horizon
+        self.count = np.zeros(h, dtype=np.int64)
+        self.abs_err = np.zeros(h)
+        self.abs_model = np.zeros(h)
+        self.abs_snaive = np.zeros(h)
+        self.abs_naive = np.zeros(h)
+        self.smape = np.zeros(h)
+        self.coverage = np.zeros((h, self.n_levels))
+        self.cov_count = np.zeros(h, dtype=np.int64)
+
+    def update(
+        self,
+        k: int,
+        err: np.ndarray,
+        model_err: np.ndarray,
+        smape: np.ndarray,
+        naive_err: np.ndarray,
+        snaive_err: float | np.ndarray,
+        seasonal: bool,
+        covered: np.ndarray | None,
+    ) -> None:
+        """Record the errors of steps 1..k for one new truth."""
+        self.count[:k] += 1
+        self.seasonal_count += seasonal
+        rate = np.maximum(1.0 / self.count[:k], 1.0 / self.window)
+        self.abs_err[:k] += rate * (np.abs(err) - self.abs_err[:k])
+        self.abs_model[:k] += rate * (np.abs(model_err) - self.abs_model[:k])
+        self.smape[:k] += rate * (smape - self.smape[:k])
+        self.abs_naive[:k] += rate * (naive_err - self.abs_naive[:k])
+        self.abs_snaive[:k] += rate * (snaive_err - self.abs_snaive[:k])
+        if covered is not None:
+            self.cov_count[:k] += 1
+            cov_rate = np.maximum(1.0 / self.cov_count[:k], 1.0 / self.window)[:, None]
+            self.coverage[:k] += cov_rate * (covered - self.coverage[:k])
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (
+            self.count,
+            self.abs_err,
+            self.abs_model,
+            self.abs_snaive,
+            self.abs_naive,
+            self.smape,
+        )
+        return sum(a.nbytes for a in arrays) + self.coverage.nbytes + self.cov_count.nbytes
+
+
+class IntervalForecaster:
+    """Online multi-step forecaster of one series with conformal prediction intervals.
+
+    Args:
+        horizon: default number of steps to forecast (and steps tracked for errors/bands).
+        levels: nominal coverage levels of the intervals.
+        season_length: seasonal period in samples; None detects it, 0 disables seasonality.
+        step_seconds: sampling interval; None infers it from the timestamps passed to
+            `learn_one` (falling back to `default_step_seconds` when none are given).
+        candidate_periods: seasonal periods (seconds) tried by the detector.
+        alpha, beta, gamma, phi: level, trend, seasonal smoothing and trend damping.
+        residual_window: errors kept per step for the conformal quantiles.
+        symmetric: symmetric bands from |errors|, else separate lower/upper error quantiles.
+        adapt_rate: step of the adaptive conformal level correction (0 disables it).
+        accuracy_window: effective window (samples) of the rolling accuracy figures.
+        clip_scales: innovations beyond this many robust scales are clipped for learning.
+        refresh_every: band widths are recomputed at least every this many samples (and on
+            every `forecast`); coverage checks in between use the cached widths.
+        switch_ratio: per step, forecast seasonal-naive instead when its rolling MAE is below
+            this fraction of the model's (0 disables the switch).
+    """
+
+    __slots__ = (
+        "_accuracy",
+        "_bands_stale",
+        "_damp",
+        "_detector",
+        "_detector_origin",
+        "_diffs",
+        "_n_diffs",
+        "_step_estimate",
+        "_history",
+        "_level",
+        "_pending",
+        "_pending_model",
+        "_period",
+        "_scale",
+        "_season",
+        "_trend",
+        "alpha",
+        "bands",
+        "beta",
+        "candidate_periods",
+        "clip_scales",
+        "default_step_seconds",
+        "detect_threshold",
+        "gamma",
+        "horizon",
+        "last_ts",
+        "levels",
+        "n",
+        "phi",
+        "refresh_every",
+        "season_length",
+        "step_seconds",
+        "switch_ratio",
+    )
+
+    def __init__(
+        self,
+        horizon: int = 12,
+        levels: Sequence[float] = (0.8, 0.95),
+        season_length: int | None = None,
+        *,
+        step_seconds: float | None = None,
+        default_step_seconds: float = 300.0,
+        candidate_periods: Sequence[float] = (DAY_SECONDS,),
+        detect_threshold: float = 0.3,
+        alpha: float = 0.1,
+        beta: float = 0.003,
+        gamma: float = 0.05,
+        phi: float = 0.9,
+        residual_window: int = 100,
+        symmetric: bool = True,
+        adapt_rate: float = 0.005,
+        accuracy_window: int = 288,
+        clip_scales: float = 4.0,
+        refresh_every: int = 8,
+        switch_ratio: float = 0.9,
+    ) -> None:
+        if horizon < 1:
+            raise ValueError("horizon must be >= 1")
+        self.horizon = horizon
+        self.levels = tuple(sorted(levels))
+        self.season_length = season_length
+        self.step_seconds = step_seconds
+        self.default_step_seconds = default_step_seconds
+        self.candidate_periods = tuple(candidate_periods)
+        self.detect_threshold = detect_threshold
+        self.alpha, self.beta, self.gamma, self.phi = alpha, beta, gamma, phi
+        self.clip_scales = clip_scales
+        self.refresh_every = max(1, refresh_every)
+        self.switch_ratio = switch_ratio
+        self._bands_stale = False
+
+        self.n = 0
+        self.last_ts: float | None = None
+        self._diffs = np.zeros(9)  # ring of recent regular sampling intervals
+        self._n_diffs = 0
+        self._step_estimate = 0.0  # median of the ring, refreshed as it fills and cycles
+        self._level = 0.0
+        self._trend = 0.0
+        self._scale = 0.0  # EW mean |one-step innovation|
+        self._period = season_length if season_length else None
+        self._season: np.ndarray | None = (
+            np.zeros(self._period, dtype=np.float32) if self._period else None
+        )
+        self._detector: SeasonalityDetector | None = None
+        self._detector_origin = 0  # sample index the detector's phase 0 refers to
+        self._history = np.zeros(max(horizon, self._period or 0) + 1, dtype=np.float32)
+        self._pending = np.zeros((horizon, horizon), dtype=np.float32)  # issued forecasts
+        self._pending_model = np.zeros((horizon, horizon), dtype=np.float32)  # ETS alone
+        self._damp = np.cumsum(phi ** np.arange(1, horizon + 1))
+        self.bands = ConformalBands(horizon, self.levels, residual_window, symmetric, adapt_rate)
+        self._accuracy = _Accuracy(horizon, len(self.levels), accuracy_window)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def period(self) -> int | None:
+        """Seasonal period in samples currently used (None when non-seasonal)."""
+        return self._period
+
+    @property
+    def model_name(self) -> str:
+        season = f"seasonal[{self._period}]" if self._period else "nonseasonal"
+        switch = "+snaive" if self._snaive_steps().any() else ""
+        return f"ets-damped-{season}{switch}+conformal"
+
+    @property
+    def interval_seconds(self) -> float:
+        """Sampling interval in seconds (configured, inferred or default)."""
+        if self.step_seconds:
+            return float(self.step_seconds)
+        if self._n_diffs:
+            return self._step_estimate
+        return self.default_step_seconds
+
+    # ------------------------------------------------------------------ learning
+    def learn_one(self, y: float, ts: float | None = None) -> IntervalForecaster:
+        """Learn the next sample. Samples at or before the last ts are ignored; when a gap in
+        `ts` shows missed samples, they are filled with the model's own one-step forecasts so
+        that the seasonal phase stays aligned with time."""
+        y = float(y)
+        if not math.isfinite(y):
+            return self
+        if ts is not None:
+            if self.last_ts is not None:
+                if ts <= self.last_ts:
+                    return self
+                missing = self._missing_samples(ts - self.last_ts)
+                if missing:
+                    self._fill_gap(missing)
+                else:
+                    self._diffs[self._n_diffs % self._diffs.size] = ts - self.last_ts
+                    self._n_diffs += 1
+                    if self._n_diffs <= self._diffs.size or self._n_diffs % self._diffs.size == 0:
+                        filled = self._diffs[: min(self._n_diffs, self._diffs.size)]
+                        self._step_estimate = float(np.median(filled))
+            self.last_ts = ts
+        if self.n > 0:
+            self._score_pending(y)
+        self._update_state(y)
+        self._update_seasonality(y)
+        self._advance(y)
+        return self
+
+    def _advance(self, y: float) -> None:
+        """Store the sample, move the clock on, and record the forecasts issued now."""
+        self._history[self.n % self._history.size] = y
+        self.n += 1
+        if self.season_length and self.n == self.season_length:
+            self._init_season_from_first_period()
+        model_path = self._path(self.horizon)
+        self._pending_model[(self.n - 1) % self.horizon] = model_path
+        self._pending[(self.n - 1) % self.horizon] = self._combine(model_path)
+        self._bands_stale = True
+        if self.n % self.refresh_every == 0 or self.n <= self.horizon + 1:
+            self._refresh_bands()
+
+    def _missing_samples(self, diff: float) -> int:
+        """Samples skipped in a gap of `diff` seconds (0 while the interval is unknown)."""
+        if not self.step_seconds and self._n_diffs < 3:
+            return 0
+        missing = int(round(diff / self.interval_seconds)) - 1
+        if missing <= 0:
+            return 0
+        if self._period:
+            return missing % self._period if missing >= self._period else missing
+        return min(missing, self.horizon)
+
+    def _fill_gap(self, missing: int) -> None:
+        for _ in range(missing):
+            if self.n == 0:
+                return
+            guess = float(self._path(1)[0])
+            self._level += self.phi * self._trend
+            self._trend *= self.phi
+            self._update_seasonality(guess)
+            self._advance(guess)
+
+    def _refresh_bands(self) -> None:
+        if self._bands_stale:
+            self.bands.refresh()
+            self._bands_stale = False
+
+    def _score_pending(self, y: float) -> None:
+        """Compare the forecasts made 1..H steps ago for this sample with the truth."""
+        k = min(self.horizon, self.n)
+        steps = np.arange(1, k + 1)
+        origins = self.n - steps  # sample index each forecast was issued after
+        forecasts = self._pending[origins % self.horizon, steps - 1].astype(np.float64)
+        err = y - forecasts
+        model_err = y - self._pending_model[origins % self.horizon, steps - 1]
+        covered = self.bands.update_many(err)
+        denom = np.abs(y) + np.abs(forecasts)
+        smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
+        naive = self._history[origins % self._history.size].astype(np.float64)
+        naive_err = np.abs(y - naive)
+        lag = self._snaive_lag
+        seasonal = bool(lag and self.n >= lag)
+        if seasonal:
+            snaive_err = abs(y - float(self._history[(self.n - lag) % self._history.size]))
+        else:
+            snaive_err = naive_err  # no seasonal lag yet: seasonal-naive is the naive forecast
+        self._accuracy.update(k, err, model_err, smape, naive_err, snaive_err, seasonal, covered)
+
+    def _update_state(self, y: float) -> None:
+        if self.n == 0:
+            self._level = y
+            return
+        seasonal = float(self._season[self.n % self._period]) if self._season is not None else 0.0
+        err = y - (self._level + self.phi * self._trend + seasonal)
+        if self.n < 3:
+            self._scale = abs(err) if self.n == 1 else 0.5 * (self._scale + abs(err))
+        limit = self.clip_scales * _MAE_TO_SIGMA * self._scale
+        learn_err = max(-limit, min(limit, err)) if self.n > 20 and limit > 0 else err
+        self._scale += (0.05 if self.n > 20 else 0.2) * (abs(err) - self._scale)
+        self._level = self._level + self.phi * self._trend + self.alpha * learn_err
+        self._trend = self.phi * self._trend + self.beta * learn_err
+        if self._season is not None:
+            self._season[self.n % self._period] += self.gamma * learn_err
+
+    def _update_seasonality(self, y: float) -> None:
+        if self.season_length is not None:
+            return
+        if self._detector is None:
+            if not self.step_seconds and self._n_diffs < 3 and self.last_ts is not None:
+                return  # wait until the sampling interval is known
+            step = self.interval_seconds
+            lags = [int(round(p / step)) for p in self.candidate_periods]
+            lags = [lag for lag in lags if lag >= 4]
+            if not lags:
+                self.season_length = 0
+                return
+            self._detector = SeasonalityDetector(lags, threshold=self.detect_threshold)
+            self._detector_origin = self.n
+            self._grow_history(max(lags))
+        if self._detector.learn_one(y):
+            self._set_period(self._detector.period)
+
+    def _init_season_from_first_period(self) -> None:
+        """Classical start for a given period: first period's deviations from its mean."""
+        m = self.season_length
+        first = self._history[np.arange(m) % self._history.size].astype(np.float64)
+        self._season = (first - first.mean()).astype(np.float32)
+        self._level = float(first.mean())
+        self._trend = 0.0
+
+    def _grow_history(self, size: int) -> None:
+        size = max(size, self.horizon) + 1
+        if size <= self._history.size:
+            return
+        grown = np.zeros(size, dtype=np.float32)
+        for i in range(max(0, self.n - self._history.size), self.n):
+            grown[i % size] = self._history[i % self._history.size]
+        self._history = grown
+
+    def _set_period(self, period: int | None) -> None:
+        self._period = period
+        if not period:
+            self._season = None
+            return
+        profile = self._detector.profile(period)
+        # Profile phase 0 is the detector's first sample; the model's phase 0 is sample 0.
+        self._season = np.roll(profile, self._detector_origin % period).astype(np.float32)
+
+    # ------------------------------------------------------------------ forecasting
+    def _path(self, horizon: int) -> np.ndarray:
+        steps = np.arange(1, horizon + 1)
+        if horizon <= self.horizon:
+            damp = self._damp[:horizon]
+        else:
+            damp = np.cumsum(self.phi ** steps.astype(np.float64))
+        path = self._level + damp * self._trend
+        if self._season is not None:
+            path = path + self._season[(self.n - 1 + steps) % self._period]
+        return path
+
+    @property
+    def _snaive_lag(self) -> int | None:
+        """Lag of the seasonal-naive reference: the period, else the daily candidate lag."""
+        if self._period:
+            return self._period
+        if self._detector is not None:
+            return self._detector.candidate_lags[0]
+        return None
+
+    def _snaive_steps(self) -> np.ndarray:
+        """Steps where the seasonal-naive forecast has lately beaten the model clearly."""
+        acc = self._accuracy
+        lag = self._snaive_lag
+        if not lag or self.n < lag or acc.seasonal_count < acc.window:
+            return np.zeros(self.horizon, dtype=bool)
+        better = acc.abs_snaive < self.switch_ratio * acc.abs_model
+        return better & (np.arange(1, self.horizon + 1) <= lag)
+
+    def _combine(self, model_path: np.ndarray) -> np.ndarray:
+        """Per step, the model's forecast or, where it has done clearly better, seasonal-naive."""
+        use = self._snaive_steps()
+        if not use.any():
+            return model_path
+        path = model_path.copy()
+        steps = np.flatnonzero(use[: path.size]) + 1
+        lag = self._snaive_lag
+        path[steps - 1] = self._history[(self.n - 1 + steps - lag) % self._history.size]
+        return path
+
+    def forecast(self, horizon: int | None = None) -> list[ForecastPoint]:
+        """Point forecasts and per-level bounds for the next `horizon` samples."""
+        horizon = horizon or self.horizon
+        if self.n == 0:
+            return []
+        self._refresh_bands()
+        path = self._combine(self._path(horizon))
+        step_s = self.interval_seconds
+        points = []
+        for h in range(1, horizon + 1):
+            widths = self._widths(h)
+            yhat = float(path[h - 1])
+            lower = {lvl: yhat - below for lvl, (below, _) in zip(self.levels, widths, strict=True)}
+            upper = {lvl: yhat + above for lvl, (_, above) in zip(self.levels, widths, strict=True)}
+            ts = self.last_ts + h * step_s if self.last_ts is not None else None
+            points.append(ForecastPoint(h, yhat, lower, upper, ts))
+        return points
+
+    def _widths(self, h: int) -> list[tuple[float, float]]:
+        step = min(h, self.horizon)
+        if self.bands.ready(step):
+            widths = self.bands.half_widths(step)
+            if h > self.horizon:
+                grow = math.sqrt(h / self.horizon)
+                widths = [(b * grow, a * grow) for b, a in widths]
+            return widths
+        # Too few observed errors yet: a normal band from the one-step error scale.
+        sigma = _MAE_TO_SIGMA * self._scale * math.sqrt(h)
+        z_scores = (NormalDist().inv_cdf(0.5 + lvl / 2) for lvl in self.levels)
+        return [(z * sigma, z * sigma) for z in z_scores]
+
+    # ------------------------------------------------------------------ accuracy
+    def accuracy(self) -> dict:
+        """Rolling accuracy over the recent `accuracy_window` samples (averaged over steps)."""
+        acc = self._accuracy
+        seen = acc.count > 0
+        if not seen.any():
+            return {"n": 0}
+
+        def ratio(num: np.ndarray, den: np.ndarray) -> float | None:
+            d = float(den[seen].mean())
+            return float(num[seen].mean()) / d if d > 0 else None
+
+        out = {
+            "n": int(acc.count[0]),
+            "mae": float(acc.abs_err[seen].mean()),
+            "smape": float(acc.smape[seen].mean()),
+            "mase": ratio(acc.abs_err, acc.abs_snaive),
+            "mase_naive": ratio(acc.abs_err, acc.abs_naive),
+        }
+        cov_seen = acc.cov_count > 0
+        if cov_seen.any():
+            out["coverage"] = {
+                level_key(lvl): float(acc.coverage[cov_seen, j].mean())
+                for j, lvl in enumerate(self.levels)
+            }
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in numpy buffers (excludes fixed Python object overhead)."""
+        total = self._history.nbytes + self._pending.nbytes + self._pending_model.nbytes
+        total += self._damp.nbytes
+        total += self.bands.nbytes + self._accuracy.nbytes
+        if self._season is not None:
+            total += self._season.nbytes
+        if self._detector is not None:
+            total += self._detector.nbytes
+        return int(total)
+
+
+def forecast_message(
+    vm_id: str,
+    metric: str,
+    forecaster: IntervalForecaster,
+    issued_at: float | None = None,
+    horizon: int | None = None,
+) -> dict:
+    """JSON-ready forecast message for one VM metric.
+
+    Each point carries `yhat` and flat per-level bounds (`lower_80`, `upper_80`, `lower_95`, ...);
+    `ts` is the last observed ts plus `step` sampling intervals.
+    """
+    points = []
+    for p in forecaster.forecast(horizon):
+        point = {"step": p.step, "ts": p.ts, "yhat": p.yhat}
+        for lvl in forecaster.levels:
+            point[f"lower_{level_key(lvl)}"] = p.lower[lvl]
+            point[f"upper_{level_key(lvl)}"] = p.upper[lvl]
+        points.append(point)
+    return {
+        "vm_id": vm_id,
+        "metric": metric,
+        "issued_at": issued_at if issued_at is not None else forecaster.last_ts,
+        "model": forecaster.model_name,
+        "period": forecaster.period,
+        "step_seconds": forecaster.interval_seconds,
+        "levels": [level_key(lvl) for lvl in forecaster.levels],
+        "points": points,
+        "accuracy": forecaster.accuracy(),
+    }

@@ -1,0 +1,228 @@
+"""IntervalForecaster, seasonality detection and conformal bands, on generated data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from models.conformal import ConformalBands, conformal_quantile
+from models.forecasting import IntervalForecaster, forecast_message, level_key
+from models.seasonality import SeasonalityDetector, autocorrelation, detect_period
+
+DAY = 288  # samples per day at 5 minutes
+T0 = 1_700_000_000.0
+
+
+def daily(i: int | np.ndarray, amp: float = 10.0, base: float = 50.0):
+    return base + amp * np.sin(2 * np.pi * np.asarray(i) / DAY)
+
+
+def test_learns_clean_daily_sine_to_near_zero_error_with_auto_detection():
+    f = IntervalForecaster(horizon=12, switch_ratio=0.0)  # the smoothing model alone
+    n = 7 * DAY
+    for i in range(n):
+        f.learn_one(float(daily(i)), ts=T0 + 300 * i)
+    assert f.period == DAY
+    points = f.forecast()
+    assert [p.step for p in points] == list(range(1, 13))
+    truth = daily(np.arange(n, n + 12))
+    errors = np.abs(np.array([p.yhat for p in points]) - truth)
+    assert errors.max() < 0.01 * 10.0  # under 1 % of the amplitude
+    assert f.accuracy()["mae"] < 0.05
+
+
+def test_learns_clean_sine_with_given_season_length():
+    f = IntervalForecaster(horizon=6, season_length=24, switch_ratio=0.0)
+    values = 5 + np.sin(2 * np.pi * np.arange(24 * 20) / 24)
+    for v in values:
+        f.learn_one(float(v))
+    truth = 5 + np.sin(2 * np.pi * np.arange(values.size, values.size + 6) / 24)
+    assert np.abs(np.array([p.yhat for p in f.forecast()]) - truth).max() < 1e-3
+    assert f.model_name == "ets-damped-seasonal[24]+conformal"
+
+
+def test_switches_to_seasonal_naive_where_it_forecasts_better():
+    rng = np.random.default_rng(11)
+    profile = np.repeat(rng.uniform(0, 100, 24), DAY // 24)  # sharp hourly steps, every day
+    f = IntervalForecaster()
+    n = 6 * DAY
+    for i in range(n):
+        f.learn_one(float(profile[i % DAY]), ts=T0 + 300 * i)
+    assert f.period == DAY
+    assert "+snaive" in f.model_name
+    yhat = np.array([p.yhat for p in f.forecast()])
+    assert np.abs(yhat - profile[np.arange(n, n + 12) % DAY]).max() < 1e-3
+
+
+def test_follows_a_linear_trend():
+    f = IntervalForecaster(horizon=4, season_length=0, alpha=0.5, beta=0.1, phi=1.0)
+    for i in range(400):
+        f.learn_one(10.0 + 0.5 * i)
+    yhat = [p.yhat for p in f.forecast()]
+    assert yhat == pytest.approx([10.0 + 0.5 * (399 + h) for h in range(1, 5)], rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_intervals_reach_nominal_coverage_on_stationary_noise(seed):
+    rng = np.random.default_rng(seed)
+    y = 20.0 + rng.normal(0.0, 3.0, 3000)
+    f = IntervalForecaster(horizon=6, levels=(0.8, 0.95), season_length=0)
+    hits = {0.8: 0, 0.95: 0}
+    total = 0
+    for i, v in enumerate(y):
+        f.learn_one(float(v))
+        if i < 200 or i + 6 >= y.size:
+            continue
+        for p in f.forecast():
+            truth = y[i + p.step]
+            total += 1
+            for lvl in hits:
+                hits[lvl] += p.lower[lvl] <= truth <= p.upper[lvl]
+    assert abs(hits[0.8] / total - 0.8) < 0.03
+    assert abs(hits[0.95] / total - 0.95) < 0.02
+    online = f.accuracy()["coverage"]
+    assert abs(online["80"] - 0.8) < 0.06
+    assert abs(online["95"] - 0.95) < 0.04
+
+
+def test_bands_are_nested_and_widen_with_the_level():
+    rng = np.random.default_rng(3)
+    f = IntervalForecaster(horizon=3, season_length=0)
+    for v in rng.normal(0, 1, 500):
+        f.learn_one(float(v))
+    for p in f.forecast():
+        assert p.lower[0.95] < p.lower[0.8] < p.yhat < p.upper[0.8] < p.upper[0.95]
+
+
+def test_asymmetric_bands_follow_skewed_errors():
+    rng = np.random.default_rng(4)
+    f = IntervalForecaster(horizon=1, season_length=0, symmetric=False, alpha=0.05, beta=0.0)
+    for v in rng.exponential(1.0, 3000):  # right-skewed noise
+        f.learn_one(float(v))
+    p = f.forecast()[0]
+    assert p.upper[0.95] - p.yhat > 2 * (p.yhat - p.lower[0.95])
+
+
+def test_seasonal_forecaster_beats_seasonal_naive_on_noisy_daily_series():
+    rng = np.random.default_rng(5)
+    f = IntervalForecaster()
+    for i in range(6 * DAY):
+        f.learn_one(float(daily(i) + rng.normal(0, 2.0)), ts=T0 + 300 * i)
+    acc = f.accuracy()
+    assert f.period == DAY
+    assert acc["mase"] < 0.9
+    assert set(acc) >= {"n", "mae", "smape", "mase", "mase_naive", "coverage"}
+
+
+def test_detects_daily_period_and_none_on_white_noise():
+    rng = np.random.default_rng(6)
+    seasonal = daily(np.arange(3 * DAY)) + rng.normal(0, 3.0, 3 * DAY)
+    assert detect_period(seasonal, [DAY, 7 * DAY]) == DAY
+    assert autocorrelation(seasonal, DAY) > 0.5
+    for seed in range(5):
+        noise = np.random.default_rng(100 + seed).normal(0, 1, 3 * DAY)
+        assert detect_period(noise, [DAY]) is None
+
+
+def test_online_detector_finds_period_and_forecaster_stays_nonseasonal_on_noise():
+    rng = np.random.default_rng(7)
+    detector = SeasonalityDetector([DAY])
+    for i in range(3 * DAY):
+        detector.learn_one(float(daily(i) + rng.normal(0, 2.0)))
+    assert detector.period == DAY
+
+    f = IntervalForecaster()
+    for i, v in enumerate(rng.normal(50, 5, 4 * DAY)):
+        f.learn_one(float(v), ts=T0 + 300 * i)
+    assert f.period is None
+    assert f.model_name == "ets-damped-nonseasonal+conformal"
+
+
+def test_period_follows_the_sampling_interval():
+    # One-minute samples: a daily cycle is 1440 samples; the detector must look there.
+    f = IntervalForecaster()
+    for i in range(3 * 1440 + 10):
+        f.learn_one(50 + 10 * math.sin(2 * math.pi * i / 1440), ts=T0 + 60 * i)
+    assert f.interval_seconds == 60
+    assert f.period == 1440
+
+
+def test_gaps_in_timestamps_keep_the_seasonal_phase():
+    f = IntervalForecaster()
+    kept = [i for i in range(5 * DAY) if i % 37 and not (3 * DAY < i < 3 * DAY + 20)]
+    for i in kept:
+        f.learn_one(float(daily(i)), ts=T0 + 300 * i)
+    f.learn_one(1e9, ts=T0 + 300 * kept[-1])  # duplicate timestamp: ignored
+    assert f.period == DAY and f.n == kept[-1] - kept[0] + 1  # gaps filled
+    last = kept[-1]
+    truth = daily(np.arange(last + 1, last + 13))
+    assert np.abs(np.array([p.yhat for p in f.forecast()]) - truth).max() < 0.25
+    assert f.forecast()[0].ts == T0 + 300 * (last + 1)
+
+
+def test_state_is_bounded():
+    f = IntervalForecaster()
+    for i in range(3 * DAY):
+        f.learn_one(float(daily(i)), ts=T0 + 300 * i)
+    size = f.nbytes
+    for i in range(3 * DAY, 5 * DAY):
+        f.learn_one(float(daily(i)), ts=T0 + 300 * i)
+    assert f.nbytes == size
+    assert size < 16_000
+
+
+def test_forecast_message_shape_and_timestamps():
+    rng = np.random.default_rng(8)
+    f = IntervalForecaster(horizon=4)
+    for i in range(100):
+        f.learn_one(float(1e6 + rng.normal(0, 1e4)), ts=T0 + 300 * i)
+    msg = forecast_message("vm-1", "net_in_bps", f, issued_at=T0 + 300 * 99)
+    json.dumps(msg)  # JSON-ready
+    assert msg["vm_id"] == "vm-1" and msg["metric"] == "net_in_bps"
+    assert msg["model"] == f.model_name
+    assert msg["levels"] == ["80", "95"]
+    assert [p["ts"] for p in msg["points"]] == [T0 + 300 * (99 + h) for h in range(1, 5)]
+    for p in msg["points"]:
+        assert p["lower_95"] <= p["lower_80"] <= p["yhat"] <= p["upper_80"] <= p["upper_95"]
+    assert msg["accuracy"]["n"] == 99
+
+
+def test_forecast_before_any_data_is_empty_and_nan_is_ignored():
+    f = IntervalForecaster()
+    assert f.forecast() == []
+    f.learn_one(float("nan"))
+    assert f.n == 0
+
+
+def test_deterministic():
+    def run():
+        rng = np.random.default_rng(9)
+        f = IntervalForecaster()
+        for i in range(2 * DAY):
+            f.learn_one(float(daily(i) + rng.normal(0, 1)), ts=T0 + 300 * i)
+        return forecast_message("vm", "cpu_pct", f)
+
+    assert run() == run()
+
+
+def test_conformal_quantile_finite_sample_rank():
+    errs = np.arange(1.0, 11.0)  # 1..10
+    assert conformal_quantile(errs, 0.8) == 9.0  # ceil(11 * 0.8) = 9th smallest
+    assert conformal_quantile(errs, 0.95) == 10.0  # capped at the largest
+    assert level_key(0.8) == "80" and level_key(0.975) == "97.5"
+
+
+def test_conformal_bands_adapt_after_a_shift():
+    bands = ConformalBands(horizon=1, levels=(0.9,), window=50, adapt_rate=0.05)
+    rng = np.random.default_rng(10)
+    for e in rng.normal(0, 1, 200):
+        bands.update_many(np.array([e]))
+        bands.refresh()
+    narrow = bands.half_widths(1)[0][1]
+    for e in rng.normal(0, 5, 100):
+        bands.update_many(np.array([e]))
+        bands.refresh()
+    assert bands.half_widths(1)[0][1] > 3 * narrow
