@@ -1,0 +1,581 @@
+"""The anomaly engine the stream worker calls: score and learn VM samples, emit incident events.
+
+Cost split (why the state is where it is)
+-----------------------------------------
+A worker holds 100k VMs in under 2 GB (<= 16 KB each) and updates the whole ensemble in well
+under 100 µs per sample. A River HalfSpaceTrees is ~1 MB of heap and ~46 ms to build, so no
+forest can be per VM: everything kept *per VM* is a few scalars and small arrays, and
+everything big is *shared by the fleet*.
+
+Per VM (~8 KB of heap, ~3 KB serialised by `dump_vm`, restored in tens of µs by `load_vm`):
+
+- per metric: a robust EW standardiser (typical value and spread; `normalizer`), a one-step
+  damped-trend forecaster with a residual scale (`residual`), a two-sided Page-Hinkley on the
+  z-score (`drift`, 2 floats where River's PageHinkley is ~880 B) and a growth index
+  (`classification`): 13 floats;
+- per detector channel, plus one for their combination: a `TailCalibrator` (`calibration`,
+  a decayed 64-bin histogram of past raw scores with a fitted exponential tail) turning raw
+  scores into tail probabilities, so that 99.9 means "one in a thousand" on every VM and
+  detector;
+- an `AdaptiveThreshold` (`threshold`: kind penalties from operator feedback, alert rate) and
+  an `IncidentTracker` (`incidents`: lifecycle, ids and kinds of the last incidents).
+
+Shared by the fleet (`fleet.FleetForests`): River HalfSpaceTrees and, when the module exists,
+the incremental Isolation Forest, over per-VM z-scores. Standardisation makes every VM's
+normal behaviour look alike, so one forest learns what normal *joint* behaviour is (which
+metrics move together) for all VMs, for ~1 MB in total. HalfSpaceTrees only scores samples
+with at least `hst_min_features` metrics (for one metric the level channel says it all).
+
+Per batch
+---------
+1. VM-local pass, in order: z-scores and forecast residuals against the state *before* each
+   sample, drift check (a confirmed shift re-centres the metric), then learn the sample.
+2. Fleet pass, vectorised over the batch: forests score all rows, then learn them.
+3. VM-local pass, in order: each channel's raw score -> p-value (then learned); the largest
+   channel surprise (-ln p) is calibrated once more into the final p-value (uniform on a
+   stationary stream whatever the channels' correlation); score = 100 * (1 - p); then
+   attribution, kind, threshold, severity and the incident lifecycle.
+
+Channels: `residual` (largest forecast residual over metrics, in residual scales), `level`
+(largest |z|: distance from typical), `shift` (largest short EW mean of signed z, in units of
+its noise: a moderate move that lasts), `halfspace` and `iforest` (fleet forests).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.attribution import attribute
+from models.calibration import TailCalibrator
+from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, severity
+from models.drift import CompactPageHinkley
+from models.fleet import FleetForests
+from models.incidents import IncidentTracker, incident_id, parse_incident_id
+from models.normalizer import EWStandardizer
+from models.residual import DampedTrendForecaster
+from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
+
+FEATURES: tuple[str, ...] = (
+    "cpu_pct",
+    "mem_pct",
+    "disk_read_bps",
+    "disk_write_bps",
+    "net_in_bps",
+    "net_out_bps",
+)
+_N_FEATURES = len(FEATURES)
+_LOCAL_CHANNELS = ("residual", "level", "shift")
+_RESIDUAL_CHANNELS = ("residual",)
+_COMBINED = "combined"
+# Calibrator axis scale per channel: forests' [0, 1) scores enter as -ln(1 - s), which spreads
+# their anomalous end; 4x puts their typical range on the same bins as z-like scores.
+_CHANNEL_SCALE = {"halfspace": 4.0, "iforest": 4.0}
+_FORMAT_VERSION = 1
+_P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One observation of one VM: event time in epoch seconds and any subset of FEATURES."""
+
+    vm_id: str
+    ts: float
+    values: dict[str, float]
+
+
+@dataclass
+class Assessment:
+    """What the engine concluded about one sample."""
+
+    vm_id: str
+    ts: float
+    score: float
+    threshold: float
+    values: dict[str, float]
+    event: dict | None = None
+    severity: str | None = None
+    kind: str | None = None
+    attribution: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_anomalous(self) -> bool:
+        return self.score >= self.threshold
+
+
+@dataclass
+class EngineConfig:
+    """Engine settings; simple types only, so the stream layer can set each from env."""
+
+    threshold: float = 99.9  # base alert threshold on the 0-100 score (p < 0.001)
+    severity_medium: float = 99.99
+    severity_high: float = 99.999
+    severity_critical: float = 99.9999
+    warmup: int = 30  # samples per VM before it is scored
+    recovery: int = 12  # calm samples that resolve an incident
+    holdoff: int = 24  # samples after resolution in which a re-trigger continues the incident
+    seed: int = 0
+    # per-metric state
+    scaler_alpha: float = 0.01
+    scaler_clip: float = 3.0
+    forecast_alpha: float = 0.3
+    forecast_beta: float = 0.05
+    forecast_phi: float = 0.9
+    residual_alpha: float = 0.02
+    drift_delta: float = 0.5
+    drift_threshold: float = 20.0
+    leak_growth: float = 0.4
+    shift_alpha: float = 0.2
+    # calibration (raw scores -> p-values; see `calibration.TailCalibrator`)
+    calibration_half_life: float = 2000.0  # samples of memory (a week at 5 min)
+    calibration_tail: float = 0.02  # mass above the threshold of the fitted exponential tail
+    calibration_min: int = 50  # scores a calibrator needs before it gives p-values
+    calibration_log_axis: bool = True  # channels: log axis (heavy tails) or linear (exponential)
+    calibration_bin: float = 0.5  # linear axis only: 0.125 / 0.5 = 0.25 raw units per bin
+    calibration_prior_excess: float = 1.5  # typical tail mean excess, in bins
+    combined_log_axis: bool = False  # the combined surprise has an exponential tail: linear
+    combine: str = "max"  # channel surprises -> one statistic: "max" (any channel) or "sum"
+    # fleet forests
+    use_halfspace: bool = True
+    hst_trees: int = 8
+    hst_height: int = 6
+    hst_window: int = 250
+    hst_min_features: int = 2  # HalfSpaceTrees scores only samples with this many metrics
+    forest_learn_every: int = 4
+    use_isolation_forest: bool = True
+    iforest_trees: int = 32
+    iforest_window: int = 1024
+    # threshold adaptation and feedback
+    fp_step: float = 1.0  # -log10 p added to a kind's threshold per false positive
+    penalty_half_life: float = 4032.0  # samples (two weeks at 5 min)
+    target_rate: float = 0.01
+    rate_gain: float = 1.0
+    rate_alpha: float = 0.005
+
+
+class _VMState:
+    """Everything the engine keeps for one VM."""
+
+    __slots__ = (
+        "seen",
+        "scalers",
+        "forecasters",
+        "drifts",
+        "growth",
+        "calibrators",
+        "threshold",
+        "incident",
+        "last_score",
+        "last_threshold",
+        "last_ts",
+        "alerts",
+        "smooth_z",
+    )
+
+    def __init__(self, config: EngineConfig, channels: tuple[str, ...]) -> None:
+        c = config
+        self.seen = 0
+        self.scalers = [EWStandardizer(c.scaler_alpha, c.scaler_clip) for _ in FEATURES]
+        self.forecasters = [
+            DampedTrendForecaster(
+                c.forecast_alpha, c.forecast_beta, c.forecast_phi, c.residual_alpha
+            )
+            for _ in FEATURES
+        ]
+        self.drifts = [CompactPageHinkley(c.drift_delta, c.drift_threshold) for _ in FEATURES]
+        self.growth = [GrowthTracker() for _ in FEATURES]
+        self.calibrators = {
+            name: TailCalibrator(
+                _CHANNEL_SCALE.get(name, 1.0) if c.calibration_log_axis else c.calibration_bin,
+                c.calibration_half_life,
+                c.calibration_tail,
+                c.calibration_min,
+                log_axis=c.calibration_log_axis,
+                prior_excess=c.calibration_prior_excess,
+            )
+            for name in channels
+        }
+        # The combined surprise (-ln p) has an exponential tail: a linear axis, 0.5 per bin.
+        self.calibrators[_COMBINED] = TailCalibrator(
+            1.0 if c.combined_log_axis else 0.25,
+            c.calibration_half_life,
+            c.calibration_tail,
+            c.calibration_min,
+            log_axis=c.combined_log_axis,
+            prior_excess=1.5 if c.combined_log_axis else 2.0,
+        )
+        self.threshold = AdaptiveThreshold()
+        self.incident = IncidentTracker()
+        self.last_score = 0.0
+        self.last_threshold = c.threshold
+        self.last_ts = 0.0
+        self.alerts = 0
+        self.smooth_z = [0.0] * _N_FEATURES  # EW mean of each metric's signed z-score
+
+    def _scalar_parts(self) -> list:
+        return [*self.scalers, *self.forecasters, *self.drifts, *self.growth]
+
+    def scalar_state(self) -> list[float]:
+        out = [float(self.seen), self.last_score, self.last_threshold, self.last_ts]
+        out.extend((float(self.alerts), *self.smooth_z))
+        for part in self._scalar_parts():
+            out.extend(part.state())
+        out.extend(self.threshold.state())
+        out.extend(self.incident.state())
+        return out
+
+    def load_scalar_state(self, values: Sequence[float]) -> None:
+        self.seen = int(values[0])
+        self.last_score, self.last_threshold, self.last_ts = values[1], values[2], values[3]
+        self.alerts = int(values[4])
+        self.smooth_z = list(values[5 : 5 + _N_FEATURES])
+        i = 5 + _N_FEATURES
+        for part in self._scalar_parts():
+            part.load_state(tuple(values[i : i + part.N_STATE]))
+            i += part.N_STATE
+        self.threshold.load_state(tuple(values[i : i + AdaptiveThreshold.N_STATE]))
+        i += AdaptiveThreshold.N_STATE
+        self.incident.load_state(tuple(values[i : i + IncidentTracker.N_STATE]))
+
+
+@dataclass
+class _Local:
+    """Result of the VM-local pass for one sample."""
+
+    state: _VMState
+    values: dict[str, float]
+    present: list[int]
+    z: list[float]
+    residual: list[float]
+    typical: list[float]
+    shifted: bool
+    scored: bool
+
+
+class AnomalyEngine:
+    """Scores and learns samples of many VMs; emits incident events (see module docstring)."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config if config is not None else EngineConfig()
+        c = self.config
+        self._fleet = FleetForests(
+            FEATURES,
+            seed=c.seed,
+            use_halfspace=c.use_halfspace,
+            hst_trees=c.hst_trees,
+            hst_height=c.hst_height,
+            hst_window=c.hst_window,
+            learn_every=c.forest_learn_every,
+            use_isolation_forest=c.use_isolation_forest,
+            iforest_trees=c.iforest_trees,
+            iforest_window=c.iforest_window,
+        )
+        self.channels: tuple[str, ...] = tuple(_LOCAL_CHANNELS) + self._fleet.names
+        self._vms: dict[str, _VMState] = {}
+        self._base_surprise = score_to_surprise(c.threshold)
+        self._penalty_decay = 0.5 ** (1.0 / c.penalty_half_life) if c.penalty_half_life > 0 else 1.0
+        self._cutoffs = (c.severity_medium, c.severity_high, c.severity_critical)
+        self._shift_norm = math.sqrt((2.0 - c.shift_alpha) / c.shift_alpha)
+
+    # ------------------------------------------------------------------ public API
+
+    def process(self, samples: Sequence[Sample]) -> list[Assessment]:
+        """Score each sample against what its VM and the fleet learned before it, then learn it."""
+        if not samples:
+            return []
+        local = [self._local_pass(s) for s in samples]
+        fleet_scores = self._fleet_pass(local)
+        return [
+            self._decide(sample, loc, {name: arr[i] for name, arr in fleet_scores.items()})
+            for i, (sample, loc) in enumerate(zip(samples, local, strict=True))
+        ]
+
+    def feedback(self, incident_id: str, verdict: str) -> bool:
+        """Apply an operator verdict ("false_positive" | "confirmed") to the incident's VM now."""
+        if verdict not in ("false_positive", "confirmed"):
+            raise ValueError(f"unknown verdict {verdict!r}")
+        parsed = parse_incident_id(incident_id)
+        if parsed is None:
+            return False
+        vm_id, opened_ms = parsed
+        state = self._vms.get(vm_id)
+        if state is None:
+            return False
+        kind = state.incident.kind_of(opened_ms)
+        if kind is None:
+            return False
+        state.threshold.feedback(KINDS[kind], verdict, self.config.fp_step)
+        return True
+
+    def tracked_vms(self) -> int:
+        return len(self._vms)
+
+    def knows(self, vm_id: str) -> bool:
+        """Whether the engine holds state for `vm_id`."""
+        return vm_id in self._vms
+
+    def forget(self, vm_id: str) -> bool:
+        """Drop one VM's state (e.g. its partition moved to another worker)."""
+        return self._vms.pop(vm_id, None) is not None
+
+    def vm_snapshot(self, vm_id: str) -> dict:
+        """JSON-able view of one VM: last score, threshold, typical values, incident, counts."""
+        state = self._vms.get(vm_id)
+        if state is None:
+            return {"vm_id": vm_id, "known": False}
+        inc = state.incident
+        incident = None
+        if inc.active:
+            incident = {
+                "incident_id": incident_id(vm_id, inc.opened_at),
+                "opened_at": inc.opened_at,
+                "severity": inc.severity_name,
+                "kind": inc.kind_name,
+                "peak_score": inc.peak,
+            }
+        typical = {
+            name: state.scalers[i].mean for i, name in enumerate(FEATURES) if state.scalers[i].n
+        }
+        return {
+            "vm_id": vm_id,
+            "known": True,
+            "samples": state.seen,
+            "last_ts": state.last_ts,
+            "last_score": state.last_score,
+            "threshold": state.last_threshold,
+            "typical": typical,
+            "open_incident": incident,
+            "incidents_opened": inc.opened,
+            "alerts": state.alerts,
+            "feedback_penalty": dict(zip(KINDS, state.threshold.penalty, strict=True)),
+            "state_bytes": self.state_bytes(vm_id),
+        }
+
+    def dump_vm(self, vm_id: str) -> bytes:
+        """Compact serialisation of one VM's state (scalars as float64, reservoirs as float32)."""
+        state = self._vms[vm_id]
+        scalars = state.scalar_state()
+        names = (*self.channels, _COMBINED)
+        parts = [struct.pack("<BHH", _FORMAT_VERSION, len(scalars), len(names))]
+        parts.append(struct.pack(f"<{len(scalars)}d", *scalars))
+        for name in names:
+            blob = state.calibrators[name].to_bytes()
+            key = name.encode()
+            parts.append(struct.pack("<BI", len(key), len(blob)) + key + blob)
+        return b"".join(parts)
+
+    def load_vm(self, vm_id: str, data: bytes) -> None:
+        """Restore one VM from `dump_vm` output (replacing any state it had)."""
+        version, n_scalars, n_channels = struct.unpack_from("<BHH", data, 0)
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"unsupported VM state version {version}")
+        offset = struct.calcsize("<BHH")
+        scalars = struct.unpack_from(f"<{n_scalars}d", data, offset)
+        offset += 8 * n_scalars
+        state = _VMState(self.config, self.channels)
+        state.load_scalar_state(scalars)
+        for _ in range(n_channels):
+            klen, blen = struct.unpack_from("<BI", data, offset)
+            offset += struct.calcsize("<BI")
+            name = data[offset : offset + klen].decode()
+            offset += klen
+            blob = data[offset : offset + blen]
+            offset += blen
+            if name in state.calibrators:
+                state.calibrators[name].load_bytes(blob)
+        self._vms[vm_id] = state
+
+    def state_bytes(self, vm_id: str) -> int:
+        """Size of the VM's serialised state in bytes."""
+        return len(self.dump_vm(vm_id)) if vm_id in self._vms else 0
+
+    # ------------------------------------------------------------------ passes
+
+    def _state(self, vm_id: str) -> _VMState:
+        state = self._vms.get(vm_id)
+        if state is None:
+            state = self._vms[vm_id] = _VMState(self.config, self.channels)
+        return state
+
+    def _local_pass(self, sample: Sample) -> _Local:
+        state = self._state(sample.vm_id)
+        values: dict[str, float] = {}
+        present: list[int] = []
+        zs: list[float] = []
+        residuals: list[float] = []
+        typical: list[float] = []
+        shifted = False
+        warm = state.seen >= self.config.warmup
+        for i, name in enumerate(FEATURES):
+            raw = sample.values.get(name)
+            if raw is None:
+                continue
+            x = float(raw)
+            if not math.isfinite(x):
+                continue
+            values[name] = x
+            scaler = state.scalers[i]
+            typical.append(scaler.mean if scaler.n else x)
+            z = scaler.observe(x)
+            residual = state.forecasters[i].observe(x)
+            present.append(i)
+            zs.append(z)
+            residuals.append(residual)
+            if warm and state.drifts[i].update(z):
+                shifted = True
+                scaler.reset_level(x)
+                state.forecasters[i].reset_level(x)
+            state.growth[i].learn_one(x)
+        scored = state.seen >= self.config.warmup and bool(present)
+        state.seen += 1
+        return _Local(state, values, present, zs, residuals, typical, shifted, scored)
+
+    def _fleet_pass(self, local: list[_Local]) -> dict[str, np.ndarray]:
+        if not self._fleet.names:
+            return {}
+        Z = np.zeros((len(local), _N_FEATURES))
+        for row, loc in enumerate(local):
+            for i, z in zip(loc.present, loc.z, strict=True):
+                Z[row, i] = z
+        np.clip(Z, -8.0, 8.0, out=Z)
+        # HalfSpaceTrees only sees samples with enough metrics: for one metric the level
+        # channel already says everything a density over one z-score could.
+        need = self.config.hst_min_features
+        hst_rows = np.fromiter((len(loc.present) >= need for loc in local), bool, len(local))
+        scores = self._fleet.score_many(Z, hst_rows)
+        self._fleet.learn_many(Z, hst_rows)
+        return scores
+
+    def _decide(self, sample: Sample, loc: _Local, fleet: dict[str, float]) -> Assessment:
+        c = self.config
+        state = loc.state
+        state.last_ts = sample.ts
+        if not loc.scored:
+            state.last_score = 0.0
+            return Assessment(sample.vm_id, sample.ts, 0.0, state.last_threshold, loc.values)
+
+        residual = max(loc.residual)
+        # shift: EW mean of signed z per metric, in units of its own noise level on pure
+        # noise; a sustained moderate move accumulates, noise averages out.
+        a = c.shift_alpha
+        smooth = state.smooth_z
+        shift = 0.0
+        for i, z in zip(loc.present, loc.z, strict=True):
+            z = 8.0 if z > 8.0 else (-8.0 if z < -8.0 else z)
+            v = smooth[i] = smooth[i] + a * (z - smooth[i])
+            if abs(v) > shift:
+                shift = abs(v)
+        raw = {
+            "residual": residual,
+            "level": max(abs(z) for z in loc.z),
+            "shift": shift * self._shift_norm,
+        }
+        for name, s in fleet.items():
+            if s == s:  # NaN: that forest did not score this sample
+                raw[name] = -math.log(max(1e-12, 1.0 - float(s)))
+        surprises: dict[str, float] = {}
+        calibrators = state.calibrators
+        top = 0.0
+        for name in self.channels:
+            if name not in raw:
+                continue
+            p = calibrators[name].observe(float(raw[name]))
+            s = -math.log(p if p > _P_FLOOR else _P_FLOOR)
+            surprises[name] = s
+            if s > top:
+                top = s
+        if c.combine == "sum":
+            top = sum(surprises.values())
+        # The largest channel surprise, calibrated once more on its own recent history: the
+        # final p-value is uniform on a stationary stream whatever the channels' correlation.
+        # It starts once every channel's reservoir is filled enough to give p-values.
+        final = calibrators[_COMBINED]
+        if all(len(calibrators[name]) > c.calibration_min for name in surprises):
+            p = final.observe(top)
+            p = min(1.0, max(p, _P_FLOOR))
+        else:
+            p = 1.0
+        score = 100.0 * (1.0 - p)
+        surprise = -math.log10(p)
+
+        # Attribution: each channel's surprise, spread over metrics by how much each deviated
+        # (forecast residuals for the residual channels, z-scores for the others).
+        names = [FEATURES[i] for i in loc.present]
+        s_res = sum(surprises.get(name, 0.0) for name in _RESIDUAL_CHANNELS)
+        s_lvl = sum(surprises.values()) - s_res
+        res_sq = [r * r for r in loc.residual]
+        z_sq = [z * z for z in loc.z]
+        k_res = s_res / (sum(res_sq) or 1.0)
+        k_lvl = s_lvl / (sum(z_sq) or 1.0)
+        weights = {name: k_res * res_sq[j] + k_lvl * z_sq[j] for j, name in enumerate(names)}
+        attribution = attribute(score, weights)
+
+        inc = state.incident
+        floor = state.threshold.surprise_threshold(
+            self._base_surprise, None, c.target_rate, c.rate_gain
+        )
+        if surprise >= floor or inc.active:
+            values = loc.values
+            typical = loc.typical
+            deviation = {name: values[name] - typical[j] for j, name in enumerate(names)}
+            growth = {FEATURES[i]: state.growth[i].index for i in loc.present}
+            kind = classify(attribution, deviation, growth, loc.shifted, c.leak_growth)
+        else:
+            kind = "other"  # cannot alert whatever its kind: skip classifying it
+
+        thr_surprise = state.threshold.surprise_threshold(
+            self._base_surprise, kind, c.target_rate, c.rate_gain
+        )
+        threshold = surprise_to_score(thr_surprise)
+        anomalous = surprise >= thr_surprise
+        state.threshold.observe(surprise >= self._base_surprise, c.rate_alpha, self._penalty_decay)
+        sev = severity(score, threshold, *self._cutoffs) if anomalous else None
+        state.last_score = score
+        state.last_threshold = threshold
+
+        status = inc.step(
+            sample.ts,
+            anomalous,
+            score,
+            SEVERITIES.index(sev) if sev else 0,
+            KINDS.index(kind),
+            c.recovery,
+            c.holdoff,
+        )
+        if inc.active and loc.shifted and inc.kind_name != "memory_leak":
+            inc.set_kind(KINDS.index("level_shift"))
+        elif inc.active and kind == "memory_leak":
+            inc.set_kind(KINDS.index("memory_leak"))
+
+        assessment = Assessment(
+            sample.vm_id,
+            sample.ts,
+            score,
+            threshold,
+            loc.values,
+            severity=sev,
+            kind=kind if anomalous else None,
+            attribution=attribution,
+        )
+        if status is not None:
+            if status != "resolved":
+                state.alerts += 1
+            assessment.event = {
+                "incident_id": incident_id(sample.vm_id, inc.opened_at),
+                "vm_id": sample.vm_id,
+                "status": status,
+                "ts": sample.ts,
+                "opened_at": inc.opened_at,
+                "score": score,
+                "threshold": threshold,
+                "severity": inc.severity_name,
+                "kind": inc.kind_name,
+                "attribution": attribution,
+                "typical": dict(zip(names, loc.typical, strict=True)),
+                "actual": dict(loc.values),
+            }
+        return assessment

@@ -1,0 +1,121 @@
+"""Fleet-level forests shared by all VMs, fed with per-VM-standardised features.
+
+One River `HalfSpaceTrees` costs ~1 MB of heap and tens of milliseconds to build, so a forest
+per VM cannot scale to 100k VMs. After per-VM standardisation every VM's normal behaviour looks
+alike (each metric ~ zero-mean, unit-scale), so one forest learns the joint shape of "normal"
+for the whole fleet — which metrics move together — and scores any VM against it. Inputs are
+z-scores squashed into [0, 1] (HalfSpaceTrees' domain) with `0.5 + 0.5 * tanh(z / 4)`; a missing
+metric sits at 0.5 ("typical").
+
+The incremental Isolation Forest (`models.isolation_forest`) joins as a second forest when that
+module is importable; it is scored and learned vectorised over a batch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import numpy as np
+from river import anomaly
+
+
+def squash(Z: np.ndarray) -> np.ndarray:
+    """z-scores into HalfSpaceTrees' [0, 1] domain."""
+    return 0.5 + 0.5 * np.tanh(Z * 0.25)
+
+
+def _load_isolation_forest():
+    try:
+        if importlib.util.find_spec("models.isolation_forest") is None:
+            return None
+        module = importlib.import_module("models.isolation_forest")
+        return getattr(module, "IncrementalIsolationForest", None)
+    except Exception:  # a half-written or broken module must not take the engine down
+        return None
+
+
+class FleetForests:
+    """Shared detectors over batches of squashed, standardised feature vectors.
+
+    `X` holds z-scores (rows = samples, columns = `features`; 0 = typical).
+    `score_many(X)` returns one raw score array per ready forest (higher = more anomalous) using
+    only what was learned before the batch; `learn_many(X)` then learns it (HalfSpaceTrees learns
+    every `learn_every`-th row, which keeps its cost per sample low).
+    """
+
+    def __init__(
+        self,
+        features: tuple[str, ...],
+        seed: int = 0,
+        use_halfspace: bool = True,
+        hst_trees: int = 10,
+        hst_height: int = 8,
+        hst_window: int = 250,
+        learn_every: int = 4,
+        use_isolation_forest: bool = True,
+        iforest_trees: int = 50,
+        iforest_window: int = 256,
+    ) -> None:
+        self.features = features
+        self.learn_every = max(1, learn_every)
+        self._rows_seen = 0
+        self.hst = (
+            anomaly.HalfSpaceTrees(
+                n_trees=hst_trees, height=hst_height, window_size=hst_window, seed=seed
+            )
+            if use_halfspace
+            else None
+        )
+        self.iforest = None
+        if use_isolation_forest:
+            cls = _load_isolation_forest()
+            if cls is not None:
+                try:
+                    self.iforest = cls(n_trees=iforest_trees, window_size=iforest_window, seed=seed)
+                except Exception:
+                    self.iforest = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        names = []
+        if self.hst is not None:
+            names.append("halfspace")
+        if self.iforest is not None:
+            names.append("iforest")
+        return tuple(names)
+
+    def score_many(
+        self, X: np.ndarray, hst_rows: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Raw scores per ready forest; HalfSpaceTrees only on `hst_rows` (others are NaN)."""
+        out: dict[str, np.ndarray] = {}
+        if len(X) == 0:
+            return out
+        # HalfSpaceTrees scores 0 until its first reference window is complete: not ready yet.
+        if self.hst is not None and not self.hst._first_window:
+            feats = self.features
+            score = self.hst.score_one
+            rows = np.arange(len(X)) if hst_rows is None else np.flatnonzero(hst_rows)
+            scores = np.full(len(X), np.nan)
+            scores[rows] = [
+                score(dict(zip(feats, r, strict=True))) for r in squash(X[rows]).tolist()
+            ]
+            out["halfspace"] = scores
+        if self.iforest is not None:
+            out["iforest"] = np.asarray(self.iforest.score_many(X), dtype=float)
+        return out
+
+    def learn_many(self, X: np.ndarray, hst_rows: np.ndarray | None = None) -> None:
+        """Learn the batch (HalfSpaceTrees: every `learn_every`-th of the `hst_rows`)."""
+        if len(X) == 0:
+            return
+        if self.hst is not None:
+            feats = self.features
+            H = X if hst_rows is None else X[hst_rows]
+            start = (-self._rows_seen) % self.learn_every
+            for row in squash(H[start :: self.learn_every]).tolist():
+                self.hst.learn_one(dict(zip(feats, row, strict=True)))
+            self._rows_seen += len(H)
+        if self.iforest is not None:
+            self.iforest.learn_many(X)
