@@ -1,0 +1,170 @@
+"""Turn raw detector scores into tail probabilities that mean the same for every VM and detector.
+
+A `TailCalibrator` answers "how often was a score at least this large, lately?" — an online
+p-value — from an exponentially decayed histogram of past raw scores: 64 bins on a log axis
+`log1p(raw * scale)` (0.125 per bin: raw scores from 0 to ~3000 / scale) for scores with heavy
+tails, or on a linear axis `raw * scale` for scores whose tail is exponential already
+(surprises, -ln p). The decay (`half_life` samples) forgets old behaviour slowly, so the memory
+spans days of 5-minute data in ~540 bytes, where a reservoir of the same size would remember a
+few hours.
+
+Inside the histogram the mass above a score is interpolated linearly within its bin. In the
+upper tail (the top `tail_mass` of the mass, and at least ~10 samples' worth) the count is
+replaced by an exponential tail fitted to the excesses over that quantile (peaks over
+threshold; the mean excess is shrunk toward a typical value while the tail is thin), so scores
+far above anything seen get p-values far below `1 / n` instead of saturating. Scores of a
+stationary stream give roughly uniform p-values.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+_BINS = 64
+_WIDTH = 0.125
+_RESCALE_AT = 1e150
+_MIN_TAIL = 10.0
+
+
+class TailCalibrator:
+    """Decayed-histogram p-value of a raw (non-negative) score, with a peaks-over-threshold tail."""
+
+    __slots__ = (
+        "scale",
+        "log_axis",
+        "prior_excess",
+        "decay",
+        "tail_mass",
+        "min_count",
+        "n",
+        "weight",
+        "total",
+        "counts",
+    )
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        half_life: float = 2000.0,
+        tail_mass: float = 0.02,
+        min_count: int = 50,
+        log_axis: bool = True,
+        prior_excess: float = 1.5,
+    ) -> None:
+        self.scale = scale
+        self.log_axis = log_axis
+        self.prior_excess = prior_excess
+        self.decay = 0.5 ** (1.0 / half_life) if half_life > 0 else 1.0
+        self.tail_mass = tail_mass
+        self.min_count = min_count
+        self.n = 0
+        self.weight = 1.0  # weight of the next sample; older samples keep theirs (= decay)
+        self.total = 0.0
+        self.counts = array("d", bytes(8 * _BINS))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _position(self, raw: float) -> float:
+        """Bin coordinate of a raw score (bins are 1 wide in this coordinate)."""
+        if raw <= 0.0:
+            return 0.0
+        if self.log_axis:
+            return math.log1p(raw * self.scale) / _WIDTH
+        return raw * self.scale / _WIDTH
+
+    def observe(self, raw: float) -> float:
+        """`p_value(raw)`, then learn `raw` (one call on the hot path)."""
+        pos = self._position(raw)
+        p = self._p_at(pos)
+        self._learn_at(pos)
+        return p
+
+    def p_value(self, raw: float) -> float:
+        """P(score >= raw) under the recent scores; 1.0 until `min_count` scores were seen."""
+        return self._p_at(self._position(raw))
+
+    def learn_one(self, raw: float) -> None:
+        self._learn_at(self._position(raw))
+
+    def _p_at(self, pos: float) -> float:
+        if self.n < self.min_count or self.total <= 0.0:
+            return 1.0
+        counts = self.counts
+        total = self.total
+        b = int(pos)
+        if b >= _BINS:
+            b = _BINS - 1
+            frac = 1.0
+        else:
+            frac = pos - b
+        if b < _BINS // 2:  # sum the shorter side
+            above = total - sum(counts[:b]) - counts[b] * frac
+            if above < 0.0:
+                above = 0.0
+        else:
+            above = sum(counts[b + 1 :]) + counts[b] * (1.0 - frac)
+        # The tail holds `tail_mass` of the mass, and at least ~10 recent samples' worth, so a
+        # young calibrator extrapolates from a wider, better estimated tail.
+        tail = max(self.tail_mass * total, min(_MIN_TAIL * self.weight, 0.5 * total))
+        if above >= tail:
+            return (above + self.weight) / (total + self.weight)
+        # Peaks over threshold: find the quantile u with `tail_mass` above it and the mean
+        # excess over u, both in bin coordinates, then extrapolate exponentially.
+        mass = 0.0
+        moment = 0.0
+        k = _BINS - 1
+        while k >= 0:
+            c = counts[k]
+            if mass + c >= tail:
+                part = tail - mass  # the top `part` of bin k belongs to the tail
+                u = k + 1.0 - part / c
+                moment += part * (k + 1.0 - 0.5 * part / c)
+                mass = tail
+                break
+            mass += c
+            moment += c * (k + 0.5)
+            k -= 1
+        else:
+            return (above + self.weight) / (total + self.weight)
+        # Mean excess, shrunk toward a typical tail (`prior_excess` bins, `_MIN_TAIL` samples'
+        # worth) so a young calibrator does not extrapolate from a handful of points.
+        prior = _MIN_TAIL * self.weight
+        excess = (moment - mass * u + prior * self.prior_excess) / (mass + prior)
+        if excess < 0.25:
+            excess = 0.25  # a quarter bin: never extrapolate more steeply
+        return tail / total * math.exp(-max(0.0, pos - u) / excess)
+
+    def _learn_at(self, pos: float) -> None:
+        b = int(pos)
+        if b >= _BINS:
+            b = _BINS - 1
+        w = self.weight
+        self.counts[b] += w
+        self.total += w
+        self.n += 1
+        w /= self.decay
+        if w > _RESCALE_AT:
+            inv = 1.0 / w
+            counts = self.counts
+            for i in range(_BINS):
+                counts[i] *= inv
+            self.total *= inv
+            w = 1.0
+        self.weight = w
+
+    def to_bytes(self) -> bytes:
+        return (
+            array("d", (float(self.n), self.weight, self.total)).tobytes() + self.counts.tobytes()
+        )
+
+    def load_bytes(self, data: bytes) -> None:
+        head = array("d")
+        head.frombytes(data[:24])
+        self.n = int(head[0])
+        self.weight = head[1]
+        self.total = head[2]
+        counts = array("d")
+        counts.frombytes(data[24:])
+        self.counts = counts

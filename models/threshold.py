@@ -1,0 +1,77 @@
+"""Per-VM adaptive alert threshold, moved by the VM's own alert rate and by operator feedback.
+
+Thresholds live on the "surprise" scale `-log10(p)` of the combined tail probability, where
+steps are meaningful (one unit = ten times rarer), and are reported on the 0–100 score scale
+`100 * (1 - p)`. The effective threshold for a sample of kind `k` is
+
+    base + penalty[k] + rate_boost
+
+- `penalty[k]` grows by `fp_step` on each "false_positive" verdict for an incident of kind `k`
+  (the same pattern must be rarer to alert again) and shrinks by `fp_step` on "confirmed", never
+  below zero; it decays slowly back to zero (half-life `penalty_half_life` samples).
+- `rate_boost` rises when the VM's recent alerting rate exceeds `target_rate`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from models.classification import KINDS
+
+
+def score_to_surprise(score: float) -> float:
+    """0–100 score to -log10(p)."""
+    p = max(1e-300, 1.0 - score / 100.0)
+    return -math.log10(p)
+
+
+def surprise_to_score(surprise: float) -> float:
+    return 100.0 * (1.0 - 10.0 ** (-surprise))
+
+
+class AdaptiveThreshold:
+    """Threshold state of one VM: six kind penalties and an EW alert rate."""
+
+    __slots__ = ("penalty", "rate")
+
+    def __init__(self) -> None:
+        self.penalty = [0.0] * len(KINDS)
+        self.rate = 0.0
+
+    def surprise_threshold(
+        self, base: float, kind: str | None, target_rate: float, rate_gain: float
+    ) -> float:
+        """Threshold for a sample of `kind`; with `kind=None`, the lowest over all kinds."""
+        boost = 0.0
+        if self.rate > target_rate > 0:
+            boost = rate_gain * math.log10(self.rate / target_rate)
+        if kind is None:
+            return base + min(self.penalty) + boost
+        return base + self.penalty[KINDS.index(kind)] + boost
+
+    def observe(self, above_base: bool, rate_alpha: float, penalty_decay: float) -> None:
+        """Update the alert rate with whether this sample exceeded the base threshold."""
+        self.rate += rate_alpha * ((1.0 if above_base else 0.0) - self.rate)
+        if penalty_decay < 1.0 and any(self.penalty):
+            pen = self.penalty
+            for i, v in enumerate(pen):
+                if v:
+                    pen[i] = v * penalty_decay if v > 1e-3 else 0.0
+
+    def feedback(self, kind: str, verdict: str, fp_step: float) -> None:
+        i = KINDS.index(kind)
+        if verdict == "false_positive":
+            self.penalty[i] += fp_step
+        elif verdict == "confirmed":
+            self.penalty[i] = max(0.0, self.penalty[i] - fp_step)
+        else:
+            raise ValueError(f"unknown verdict {verdict!r}")
+
+    def state(self) -> tuple[float, ...]:
+        return (*self.penalty, self.rate)
+
+    def load_state(self, values: tuple[float, ...]) -> None:
+        *pen, self.rate = values
+        self.penalty = list(pen)
+
+    N_STATE = len(KINDS) + 1
