@@ -1,0 +1,225 @@
+"""Unit tests of the anomaly engine's building blocks (no engine, no broker)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+
+import pytest
+from river.checks import yield_checks
+
+from models.attribution import attribute
+from models.calibration import TailCalibrator
+from models.classification import GrowthTracker, classify, severity
+from models.drift import CompactPageHinkley
+from models.incidents import IncidentTracker, incident_id, parse_incident_id
+from models.normalizer import EWStandardizer
+from models.residual import DampedTrendForecaster, ForecastResidualDetector
+from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
+
+
+def test_calibrator_p_values_of_a_stationary_stream_are_roughly_uniform():
+    rng = random.Random(3)
+    cal = TailCalibrator(half_life=2000)
+    ps = []
+    for i in range(6000):
+        raw = abs(rng.gauss(0, 1))
+        if i >= 1000:
+            ps.append(cal.p_value(raw))
+        cal.learn_one(raw)
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        share = sum(p <= q for p in ps) / len(ps)
+        assert abs(share - q) < 0.04, (q, share)
+
+
+def test_calibrator_extrapolates_far_beyond_the_largest_score_seen():
+    rng = random.Random(4)
+    cal = TailCalibrator()
+    for _ in range(3000):
+        cal.learn_one(abs(rng.gauss(0, 1)))
+    assert cal.p_value(4.0) < 1e-3
+    assert cal.p_value(20.0) < 1e-8
+    assert cal.p_value(20.0) < cal.p_value(6.0) < cal.p_value(3.0) < cal.p_value(1.0)
+
+
+def test_calibrator_is_silent_until_it_has_seen_enough_and_round_trips():
+    cal = TailCalibrator(min_count=50)
+    for i in range(49):
+        cal.learn_one(float(i % 7))
+    assert cal.p_value(1e6) == 1.0
+    for i in range(500):
+        cal.learn_one(float(i % 7))
+    clone = TailCalibrator(min_count=50)
+    clone.load_bytes(cal.to_bytes())
+    for raw in (0.0, 3.0, 6.5, 40.0):
+        assert clone.p_value(raw) == cal.p_value(raw)
+
+
+def test_standardizer_follows_mean_and_spread_and_resists_a_spike():
+    rng = random.Random(5)
+    s = EWStandardizer(alpha=0.01)
+    for _ in range(2000):
+        s.learn_one(50.0 + 2.0 * rng.gauss(0, 1))
+    assert abs(s.mean - 50.0) < 0.5 and abs(s.std - 2.0) < 0.4
+    before = s.mean
+    assert s.observe(500.0) > 100
+    assert abs(s.mean - before) < 0.2
+
+
+def test_forecaster_interval_covers_most_of_a_trending_series():
+    rng = random.Random(6)
+    fc = DampedTrendForecaster()
+    inside = 0
+    for t in range(3000):
+        y = 0.01 * t + rng.gauss(0, 1)
+        lo, hi = fc.interval(3.0)
+        inside += t > 100 and lo <= y <= hi
+        fc.learn_one(y)
+    assert inside / 2900 > 0.97
+
+
+def _stream_with_spikes(n: int, seed: int = 0) -> list[tuple[dict, bool]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        anomalous = rng.random() < 0.02
+        x = {f"f{j}": rng.gauss(0, 1) + (8.0 if anomalous else 0.0) for j in range(4)}
+        rows.append((x, anomalous))
+    return rows
+
+
+def test_forecast_residual_detector_follows_river_conventions():
+    """River's check_estimator, with a generated stream in place of the CreditCard download."""
+    model = ForecastResidualDetector()
+    ran = []
+    for check in yield_checks(model):
+        if isinstance(check, functools.partial) and "dataset" in check.keywords:
+            scale = 10 if check.__name__ == "check_bounded_memory_growth" else 1
+            check.func(model.clone(), dataset=_stream_with_spikes(1000 * scale))
+        else:
+            check(model.clone())
+        ran.append(check.__name__)
+    assert {"check_roc_auc", "check_bounded_memory_growth", "check_pickling"} <= set(ran)
+
+
+def test_forecast_residual_detector_ranks_a_spike_first():
+    det = ForecastResidualDetector()
+    rng = random.Random(7)
+    for _ in range(300):
+        det.learn_one({"cpu": 40 + rng.gauss(0, 1), "mem": 60 + rng.gauss(0, 1)})
+    assert det.score_one({"cpu": 40.0, "mem": 75.0}) > 5 * det.score_one({"cpu": 41.0, "mem": 60.5})
+    assert set(det.forecast_one()) == {"cpu", "mem"}
+
+
+def test_page_hinkley_ignores_a_spike_and_catches_a_shift():
+    ph = CompactPageHinkley(delta=0.5, threshold=20.0, clip=4.0)
+    rng = random.Random(8)
+    fired = [ph.update(rng.gauss(0, 1)) for _ in range(5000)]
+    assert not any(fired)
+    assert not ph.update(1000.0)
+    hits = [ph.update(5.0) for _ in range(10)]
+    assert any(hits) and ph.direction == 1
+
+
+def test_attribution_sums_exactly_to_the_score():
+    rng = random.Random(9)
+    for _ in range(200):
+        weights = {f"f{i}": rng.random() * 10 ** rng.uniform(-5, 3) for i in range(6)}
+        score = rng.uniform(0, 100)
+        points = attribute(score, weights)
+        assert set(points) == set(weights)
+        assert math.isclose(sum(points.values()), score, rel_tol=0, abs_tol=1e-9)
+        assert all(v >= -1e-9 for v in points.values())
+    assert attribute(50.0, {"a": 0.0, "b": 0.0}) == {"a": 25.0, "b": 25.0}
+
+
+def test_classify_maps_drivers_to_kinds():
+    up = {"cpu_pct": 1.0, "mem_pct": 1.0, "net_in_bps": 1.0, "disk_write_bps": 1.0}
+    flat = dict.fromkeys(up, 0.0)
+    assert classify({"cpu_pct": 90, "mem_pct": 5}, up, flat, False) == "cpu_spike"
+    assert classify({"net_in_bps": 90, "cpu_pct": 5}, up, flat, False) == "network_saturation"
+    assert classify({"disk_write_bps": 90}, up, flat, False) == "io_bottleneck"
+    assert classify({"mem_pct": 90}, up, {"mem_pct": 0.9}, False) == "memory_leak"
+    assert classify({"mem_pct": 90}, up, {"mem_pct": 0.9}, True) == "memory_leak"
+    assert classify({"cpu_pct": 90}, up, flat, True) == "level_shift"
+    assert classify({"cpu_pct": 90}, {"cpu_pct": -1.0}, flat, False) == "other"
+
+
+def test_growth_index_separates_a_climb_from_noise():
+    rng = random.Random(10)
+    noise, climb = GrowthTracker(), GrowthTracker()
+    for t in range(500):
+        noise.learn_one(rng.gauss(0, 1))
+        climb.learn_one(0.1 * t + rng.gauss(0, 0.01))
+    assert abs(noise.index) < 0.3 and climb.index > 0.9
+
+
+def test_severity_bands():
+    cut = (99.9, 99.99, 99.999, 99.9999)
+    assert severity(99.95, *cut) == "low"
+    assert severity(99.995, *cut) == "medium"
+    assert severity(99.9995, *cut) == "high"
+    assert severity(99.99999, *cut) == "critical"
+
+
+def test_threshold_feedback_moves_only_the_verdicts_kind():
+    th = AdaptiveThreshold()
+    base = score_to_surprise(99.9)
+    assert math.isclose(surprise_to_score(base), 99.9)
+    th.feedback("cpu_spike", "false_positive", 1.0)
+    assert th.surprise_threshold(base, "cpu_spike", 0.01, 1.0) == pytest.approx(base + 1.0)
+    assert th.surprise_threshold(base, "memory_leak", 0.01, 1.0) == pytest.approx(base)
+    th.feedback("cpu_spike", "confirmed", 1.0)
+    assert th.surprise_threshold(base, "cpu_spike", 0.01, 1.0) == pytest.approx(base)
+    th.feedback("cpu_spike", "confirmed", 1.0)
+    assert th.penalty == [0.0] * len(th.penalty)
+    with pytest.raises(ValueError):
+        th.feedback("cpu_spike", "maybe", 1.0)
+
+
+def _run_tracker(flags, severities, recovery=3, holdoff=5):
+    tr = IncidentTracker()
+    out = []
+    for t, (flag, sev) in enumerate(zip(flags, severities, strict=True)):
+        status = tr.step(float(t), flag, 99.99 if flag else 10.0, sev, 0, recovery, holdoff)
+        out.append((t, status, tr.severity, incident_id("vm", tr.opened_at)))
+    return out
+
+
+def test_incident_lifecycle_open_escalate_resolve():
+    flags = [False] * 3 + [True] * 6 + [False] * 5
+    sevs = [0, 0, 0, 0, 1, 0, 1, 3, 2, 0, 0, 0, 0, 0]
+    events = [(t, s, sev) for t, s, sev, _ in _run_tracker(flags, sevs) if s]
+    assert events == [(3, "open", 0), (4, "update", 1), (7, "update", 3), (11, "resolved", 3)]
+
+
+def test_incident_reopen_within_holdoff_continues_the_same_incident():
+    flags = [True] + [False] * 3 + [True] + [False] * 3 + [False] * 10 + [True]
+    out = _run_tracker(flags, [0] * len(flags))
+    statuses = [(t, s) for t, s, _, _ in out if s]
+    assert statuses == [(0, "open"), (3, "resolved"), (4, "update"), (7, "resolved"), (18, "open")]
+    ids = {out[t][3] for t in (0, 3, 4, 7)}
+    assert len(ids) == 1 and out[18][3] != out[0][3]
+
+
+def test_incident_id_round_trip():
+    assert parse_incident_id(incident_id("vm:a:1", 1700000000.25)) == ("vm:a:1", 1700000000250)
+    assert parse_incident_id("nonsense") is None
+
+
+def test_tracker_state_round_trip():
+    tr = IncidentTracker()
+    for t, flag in enumerate([True, True, False, True]):
+        tr.step(float(t), flag, 99.99, 1, 2, 5, 5)
+    clone = IncidentTracker()
+    clone.load_state(tr.state())
+    assert clone.state() == tr.state() and clone.recent == tr.recent
+
+
+def test_calibrator_memory_is_constant():
+    cal = TailCalibrator()
+    before = len(cal.to_bytes())
+    for i in range(10_000):
+        cal.learn_one(float(i % 100))
+    assert len(cal.to_bytes()) == before

@@ -1,0 +1,328 @@
+"""Behaviour of the anomaly engine on generated VM metrics: calibration, incidents, feedback,
+drift, attribution, kinds, checkpointing and determinism."""
+
+from __future__ import annotations
+
+import math
+import random
+import tracemalloc
+
+import pytest
+
+from models.engine import FEATURES, AnomalyEngine, Assessment, EngineConfig, Sample
+
+BASE = {
+    "cpu_pct": (30.0, 3.0),
+    "mem_pct": (50.0, 1.0),
+    "disk_read_bps": (2e6, 2e5),
+    "disk_write_bps": (1e6, 1e5),
+    "net_in_bps": (5e6, 5e5),
+    "net_out_bps": (3e6, 3e5),
+}
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+def noise(rng: random.Random) -> dict[str, float]:
+    return {k: mu + sd * rng.gauss(0, 1) for k, (mu, sd) in BASE.items()}
+
+
+def stream(n: int, seed: int = 0, vm: str = "vm-1", edit=None) -> list[Sample]:
+    """`n` samples of one VM, one a minute; `edit(t, values, rng)` plants anomalies."""
+    rng = random.Random(seed)
+    out = []
+    for t in range(n):
+        values = noise(rng)
+        if edit is not None:
+            edit(t, values, rng)
+        out.append(Sample(vm, 1_700_000_000.0 + 60.0 * t, values))
+    return out
+
+
+def run(samples: list[Sample], engine: AnomalyEngine | None = None, chunk: int = 256):
+    engine = engine if engine is not None else AnomalyEngine()
+    out: list[Assessment] = []
+    for i in range(0, len(samples), chunk):
+        out.extend(engine.process(samples[i : i + chunk]))
+    return engine, out
+
+
+def events(assessments: list[Assessment]) -> list[dict]:
+    return [a.event for a in assessments if a.event is not None]
+
+
+def test_scores_of_pure_noise_are_roughly_uniform():
+    engine = AnomalyEngine()
+    samples = []
+    for v in range(12):
+        samples += stream(700, seed=v, vm=f"vm-{v}")
+    samples.sort(key=lambda s: s.ts)
+    _, out = run(samples, engine)
+    scores = [a.score for a in out if a.ts >= 1_700_000_000.0 + 60.0 * 300]
+    n = len(scores)
+    assert 0.38 < sum(s > 50 for s in scores) / n < 0.62
+    assert 0.05 < sum(s > 90 for s in scores) / n < 0.16
+    assert sum(s > 99 for s in scores) / n < 0.025
+    assert all(0.0 <= s <= 100.0 for s in scores)
+
+
+def test_planted_cpu_spike_scores_near_100_and_opens_one_incident():
+    def spike(t, values, rng):
+        if t == 500:
+            values["cpu_pct"] = 95.0
+
+    _, out = run(stream(520, edit=spike))
+    hit = out[500]
+    assert hit.score > 99.999 and hit.is_anomalous
+    assert hit.severity in ("high", "critical")
+    assert hit.event["status"] == "open" and hit.event["kind"] == "cpu_spike"
+    assert max(hit.attribution, key=hit.attribution.get) == "cpu_pct"
+    assert hit.event["actual"]["cpu_pct"] == 95.0
+    assert abs(hit.event["typical"]["cpu_pct"] - 30.0) < 2.0
+    assert [e["status"] for e in events(out)].count("open") == 1
+
+
+def test_incident_lifecycle_one_open_updates_on_escalation_then_resolve():
+    config = EngineConfig()
+
+    def episode(t, values, rng):
+        if 500 <= t < 506:
+            values["cpu_pct"] = 30.0 + 4.0 * (t - 497) * 3.0  # 36 .. 96: escalating
+        if t == 509:
+            values["cpu_pct"] = 90.0  # flaps back within the recovery window
+
+    _, out = run(stream(600, edit=episode), AnomalyEngine(config))
+    evs = events(out)
+    assert len({e["incident_id"] for e in evs}) == 1
+    statuses = [e["status"] for e in evs]
+    assert statuses[0] == "open" and statuses[-1] == "resolved"
+    assert statuses.count("open") == 1 and statuses.count("resolved") == 1
+    ranks = [SEVERITY_RANK[e["severity"]] for e in evs if e["status"] != "resolved"]
+    assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)  # updates only escalate
+    last_anomalous = max(i for i, a in enumerate(out) if a.is_anomalous)
+    resolved_at = next(i for i, a in enumerate(out) if a.event and a.event["status"] == "resolved")
+    assert resolved_at == last_anomalous + config.recovery
+    for key in (
+        "incident_id",
+        "vm_id",
+        "status",
+        "ts",
+        "opened_at",
+        "score",
+        "threshold",
+        "severity",
+        "kind",
+        "attribution",
+        "typical",
+        "actual",
+    ):
+        assert key in evs[0]
+    assert evs[0]["incident_id"] == f"vm-1:{int(round(evs[0]['opened_at'] * 1000))}"
+
+
+def test_flapping_within_holdoff_continues_the_incident():
+    config = EngineConfig(recovery=3, holdoff=20)
+
+    def two_spikes(t, values, rng):
+        if t in (500, 510):
+            values["cpu_pct"] = 95.0
+
+    _, out = run(stream(560, edit=two_spikes), AnomalyEngine(config))
+    evs = events(out)
+    assert [e["status"] for e in evs].count("open") == 1
+    assert len({e["incident_id"] for e in evs}) == 1
+
+
+def _twin_spikes(t, values, rng):
+    if t in (500, 800):
+        values["cpu_pct"] = 30.0 + 3.0 * 9.0  # 9 standard deviations, twice
+
+
+def _second_spike_after(verdict: str | None) -> tuple[Assessment, AnomalyEngine]:
+    """Replays the twin-spike stream; the verdict on the first incident comes right after it."""
+    engine = AnomalyEngine(EngineConfig(fp_step=4.0))
+    samples = stream(850, seed=11, edit=_twin_spikes)
+    _, first = run(samples[:501], engine)
+    opened = first[500].event
+    assert opened is not None and opened["status"] == "open" and opened["kind"] == "cpu_spike"
+    if verdict is not None:
+        assert engine.feedback(opened["incident_id"], verdict)
+    _, rest = run(samples[501:], engine)
+    return rest[800 - 501], engine
+
+
+def test_false_positive_feedback_makes_the_same_pattern_alert_less():
+    baseline, _ = _second_spike_after(None)
+    confirmed, _ = _second_spike_after("confirmed")
+    dismissed, engine = _second_spike_after("false_positive")
+    assert baseline.is_anomalous and baseline.event["status"] == "open"
+    assert confirmed.score == baseline.score and confirmed.event == baseline.event
+    assert dismissed.score == baseline.score  # the evidence is the same ...
+    assert dismissed.threshold > baseline.threshold  # ... the bar for this kind is higher
+    assert not dismissed.is_anomalous and dismissed.event is None
+    snap = engine.vm_snapshot("vm-1")
+    assert snap["feedback_penalty"]["cpu_spike"] > 0 and snap["feedback_penalty"]["other"] == 0
+
+
+def test_feedback_on_unknown_incidents_is_refused():
+    engine, _ = run(stream(100))
+    assert engine.feedback("vm-1:123", "false_positive") is False
+    assert engine.feedback("vm-404:123", "confirmed") is False
+    assert engine.feedback("garbage", "confirmed") is False
+    with pytest.raises(ValueError):
+        engine.feedback("vm-1:123", "meh")
+
+
+def test_level_shift_raises_one_alert_then_stays_quiet():
+    def shift(t, values, rng):
+        if t >= 500:
+            values["cpu_pct"] += 40.0
+
+    engine, out = run(stream(1400, edit=shift))
+    evs = events(out)
+    assert [e["status"] for e in evs].count("open") == 1
+    assert evs[0]["ts"] == out[500].ts
+    incident = [e for e in evs if e["incident_id"] == evs[0]["incident_id"]]
+    assert incident[-1]["status"] == "resolved" and incident[-1]["kind"] == "level_shift"
+    assert not any(a.is_anomalous for a in out[900:])
+    assert abs(engine.vm_snapshot("vm-1")["typical"]["cpu_pct"] - 70.0) < 2.0
+
+
+def test_attribution_sums_to_the_score_everywhere():
+    def mixed(t, values, rng):
+        if t % 97 == 0:
+            values["net_in_bps"] *= 3
+        if t % 131 == 0:
+            values["disk_read_bps"] *= 4
+
+    _, out = run(stream(700, edit=mixed))
+    for a in out:
+        if a.attribution:
+            assert math.isclose(sum(a.attribution.values()), a.score, abs_tol=1e-9)
+            assert set(a.attribution) <= set(FEATURES)
+        if a.event:
+            assert math.isclose(
+                sum(a.event["attribution"].values()), a.event["score"], abs_tol=1e-9
+            )
+
+
+@pytest.mark.parametrize(
+    ("kind", "edit"),
+    [
+        ("cpu_spike", lambda t, v, r: v.update(cpu_pct=97.0) if 500 <= t < 503 else None),
+        (
+            "network_saturation",
+            lambda t, v, r: (
+                v.update(net_in_bps=v["net_in_bps"] * 4, net_out_bps=v["net_out_bps"] * 4)
+                if 500 <= t < 504
+                else None
+            ),
+        ),
+        (
+            "io_bottleneck",
+            lambda t, v, r: v.update(disk_write_bps=v["disk_write_bps"] * 5) if t == 500 else None,
+        ),
+    ],
+)
+def test_kind_of_the_opening_event(kind, edit):
+    _, out = run(stream(540, edit=edit))
+    opens = [e for e in events(out) if e["status"] == "open"]
+    assert opens and opens[0]["kind"] == kind
+
+
+def test_slow_monotonic_memory_growth_is_a_memory_leak():
+    def leak(t, values, rng):
+        values["mem_pct"] = 40.0 + 0.02 * rng.gauss(0, 1) + (0.05 * (t - 500) if t > 500 else 0)
+
+    _, out = run(stream(900, edit=leak))
+    evs = events(out)
+    assert evs, "the leak was not noticed"
+    first = evs[0]["incident_id"]
+    assert out.index(next(a for a in out if a.event)) > 500
+    assert "memory_leak" in {e["kind"] for e in evs if e["incident_id"] == first}
+
+
+def _history(n: int = 600) -> list[Sample]:
+    samples = []
+    for v in range(3):
+        samples += stream(n, seed=20 + v, vm=f"vm-{v}")
+    return sorted(samples, key=lambda s: (s.ts, s.vm_id))
+
+
+def _continuation() -> list[Sample]:
+    def spike(t, values, rng):
+        if t in (20, 70):
+            values["mem_pct"] = 90.0
+
+    return stream(150, seed=99, vm="vm-1", edit=spike)
+
+
+def _key(out: list[Assessment]) -> list[tuple]:
+    return [(a.score, a.threshold, a.severity, a.kind, a.event) for a in out]
+
+
+@pytest.mark.parametrize("fleet", [True, False])
+def test_dump_and_load_continue_scoring_identically(fleet):
+    config = EngineConfig(use_halfspace=fleet, use_isolation_forest=fleet)
+    later = [Sample(s.vm_id, s.ts + 60.0 * 600, s.values) for s in _continuation()]
+    original, _ = run(_history(), AnomalyEngine(config))
+    restored, _ = run(_history(), AnomalyEngine(config))
+    blob = restored.dump_vm("vm-1")
+    restored.load_vm("vm-1", blob)
+    assert restored.dump_vm("vm-1") == blob
+    assert restored.state_bytes("vm-1") == len(blob) <= 16 * 1024
+    _, a = run(later, original)
+    _, b = run(later, restored)
+    assert _key(a) == _key(b)
+    assert any(x.event for x in a)
+    if not fleet:  # no shared state: a brand-new engine can take the VM over
+        fresh = AnomalyEngine(config)
+        fresh.load_vm("vm-1", blob)
+        _, c = run(later, fresh)
+        assert _key(c) == _key(a)
+        assert fresh.vm_snapshot("vm-1")["samples"] == original.vm_snapshot("vm-1")["samples"]
+
+
+def test_same_input_and_seed_give_the_same_output():
+    samples = _history(400) + [
+        Sample(s.vm_id, s.ts + 60.0 * 400, s.values) for s in _continuation()
+    ]
+    _, a = run(samples, AnomalyEngine(EngineConfig(seed=7)))
+    _, b = run(samples, AnomalyEngine(EngineConfig(seed=7)))
+    assert _key(a) == _key(b)
+
+
+def test_scoring_never_looks_ahead():
+    samples = stream(500, edit=lambda t, v, r: v.update(cpu_pct=99.0) if t == 450 else None)
+    _, whole = run(samples, chunk=7)
+    _, prefix = run(samples[:450], chunk=7)
+    assert _key(whole[:450]) == _key(prefix)
+    # Without the fleet forests (which learn per batch) the batching does not matter at all.
+    local = EngineConfig(use_halfspace=False, use_isolation_forest=False)
+    _, big = run(samples, AnomalyEngine(local), chunk=500)
+    _, small = run(samples[:450], AnomalyEngine(local), chunk=7)
+    assert _key(big[:450]) == _key(small)
+
+
+def test_snapshot_is_json_able_and_per_vm_memory_stays_small():
+    import json
+
+    samples = []
+    for v in range(20):
+        samples += stream(120, seed=v, vm=f"vm-{v}")
+    samples.sort(key=lambda s: s.ts)
+    engine = AnomalyEngine(EngineConfig(use_halfspace=False, use_isolation_forest=False))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(0, len(samples), 200):
+        engine.process(samples[i : i + 200])
+    per_vm = (tracemalloc.get_traced_memory()[0] - before) / 20
+    tracemalloc.stop()
+    assert engine.tracked_vms() == 20
+    assert per_vm < 16 * 1024
+    snap = engine.vm_snapshot("vm-3")
+    json.dumps(snap)
+    assert snap["samples"] == 120 and set(snap["typical"]) == set(FEATURES)
+    assert engine.vm_snapshot("nope") == {"vm_id": "nope", "known": False}
+    assert engine.knows("vm-3") and not engine.knows("nope")
+    assert engine.forget("vm-3") and not engine.forget("vm-3")
+    assert engine.tracked_vms() == 19 and engine.state_bytes("vm-3") == 0
