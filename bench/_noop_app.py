@@ -1,0 +1,53 @@
+"""A Faust app whose only agent does nothing with its records: the floor of Faust's own cost.
+
+Run by `bench.throughput` as `python -m faust -A bench._noop_app worker`; configured by
+`BENCH_NOOP_*` variables. When the agent has seen `BENCH_NOOP_EXPECT` records it writes
+{"count", "first_at", "done_at"} (wall-clock seconds) as JSON to `BENCH_NOOP_OUT`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import faust
+
+_env = os.environ
+EXPECT = int(_env.get("BENCH_NOOP_EXPECT", "0"))
+OUT = _env.get("BENCH_NOOP_OUT", "noop-result.json")
+
+app = faust.App(
+    _env.get("BENCH_NOOP_APP_ID", "novacron-bench-noop"),
+    broker=_env.get("BENCH_NOOP_BROKER", "kafka://127.0.0.1:9092"),
+    store="memory://",
+    datadir=_env.get("BENCH_NOOP_DATADIR", "noop-data"),
+    web_host="127.0.0.1",
+    web_bind="127.0.0.1",
+    broker_session_timeout=2.0,
+    broker_heartbeat_interval=0.5,
+    broker_rebalance_timeout=4.0,
+    consumer_auto_offset_reset="earliest",
+    topic_partitions=int(_env.get("BENCH_NOOP_PARTITIONS", "8")),
+    topic_replication_factor=1,
+)
+source = app.topic(
+    _env.get("BENCH_NOOP_TOPIC", "vm.metrics"),
+    partitions=int(_env.get("BENCH_NOOP_PARTITIONS", "8")),
+    key_serializer="raw",
+    value_serializer="raw",
+)
+progress = {"count": 0, "first_at": None}
+
+
+@app.agent(source)
+async def noop(stream: faust.StreamT) -> None:
+    """Count records and nothing else."""
+    async for _value in stream:
+        progress["count"] += 1
+        if progress["first_at"] is None:
+            progress["first_at"] = time.time()
+        if progress["count"] == EXPECT:
+            result = {**progress, "done_at": time.time()}
+            with open(OUT, "w") as fh:
+                json.dump(result, fh)

@@ -1,0 +1,137 @@
+"""Resident memory of one process tracking many VMs; run in a fresh process per measurement.
+
+`python -m bench._scale pool --vms G --ticks T --pool FILE --out JSON`
+    feeds G VMs T samples each from scratch (past warm-up), measures RSS, and saves every VM's
+    `dump_vm` bytes to FILE.
+`python -m bench._scale size --vms N --pool FILE --out JSON [--timings]`
+    restores N VMs by cycling through the pool's warmed states (`load_vm` under new ids), feeds
+    every VM one more sample, and measures RSS; with --timings also times creating and restoring
+    those VMs and dumping their state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import pickle
+import time
+
+from bench._models import feed, fleet_ticks, iter_fleet_ticks
+from models.engine import FEATURES, AnomalyEngine, EngineConfig, Sample
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _baseline(engine: AnomalyEngine) -> int:
+    """RSS with the engine built and its fleet models allocated by a first small batch."""
+    feed(engine, fleet_ticks(8, 2, seed=99, prefix="base"), 100)
+    gc.collect()
+    return rss_bytes()
+
+
+def make_pool(vms: int, ticks: int, pool_path: str) -> dict:
+    engine = AnomalyEngine(EngineConfig())
+    base = _baseline(engine)
+    began = time.perf_counter()
+    # Generated tick by tick: only one tick of input samples is alive at any time.
+    feed(engine, iter_fleet_ticks(vms, ticks), 100)
+    feed_s = time.perf_counter() - began
+    gc.collect()
+    rss = rss_bytes()
+    ids = [f"vm-vm-{i:05d}" for i in range(vms)]
+    dumps = [engine.dump_vm(vm_id) for vm_id in ids]
+    with open(pool_path, "wb") as fh:
+        pickle.dump(dumps, fh)
+    return {
+        "vms": vms,
+        "samples_per_vm": ticks,
+        "how": "fed from scratch",
+        "feed_us_per_sample": feed_s / (vms * ticks) * 1e6,
+        "rss_bytes": rss,
+        "baseline_rss_bytes": base,
+        "bytes_per_vm": (rss - base) / vms,
+    }
+
+
+def _one_more_sample(ids: list[str], ts: float) -> list[Sample]:
+    values = dict.fromkeys(FEATURES, 1.0)
+    values.update(cpu_pct=30.0, mem_pct=40.0)
+    return [Sample(vm_id, ts, values) for vm_id in ids]
+
+
+def size(vms: int, pool_path: str, timings: bool) -> dict:
+    with open(pool_path, "rb") as fh:
+        pool: list[bytes] = pickle.load(fh)
+    engine = AnomalyEngine(EngineConfig())
+    base = _baseline(engine)
+    ids = [f"vm-{i:07d}" for i in range(vms)]
+    began = time.perf_counter()
+    for i, vm_id in enumerate(ids):
+        engine.load_vm(vm_id, pool[i % len(pool)])
+    restore_s = time.perf_counter() - began
+    del pool
+    samples = _one_more_sample(ids, 1.7e9 + 1e5)
+    began = time.perf_counter()
+    for i in range(0, vms, 100):
+        engine.process(samples[i : i + 100])
+    process_s = time.perf_counter() - began
+    del samples
+    gc.collect()
+    rss = rss_bytes()
+    out = {
+        "vms": vms,
+        "how": "warmed states restored with load_vm, then one more sample each",
+        "rss_bytes": rss,
+        "baseline_rss_bytes": base,
+        "bytes_per_vm": (rss - base) / vms,
+        "tracked_vms": engine.tracked_vms(),
+    }
+    if timings:
+        began = time.perf_counter()
+        dumps = [engine.dump_vm(vm_id) for vm_id in ids]
+        dump_s = time.perf_counter() - began
+        fresh = AnomalyEngine(EngineConfig())
+        first = _one_more_sample([f"new-{i:07d}" for i in range(vms)], 1.7e9)
+        began = time.perf_counter()
+        for i in range(0, vms, 100):
+            fresh.process(first[i : i + 100])
+        create_s = time.perf_counter() - began
+        out.update(
+            restore_s=restore_s,
+            restore_us_per_vm=restore_s / vms * 1e6,
+            dump_s=dump_s,
+            dump_us_per_vm=dump_s / vms * 1e6,
+            mean_dump_bytes=sum(map(len, dumps)) / vms,
+            create_s=create_s,
+            create_note="first sample of each new VM through process() in batches of 100",
+            one_sample_each_restored_s=process_s,
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench._scale")
+    parser.add_argument("mode", choices=("pool", "size"))
+    parser.add_argument("--vms", type=int, required=True)
+    parser.add_argument("--ticks", type=int, default=90)
+    parser.add_argument("--pool", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--timings", action="store_true")
+    args = parser.parse_args()
+    if args.mode == "pool":
+        result = make_pool(args.vms, args.ticks, args.pool)
+    else:
+        result = size(args.vms, args.pool, args.timings)
+    with open(args.out, "w") as fh:
+        json.dump(result, fh)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+"""Throughput, latency and memory of the worker against the raw-consumer limit.
+
+Run: `python -m bench.throughput [--quick] [--out PATH] [--skip-scale]`.
+
+1. Limit: a plain aiokafka consumer (getmany + json.loads) over the same `vm.metrics` records.
+2. Floor: a Faust agent that does nothing, over the same single-sample records.
+3. End-to-end: samples/s through one real worker (`novacron worker`) from a pre-filled topic,
+   single-sample and batched (100 samples per record) records, all models on; batched also with
+   the fleet forests off. With no switch to turn the engine off in the worker, the pipeline's
+   own cost (validation + output serialisation) is measured in-process by `MetricsProcessor`
+   with a pass-through engine.
+4. Latency: produce-to-alert p50/p95/p99 at half the measured single-sample rate.
+5. Models: µs per sample of `AnomalyEngine.process` (batches of 1 and 100; per configuration,
+   so each fleet forest's marginal cost shows), serialised state bytes per VM, and a cProfile
+   of the in-process hot path by component.
+6. Scale: resident memory of a fresh process tracking 1k/10k/100k VMs; create/restore timings.
+
+Every throughput is also given as a ratio to the raw-consumer figure of the same record shape.
+Results are printed and written to `bench/results/throughput.json`. `--quick` shrinks every size
+(for the smoke test); its figures are not meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import _kafka, _models, _pyspy
+from streams.broker import EmbeddedBroker
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "throughput.json"
+
+FULL = {
+    "single": {"vms": 200, "ticks": 75},
+    "batch": {"vms": 1000, "ticks": 120, "per_record": 100},
+    "latency": [
+        dict(load=0.5, vms=25, warmup_ticks=150, anomaly_ticks=12, tail_ticks=40, n=8),
+        dict(load=0.1, vms=6, warmup_ticks=150, anomaly_ticks=12, tail_ticks=20, n=6),
+        # The same two loads with the worker's consumer fetch wait patched to 100 ms.
+        dict(load=0.5, vms=25, warmup_ticks=150, anomaly_ticks=12, tail_ticks=40, n=8, wait=100),
+        dict(load=0.1, vms=6, warmup_ticks=150, anomaly_ticks=12, tail_ticks=20, n=6, wait=100),
+    ],
+    "engine": {"vms": 200, "warm_ticks": 100, "timed_ticks": 15},
+    "state": {"vms": 50, "ticks": 150},
+    "profile": {"vms": 200, "warm_ticks": 60, "timed_ticks": 10},
+    "scale": {
+        "pool_vms": 1000,
+        "pool_ticks": 90,
+        "sizes": [1000, 10_000, 100_000],
+        "timed": 10_000,
+    },
+    "worker_profile_s": 8,
+    "raw_repeats": 3,
+    "forests_off_worker": True,
+    "wait_commit": True,
+    "in_process_records": {"single": 3000, "batch": 100},
+}
+QUICK = {
+    "single": {"vms": 50, "ticks": 20},
+    "batch": {"vms": 100, "ticks": 10, "per_record": 50},
+    "latency": [
+        dict(load=0.5, vms=10, warmup_ticks=20, anomaly_ticks=4, tail_ticks=6, n=2, wait=100),
+    ],
+    "engine": {"vms": 20, "warm_ticks": 35, "timed_ticks": 3},
+    "state": {"vms": 10, "ticks": 40},
+    "profile": {"vms": 20, "warm_ticks": 35, "timed_ticks": 3},
+    "scale": {"pool_vms": 50, "pool_ticks": 40, "sizes": [100, 300], "timed": 300},
+    "worker_profile_s": 0,
+    "raw_repeats": 1,
+    "forests_off_worker": False,
+    "wait_commit": False,
+    "in_process_records": {"single": 300, "batch": 4},
+}
+GOALS = {
+    "batch_samples_per_s": 20_000,
+    "batch_ratio_to_limit": 0.25,
+    "single_cost_vs_floor": 0.25,
+    "p99_produce_to_alert_ms": 100.0,
+    "state_bytes_per_vm": 16 * 1024,
+    "rss_100k_vms_bytes": 2 * 1024**3,
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _ratio(value: float | None, limit: float | None) -> float | None:
+    return None if not value or not limit else value / limit
+
+
+# ---------------------------------------------------------------------------- sections
+def broker_sections(sizes: dict, workdir: Path) -> dict:
+    out: dict = {}
+    with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
+        s, b = sizes["single"], sizes["batch"]
+        log("generating records")
+        single = _kafka.fleet_records(s["vms"], s["ticks"], batch=False)
+        batched = _kafka.fleet_records(
+            b["vms"], b["ticks"], batch=True, vms_per_host=b["per_record"]
+        )
+        single_dep = _kafka.Deployment.create(broker, workdir, "s")
+        batch_dep = _kafka.Deployment.create(broker, workdir, "b")
+        single_dep.produce(single.records)
+        batch_dep.produce(batched.records)
+        out["datasets"] = {
+            "single": {"records": len(single.records), "samples": single.samples},
+            "batch": {
+                "records": len(batched.records),
+                "samples": batched.samples,
+                "samples_per_record": b["per_record"],
+            },
+        }
+
+        log("1. raw-consumer limit")
+        repeats = sizes["raw_repeats"]
+        out["limit"] = {
+            "single": _kafka.raw_consumer_limit(single_dep, single, repeats),
+            "batch": _kafka.raw_consumer_limit(batch_dep, batched, repeats),
+        }
+        log("2. Faust no-op floor")
+        out["faust_noop_floor"] = _kafka.faust_noop_floor(single_dep, len(single.records))
+
+        log("3. end-to-end workers")
+        profile_s = sizes["worker_profile_s"]
+        e2e = {
+            "single_all_models": _kafka.run_worker(
+                single_dep,
+                single.samples,
+                "single",
+                profile_s=profile_s,
+                wait_commit=sizes["wait_commit"],
+            ),
+            "batch_all_models": _kafka.run_worker(
+                batch_dep,
+                batched.samples,
+                "batch",
+                profile_s=profile_s,
+                wait_commit=sizes["wait_commit"],
+            ),
+        }
+        if sizes["forests_off_worker"]:
+            e2e["batch_forests_off"] = _kafka.run_worker(
+                batch_dep,
+                batched.samples,
+                "batchlocal",
+                extra_env={
+                    "NOVACRON_ENGINE_USE_HALFSPACE": "false",
+                    "NOVACRON_ENGINE_USE_ISOLATION_FOREST": "false",
+                },
+            )
+        for run in e2e.values():
+            if run.get("profile"):
+                run["profile_summary"] = _pyspy.summarize(run.pop("profile"))
+        out["end_to_end"] = e2e
+        cap = sizes["in_process_records"]
+        single_values = [v for _k, v in single.records][: cap["single"]]
+        batch_values = [v for _k, v in batched.records][: cap["batch"]]
+        out["pipeline_without_models_in_process"] = {
+            "note": "MetricsProcessor with a pass-through engine, no Kafka/Faust: validation, "
+            "bookkeeping and output serialisation only (the worker has no engine-off switch)",
+            "single": _models.pipeline_without_models(single_values),
+            "batch": _models.pipeline_without_models(batch_values),
+        }
+        out["pipeline_with_models_in_process"] = {
+            "note": "the same MetricsProcessor with the real engine, no Kafka/Faust, from cold "
+            "VMs (the first records of each dataset)",
+            "single": _models.pipeline_with_models(single_values),
+            "batch": _models.pipeline_with_models(batch_values),
+        }
+
+        log("4. latency at fractions of the single-sample rate")
+        peak = e2e["single_all_models"]["samples_per_s"]
+        out["latency_runs"] = []
+        for lat in sizes["latency"]:
+            log(f"   at {lat['load']:.0%} load, fetch wait {lat.get('wait', 'as Faust sets it')}")
+            run = _kafka.produce_to_alert_latency(
+                _kafka.Deployment.create(broker, workdir, "l"),
+                rate=lat["load"] * peak,
+                vms=lat["vms"],
+                warmup_ticks=lat["warmup_ticks"],
+                anomaly_ticks=lat["anomaly_ticks"],
+                tail_ticks=lat["tail_ticks"],
+                anomalies=lat["n"],
+                fetch_max_wait_ms=lat.get("wait"),
+            )
+            out["latency_runs"].append({"load": lat["load"], **run})
+        out["latency"] = out["latency_runs"][0]
+    return out
+
+
+def model_sections(sizes: dict) -> dict:
+    log("5. model costs in-process")
+    e, st, p = sizes["engine"], sizes["state"], sizes["profile"]
+    return {
+        "engine": _models.engine_costs(e["vms"], e["warm_ticks"], e["timed_ticks"]),
+        "state": _models.state_sizes(st["vms"], st["ticks"]),
+        "profile_single": _models.profile_processor(
+            p["vms"], p["warm_ticks"], p["timed_ticks"], batch=False
+        ),
+        "profile_batch": _models.profile_processor(
+            p["vms"], p["warm_ticks"], p["timed_ticks"], batch=True
+        ),
+    }
+
+
+def _run_scale(args: list[str], workdir: Path) -> dict:
+    out = workdir / f"scale-{time.monotonic_ns()}.json"
+    subprocess.run(
+        [sys.executable, "-m", "bench._scale", *args, "--out", str(out)],
+        check=True,
+        cwd=ROOT,
+        timeout=1800,
+    )
+    return json.loads(out.read_text())
+
+
+def scale_section(sizes: dict, workdir: Path) -> dict:
+    log("6. memory at scale (fresh process per size)")
+    sc = sizes["scale"]
+    pool = workdir / "pool.pickle"
+    fed = _run_scale(
+        ["pool", "--vms", str(sc["pool_vms"]), "--ticks", str(sc["pool_ticks"])]
+        + ["--pool", str(pool)],
+        workdir,
+    )
+    restored = []
+    for n in sc["sizes"]:
+        log(f"   {n} VMs")
+        extra = ["--timings"] if n == sc["timed"] else []
+        restored.append(_run_scale(["size", "--vms", str(n), "--pool", str(pool), *extra], workdir))
+    return {"fed_from_scratch": fed, "restored": restored}
+
+
+# ---------------------------------------------------------------------------- summary
+def summarise(results: dict) -> dict:
+    """Ratios to the limit and progress against the goals."""
+    e2e = results.get("end_to_end", {})
+    limit = results.get("limit", {})
+    lim_single = limit.get("single", {}).get("samples_per_s")
+    lim_batch = limit.get("batch", {}).get("samples_per_s")
+    floor = results.get("faust_noop_floor", {}).get("records_per_s")
+    single = e2e.get("single_all_models", {}).get("samples_per_s")
+    batch = e2e.get("batch_all_models", {}).get("samples_per_s")
+    ratios = {
+        "faust_noop_floor": _ratio(floor, lim_single),
+        "single_all_models": _ratio(single, lim_single),
+        "batch_all_models": _ratio(batch, lim_batch),
+        "batch_forests_off": _ratio(
+            e2e.get("batch_forests_off", {}).get("samples_per_s"), lim_batch
+        ),
+    }
+    for shape, lim in (("single", lim_single), ("batch", lim_batch)):
+        for key in ("pipeline_without_models_in_process", "pipeline_with_models_in_process"):
+            value = results.get(key, {}).get(shape, {}).get("samples_per_s")
+            ratios[f"{key}:{shape}"] = _ratio(value, lim)
+    lat = results.get("latency", {}).get("produce_to_alert", {})
+    state = results.get("models", {}).get("state", {})
+    scale = results.get("scale", {}).get("restored", [])
+    big = max(scale, key=lambda r: r["vms"]) if scale else {}
+    single_cost = None if not floor or not single else 1.0 - single / floor
+    goals = {
+        "batch_samples_per_s": {"goal": f">= {GOALS['batch_samples_per_s']}", "measured": batch},
+        "batch_ratio_to_limit": {
+            "goal": f">= {GOALS['batch_ratio_to_limit']}",
+            "measured": ratios["batch_all_models"],
+        },
+        "single_cost_vs_floor": {
+            "goal": f"<= {GOALS['single_cost_vs_floor']}",
+            "measured": single_cost,
+        },
+        "p99_produce_to_alert_ms": {
+            "goal": f"<= {GOALS['p99_produce_to_alert_ms']}",
+            "measured": lat.get("p99_ms"),
+        },
+        "state_bytes_per_vm": {
+            "goal": f"<= {GOALS['state_bytes_per_vm']}",
+            "measured": state.get("max_bytes"),
+        },
+        "rss_100k_vms_bytes": {
+            "goal": f"< {GOALS['rss_100k_vms_bytes']} (at {big.get('vms')} VMs)",
+            "measured": big.get("rss_bytes") if big.get("vms") == 100_000 else None,
+        },
+    }
+    met = {
+        "batch_samples_per_s": lambda v: v >= GOALS["batch_samples_per_s"],
+        "batch_ratio_to_limit": lambda v: v >= GOALS["batch_ratio_to_limit"],
+        "single_cost_vs_floor": lambda v: v <= GOALS["single_cost_vs_floor"],
+        "p99_produce_to_alert_ms": lambda v: v <= GOALS["p99_produce_to_alert_ms"],
+        "state_bytes_per_vm": lambda v: v <= GOALS["state_bytes_per_vm"],
+        "rss_100k_vms_bytes": lambda v: v < GOALS["rss_100k_vms_bytes"],
+    }
+    for name, goal in goals.items():
+        goal["met"] = None if goal["measured"] is None else bool(met[name](goal["measured"]))
+    return {"ratios_to_limit": ratios, "goals": goals}
+
+
+def _fmt(value: object, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def print_table(results: dict) -> None:
+    ratios = results["summary"]["ratios_to_limit"]
+    rows: list[tuple[str, str, str, str]] = []
+    limit = results.get("limit", {})
+    for shape in ("single", "batch"):
+        lim = limit.get(shape, {})
+        rows.append(
+            (
+                f"limit: raw aiokafka consumer ({shape})",
+                _fmt(lim.get("records_per_s")),
+                _fmt(lim.get("samples_per_s")),
+                "1.000",
+            )
+        )
+    floor = results.get("faust_noop_floor", {})
+    rows.append(
+        (
+            "floor: Faust no-op agent (single)",
+            _fmt(floor.get("records_per_s")),
+            _fmt(floor.get("records_per_s")),
+            _fmt(ratios.get("faust_noop_floor"), 3),
+        )
+    )
+    for name, run in results.get("end_to_end", {}).items():
+        records = run.get("records") or 0
+        per_record = run["samples"] / records if records else None
+        rate = run.get("samples_per_s")
+        share = run.get("cpu_share_of_a_core")
+        rows.append(
+            (
+                f"worker: {name}" + (f" (got {share:.0%} of a core)" if share else ""),
+                _fmt(rate / per_record if per_record else None),
+                _fmt(rate),
+                _fmt(ratios.get(name), 3),
+            )
+        )
+    for key, label in (
+        ("pipeline_without_models_in_process", "in-process: pipeline, no models"),
+        ("pipeline_with_models_in_process", "in-process: pipeline + models (cold)"),
+    ):
+        for shape in ("single", "batch"):
+            run = results.get(key, {}).get(shape, {})
+            rows.append(
+                (
+                    f"{label} ({shape})",
+                    _fmt(run.get("records_per_s")),
+                    _fmt(run.get("samples_per_s")),
+                    _fmt(ratios.get(f"{key}:{shape}"), 3),
+                )
+            )
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'throughput':<{width}}  {'records/s':>12}  {'samples/s':>12}  {'x limit':>8}")
+    for name, rec, samp, ratio in rows:
+        print(f"{name:<{width}}  {rec:>12}  {samp:>12}  {ratio:>8}")
+
+    for lat in results.get("latency_runs", []):
+        print(
+            f"\nlatency at {lat['target_rate_samples_per_s']:,.0f} samples/s "
+            f"({lat['load']:.0%} of the single-sample worker rate), "
+            f"worker fetch wait {lat['consumer_fetch_max_wait_ms']} ms:"
+        )
+        for key in (
+            "produce_to_raw_consumer",
+            "produce_to_alert",
+            "produce_to_open_alert",
+            "produce_to_forecast",
+        ):
+            p = lat[key]
+            if p.get("count"):
+                print(
+                    f"  {key:<24} n={p['count']:<6} p50 {p['p50_ms']:7.1f} ms  "
+                    f"p95 {p['p95_ms']:7.1f} ms  p99 {p['p99_ms']:7.1f} ms"
+                )
+            else:
+                print(f"  {key:<24} none received")
+        behind = lat["worker_behind_wall_clock_s_while_producing"]
+        if behind.get("count"):
+            print(
+                f"  worker behind the wall clock while producing: p50 {behind['p50']:.2f} s, "
+                f"max {behind['max']:.2f} s"
+            )
+
+    models = results.get("models", {})
+    if models:
+        print("\nengine µs/sample (warmed):   batch 1   batch 100")
+        for variant, row in models["engine"]["variants"].items():
+            print(
+                f"  {variant:<24} {row['us_per_sample_batch1']:9.1f} "
+                f"{row['us_per_sample_batch100']:11.1f}"
+            )
+        state = models["state"]
+        if state.get("available"):
+            print(f"state per VM: mean {state['mean_bytes']:,.0f} B, max {state['max_bytes']:,} B")
+    scale = results.get("scale", {})
+    if scale:
+        fed = scale["fed_from_scratch"]
+        print(
+            f"\nmemory: {fed['vms']} VMs fed from scratch: RSS "
+            f"{fed['rss_bytes'] / 2**20:,.0f} MiB, {fed['bytes_per_vm']:,.0f} B/VM"
+        )
+        for r in scale["restored"]:
+            extra = ""
+            if "restore_s" in r:
+                extra = f"; restore {r['restore_s']:.2f} s, create {r['create_s']:.2f} s"
+            print(
+                f"  {r['vms']:>7} VMs: RSS {r['rss_bytes'] / 2**20:,.0f} MiB, "
+                f"{r['bytes_per_vm']:,.0f} B/VM{extra}"
+            )
+    print("\ngoals:")
+    for name, goal in results["summary"]["goals"].items():
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[goal["met"]]
+        measured = goal["measured"]
+        shown = _fmt(measured, 3 if isinstance(measured, float) and measured < 10 else 0)
+        print(f"  {name:<26} goal {goal['goal']:<32} measured {shown:>14}  {verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--out", default=str(RESULTS), help="JSON results path")
+    parser.add_argument("--skip-scale", action="store_true", help="skip the memory-at-scale runs")
+    parser.add_argument("--skip-broker", action="store_true", help="in-process sections only")
+    parser.add_argument(
+        "--profile-seconds", type=float, help="py-spy the workers this long (0: off)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep logs and raw profiles")
+    args = parser.parse_args(argv)
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.profile_seconds is not None:
+        sizes["worker_profile_s"] = args.profile_seconds
+    began = time.monotonic()
+    results: dict = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "sizes": sizes,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_at_start": os.getloadavg(),
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="novacron-bench-") as tmp:
+        workdir = Path(tempfile.mkdtemp(prefix="novacron-bench-")) if args.keep else Path(tmp)
+        log(f"work directory {workdir}")
+        if not args.skip_broker:
+            results.update(broker_sections(sizes, workdir))
+        results["models"] = model_sections(sizes)
+        if not args.skip_scale:
+            results["scale"] = scale_section(sizes, workdir)
+    results["summary"] = summarise(results)
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
+    results["seconds"] = round(time.monotonic() - began, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print_table(results)
+    print(f"\nwritten to {out} in {results['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
