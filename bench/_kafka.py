@@ -471,7 +471,7 @@ def produce_to_alert_latency(
     with event time >= window end + grace closes the window; its latency is counted from the
     produce time of that sample. The worker's forecast window is shortened to
     `forecast_window_s` so that windows close within the run. With `fetch_max_wait_ms` the
-    worker runs with its Kafka consumer's fetch wait patched to that value (an experiment).
+    worker runs with NOVACRON_FETCH_MAX_WAIT_MS at that value (None: Faust's own 1500 ms).
     """
     from kafka import KafkaProducer
 
@@ -483,19 +483,9 @@ def produce_to_alert_latency(
         "NOVACRON_WINDOW_GRACE_S": str(window_grace_s),
     }
     env = _worker_env(deployment, app_id, port, windows)
-    if fetch_max_wait_ms is None:
-        process = start_worker(env, log)
-    else:
-        env["BENCH_FETCH_MAX_WAIT_MS"] = str(fetch_max_wait_ms)
-        with open(log, "ab") as fh:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "bench._fetch_wait_worker"],
-                env={**os.environ, **env},
-                cwd=ROOT,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+    # None: Faust's own 1500 ms, as the worker behaved before NOVACRON_FETCH_MAX_WAIT_MS
+    env["NOVACRON_FETCH_MAX_WAIT_MS"] = str(fetch_max_wait_ms or 1500)
+    process = start_worker(env, log)
     listener = _OutputListener(deployment)
     producer = KafkaProducer(bootstrap_servers=deployment.broker.bootstrap, acks=1, linger_ms=0)
     ticks = warmup_ticks + anomaly_ticks + tail_ticks

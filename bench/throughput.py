@@ -45,7 +45,7 @@ FULL = {
     "latency": [
         dict(load=0.5, vms=25, warmup_ticks=150, anomaly_ticks=12, tail_ticks=40, n=8),
         dict(load=0.1, vms=6, warmup_ticks=150, anomaly_ticks=12, tail_ticks=20, n=6),
-        # The same two loads with the worker's consumer fetch wait patched to 100 ms.
+        # The same two loads with NOVACRON_FETCH_MAX_WAIT_MS=100 (the worker's default).
         dict(load=0.5, vms=25, warmup_ticks=150, anomaly_ticks=12, tail_ticks=40, n=8, wait=100),
         dict(load=0.1, vms=6, warmup_ticks=150, anomaly_ticks=12, tail_ticks=20, n=6, wait=100),
     ],

@@ -15,6 +15,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 
 from models.engine import AnomalyEngine
 from streams.capacity import CapacityPlanner
+from streams.fetch_wait import limit_fetch_wait
 from streams.processor import MetricsProcessor, Output, Source
 from streams.settings import Settings
 from streams.topics import load_topics
@@ -23,6 +24,7 @@ from streams.web import register_views
 from streams.windows import TumblingWindows
 
 settings = Settings.from_env()
+limit_fetch_wait(settings.fetch_max_wait_ms)
 TOPICS = load_topics(settings.topics_file, prefix=settings.topic_prefix)
 
 app = faust.App(

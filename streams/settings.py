@@ -101,6 +101,7 @@ class Settings:
     max_clock_skew_s: float = 86_400.0
     log_level: str = "info"
     checkpoint_every: int = 100
+    fetch_max_wait_ms: int = 100
     forecast_window_s: float = 60.0
     window_grace_s: float = 10.0
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
@@ -132,6 +133,7 @@ class Settings:
             max_clock_skew_s=_env("NOVACRON_MAX_CLOCK_SKEW_S", d.max_clock_skew_s, float),
             log_level=_env("NOVACRON_LOG_LEVEL", d.log_level, str),
             checkpoint_every=_env("NOVACRON_CHECKPOINT_EVERY", d.checkpoint_every, int),
+            fetch_max_wait_ms=_env("NOVACRON_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, int),
             feedback_token=_env("NOVACRON_FEEDBACK_TOKEN", d.feedback_token, str),
             max_body_bytes=_env("NOVACRON_MAX_BODY_BYTES", d.max_body_bytes, int),
             history_series_vms=_env("NOVACRON_HISTORY_SERIES_VMS", d.history_series_vms, int),
