@@ -107,6 +107,24 @@ class Worker:
             f"log tail: {self.log.read_text()[-2000:]}"
         )
 
+    def wait_drained(self, topic: str, partitions: int, timeout_s: float = 180.0) -> dict:
+        """Until this worker owns all `partitions` of `topic` and has read each to its end."""
+        deadline = time.monotonic() + timeout_s
+        stats: dict = {}
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            rows = [
+                r
+                for r in stats.get("consumer_lag", {}).get("partitions", [])
+                if r["topic"] == topic
+            ]
+            if len(rows) == partitions and all(r["lag"] == 0 for r in rows):
+                return stats
+            time.sleep(0.25)
+        raise AssertionError(
+            f"not drained: {stats.get('consumer_lag')}; log tail: {self.log.read_text()[-2000:]}"
+        )
+
 
 @pytest.fixture
 def deployment(broker: EmbeddedBroker, tmp_path: Path) -> Deployment:
