@@ -104,15 +104,44 @@ def _source(message: faust.types.Message) -> Source:
 
 @app.agent(topics["metrics"])
 async def process_metrics(stream: faust.StreamT) -> None:
-    """Validate, score and learn each record; publish alerts and dead letters."""
-    async for event in stream.events():
-        message = event.message
-        await _send_all(processor.process(message.value, _source(message)))
-        for vm_id, state in processor.take_checkpoints().items():
-            model_state[vm_id] = base64.b64encode(state).decode()
-        for window in processor.take_closed_windows():
-            _window_start.set(window.start)
-            aggregate_tables[window.size_s][window.vm_id] = window.as_dict()
+    """Validate, score and learn records; publish alerts, forecasts, actions and dead letters.
+
+    Records are taken a few at a time so that one engine call scores them all (single-sample
+    records would otherwise each pay the fleet forests' per-call cost). Faust acknowledges the
+    events only after the batch is handled, so delivery stays at-least-once.
+    """
+    async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
+        records = [(e.message.value, _source(e.message)) for e in events]
+        await _send_all(processor.process_many(records))
+        _store_state(stream, {e.message.partition: e for e in events})
+
+
+def _store_state(stream: faust.StreamT, event_of: dict[int, faust.EventT]) -> None:
+    """Write due checkpoints and closed windows, each under an event of its VM's partition.
+
+    A table write goes to the changelog partition of the current event, and a worker taking a
+    partition over recovers only that changelog partition: with records of several partitions
+    in one batch, each VM's state must be written while an event of its own partition is
+    current.
+    """
+    writes: dict[int, list] = {}
+    for vm_id, state in processor.take_checkpoints().items():
+        writes.setdefault(processor.partition_of(vm_id), []).append(
+            (model_state, vm_id, base64.b64encode(state).decode(), None)
+        )
+    for window in processor.take_closed_windows():
+        writes.setdefault(processor.partition_of(window.vm_id), []).append(
+            (aggregate_tables[window.size_s], window.vm_id, window.as_dict(), window.start)
+        )
+    for partition, items in writes.items():
+        event = event_of.get(partition)
+        if event is None:  # the VM moved partitions since; its new owner has its state
+            continue
+        stream._set_current_event(event)  # Faust has no public setter for this
+        for table, key, value, window_start in items:
+            if window_start is not None:
+                _window_start.set(window_start)
+            table[key] = value
 
 
 @app.agent(topics["feedback"])

@@ -102,6 +102,8 @@ class Settings:
     log_level: str = "info"
     checkpoint_every: int = 100
     fetch_max_wait_ms: int = 100
+    take_max: int = 200
+    take_within_s: float = 0.02
     forecast_window_s: float = 60.0
     window_grace_s: float = 10.0
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
@@ -134,6 +136,8 @@ class Settings:
             log_level=_env("NOVACRON_LOG_LEVEL", d.log_level, str),
             checkpoint_every=_env("NOVACRON_CHECKPOINT_EVERY", d.checkpoint_every, int),
             fetch_max_wait_ms=_env("NOVACRON_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, int),
+            take_max=_env("NOVACRON_TAKE_MAX", d.take_max, int),
+            take_within_s=_env("NOVACRON_TAKE_WITHIN_S", d.take_within_s, float),
             feedback_token=_env("NOVACRON_FEEDBACK_TOKEN", d.feedback_token, str),
             max_body_bytes=_env("NOVACRON_MAX_BODY_BYTES", d.max_body_bytes, int),
             history_series_vms=_env("NOVACRON_HISTORY_SERIES_VMS", d.history_series_vms, int),
