@@ -163,4 +163,20 @@ async def _on_rebalanced(sender: faust.App, **kwargs: object) -> None:
     readiness["assigned"] = True
 
 
-register_views(app, processor, readiness, started_at, settings, topics["feedback"])
+def recent_windows(vm_id: str, count: int = 12) -> dict[str, list[dict]]:
+    """The VM's latest closed windows of each size, newest first, read from the tables."""
+    out: dict[str, list[dict]] = {}
+    for size, wrapper in aggregate_tables.items():
+        end = windows_by_size[size].last_closed_end(vm_id)
+        rows = []
+        if end is not None:
+            table = wrapper.table
+            for i in range(1, count + 1):
+                value = table.get((vm_id, table.window.current(end - i * size)))
+                if value is not None:
+                    rows.append(value)
+        out[f"{int(size)}s"] = rows
+    return out
+
+
+register_views(app, processor, readiness, started_at, settings, topics["feedback"], recent_windows)

@@ -197,6 +197,7 @@ def register_views(
     started_at: float,
     settings: Settings | None = None,
     feedback_topic: faust.TopicT | None = None,
+    recent_windows: Callable[[str], dict] | None = None,
 ) -> None:
     """Attach every view to `app` (and the history's Prometheus collector to the registry)."""
     settings = settings or Settings()
@@ -429,6 +430,7 @@ def register_views(
                     "forecasts": h.forecasts_of(vm_id),
                     "actions": h.actions_of(vm_id),
                     "model": snapshot if isinstance(snapshot, dict) else None,
+                    "windows": recent_windows(vm_id) if recent_windows else {},
                 }
             )
 

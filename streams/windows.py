@@ -127,6 +127,11 @@ class TumblingWindows:
     def forget(self, vm_id: str) -> None:
         self._vms.pop(vm_id, None)
 
+    def last_closed_end(self, vm_id: str) -> float | None:
+        """End of the VM's latest closed window, if one has closed."""
+        vm = self._vms.get(vm_id)
+        return vm.closed_until if vm is not None and vm.closed_until > -math.inf else None
+
     def open_windows(self, vm_id: str) -> list[dict]:
         """The windows still filling for `vm_id`, as dicts (for the web views)."""
         vm = self._vms.get(vm_id)

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from kafka import KafkaConsumer
 
+from streams.demo import _get_json
 from streams.simulator import read_labels
 from tests.integration.conftest import simulate
 
@@ -51,6 +52,11 @@ def test_window_aggregates_are_stored_in_changelogged_tables(
         assert value["vm_id"] == vm_id and value["start"] == start and value["size_s"] == 60
         by_vm[vm_id].append(value)
     assert len(by_vm) == 4
+    detail = _get_json(f"{worker.base_url}/vms/vm-00000")
+    recent = detail["windows"]["60s"]
+    assert recent and recent == sorted(recent, key=lambda w: -w["start"])
+    assert recent[0]["metrics"]["cpu_pct"]["count"] == 60, "the view reads the table back"
+    assert detail["windows"]["300s"][0]["metrics"]["cpu_pct"]["count"] == 300
     for values in by_vm.values():
         full = [v for v in values if v["metrics"]["cpu_pct"]["count"] == 60]
         assert len(full) >= 9, "each closed minute holds its 60 one-second samples"
