@@ -7,7 +7,7 @@ under 100 µs per sample. A River HalfSpaceTrees is ~1 MB of heap and ~46 ms to 
 forest can be per VM: everything kept *per VM* is a few scalars and small arrays, and
 everything big is *shared by the fleet*.
 
-Per VM (~8 KB of heap, ~3 KB serialised by `dump_vm`, restored in tens of µs by `load_vm`):
+Per VM (~10 KB of heap, ~3.7 KB serialised by `dump_vm`, restored in tens of µs by `load_vm`):
 
 - per metric: a robust EW standardiser (typical value and spread; `normalizer`), a one-step
   damped-trend forecaster with a residual scale (`residual`), a two-sided Page-Hinkley on the
@@ -18,7 +18,9 @@ Per VM (~8 KB of heap, ~3 KB serialised by `dump_vm`, restored in tens of µs by
   scores into tail probabilities, so that 99.9 means "one in a thousand" on every VM and
   detector;
 - an `AdaptiveThreshold` (`threshold`: kind penalties from operator feedback, alert rate) and
-  an `IncidentTracker` (`incidents`: lifecycle, ids and kinds of the last incidents).
+  an `IncidentTracker` (`incidents`: lifecycle, ids and kinds of the last incidents);
+- a `DailyRecurrence` (`recurrence`, 73 floats): per hour of the day, the largest surprise of
+  the last two days, so a daily job's spike stops alerting once it has recurred twice.
 
 Shared by the fleet (`fleet.FleetForests`): River HalfSpaceTrees and, when the module exists,
 the incremental Isolation Forest, over per-VM z-scores. Standardisation makes every VM's
@@ -33,8 +35,12 @@ Per batch
 2. Fleet pass, vectorised over the batch: forests score all rows, then learn them.
 3. VM-local pass, in order: each channel's raw score -> p-value (then learned); the largest
    channel surprise (-ln p) is calibrated once more into the final p-value (uniform on a
-   stationary stream whatever the channels' correlation); score = 100 * (1 - p); then
-   attribution, kind, threshold, severity and the incident lifecycle.
+   stationary stream whatever the channels' correlation), minus what recurred at this time of
+   day on both previous days (above `recurrence_floor`); score = 100 * (1 - p); then
+   attribution, kind, threshold, severity and the incident lifecycle. Inside an open incident
+   only news (the opening sample, an escalation) keeps its score; the other samples are capped
+   below the threshold (`incident_dedup`), so the score column reads one detection per
+   incident, as the events do.
 
 Channels: `residual` (largest forecast residual over metrics, in residual scales), `level`
 (largest |z|: distance from typical), `shift` (largest short EW mean of signed z, in units of
@@ -57,6 +63,7 @@ from models.drift import CompactPageHinkley
 from models.fleet import FleetForests
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
 from models.normalizer import EWStandardizer
+from models.recurrence import DailyRecurrence
 from models.residual import DampedTrendForecaster
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
 
@@ -75,7 +82,7 @@ _COMBINED = "combined"
 # Calibrator axis scale per channel: forests' [0, 1) scores enter as -ln(1 - s), which spreads
 # their anomalous end; 4x puts their typical range on the same bins as z-like scores.
 _CHANNEL_SCALE = {"halfspace": 4.0, "iforest": 4.0}
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
 
 
@@ -111,12 +118,21 @@ class Assessment:
 class EngineConfig:
     """Engine settings; simple types only, so the stream layer can set each from env."""
 
-    threshold: float = 99.9  # base alert threshold on the 0-100 score (p < 0.001)
+    threshold: float = 99.8  # base alert threshold on the 0-100 score (p < 0.002)
     severity_medium: float = 99.99
     severity_high: float = 99.999
     severity_critical: float = 99.9999
     warmup: int = 30  # samples per VM before it is scored
     recovery: int = 12  # calm samples that resolve an incident
+    # Inside an open incident a sample that does not escalate it is no news: its score is
+    # capped at `dedup_fraction` of the base threshold's surprise (0.5 of p < 0.002: p < 0.045,
+    # score 95.5), so a sustained anomaly reads as one detection, not one per sample.
+    incident_dedup: bool = True
+    dedup_fraction: float = 0.5
+    # Discount a sample's surprise by what recurred at this time of day on both previous days
+    # (`recurrence.DailyRecurrence`): a daily job's spike stops alerting on its third day.
+    daily_recurrence: bool = True
+    recurrence_floor: float = 2.0  # only the part of a recurring surprise above this counts
     holdoff: int = 24  # samples after resolution in which a re-trigger continues the incident
     seed: int = 0
     # per-metric state
@@ -174,6 +190,7 @@ class _VMState:
         "last_ts",
         "alerts",
         "smooth_z",
+        "recurrence",
     )
 
     def __init__(self, config: EngineConfig, channels: tuple[str, ...]) -> None:
@@ -215,9 +232,10 @@ class _VMState:
         self.last_ts = 0.0
         self.alerts = 0
         self.smooth_z = [0.0] * _N_FEATURES  # EW mean of each metric's signed z-score
+        self.recurrence = DailyRecurrence()
 
     def _scalar_parts(self) -> list:
-        return [*self.scalers, *self.forecasters, *self.drifts, *self.growth]
+        return [*self.scalers, *self.forecasters, *self.drifts, *self.growth, self.recurrence]
 
     def scalar_state(self) -> list[float]:
         out = [float(self.seen), self.last_score, self.last_threshold, self.last_ts]
@@ -280,6 +298,7 @@ class AnomalyEngine:
         self._penalty_decay = 0.5 ** (1.0 / c.penalty_half_life) if c.penalty_half_life > 0 else 1.0
         self._cutoffs = (c.severity_medium, c.severity_high, c.severity_critical)
         self._shift_norm = math.sqrt((2.0 - c.shift_alpha) / c.shift_alpha)
+        self._dedup_surprise = c.dedup_fraction * self._base_surprise
 
     # ------------------------------------------------------------------ public API
 
@@ -499,8 +518,16 @@ class AnomalyEngine:
             p = min(1.0, max(p, _P_FLOOR))
         else:
             p = 1.0
-        score = 100.0 * (1.0 - p)
         surprise = -math.log10(p)
+        if c.daily_recurrence:
+            recurrence = state.recurrence
+            expected = recurrence.expected(sample.ts)
+            recurrence.learn_one(sample.ts, surprise)
+            if expected > c.recurrence_floor:
+                discount = expected - c.recurrence_floor
+                surprise = surprise - discount if surprise > discount else 0.0
+                p = 10.0**-surprise
+        score = 100.0 * (1.0 - p)
 
         # Attribution: each channel's surprise, spread over metrics by how much each deviated
         # (forecast residuals for the residual channels, z-scores for the others).
@@ -523,7 +550,10 @@ class AnomalyEngine:
             typical = loc.typical
             deviation = {name: values[name] - typical[j] for j, name in enumerate(names)}
             growth = {FEATURES[i]: state.growth[i].index for i in loc.present}
-            kind = classify(attribution, deviation, growth, loc.shifted, c.leak_growth)
+            # A shift confirmed on the sample that would open an incident may be a spike on top
+            # of a slow drift: the kind is what moved; a lasting shift relabels it later.
+            shift = loc.shifted and inc.active
+            kind = classify(attribution, deviation, growth, shift, c.leak_growth)
         else:
             kind = "other"  # cannot alert whatever its kind: skip classifying it
 
@@ -537,6 +567,8 @@ class AnomalyEngine:
         state.last_score = score
         state.last_threshold = threshold
 
+        severity_before = inc.severity
+        was_open = inc.active or inc.since_resolved <= c.holdoff
         status = inc.step(
             sample.ts,
             anomalous,
@@ -546,10 +578,19 @@ class AnomalyEngine:
             c.recovery,
             c.holdoff,
         )
-        if inc.active and loc.shifted and inc.kind_name != "memory_leak":
+        if inc.active and loc.shifted and status != "open" and inc.kind_name != "memory_leak":
             inc.set_kind(KINDS.index("level_shift"))
         elif inc.active and kind == "memory_leak":
             inc.set_kind(KINDS.index("memory_leak"))
+
+        news = status == "open" or (status == "update" and inc.severity > severity_before)
+        if c.incident_dedup and (inc.active or status == "resolved") and was_open and not news:
+            # A continuing incident: the evidence is already reported, keep it below the bar.
+            capped = surprise_to_score(self._dedup_surprise)
+            if score > capped:
+                score = capped
+                attribution = attribute(score, weights)
+                state.last_score = score
 
         assessment = Assessment(
             sample.vm_id,

@@ -15,6 +15,7 @@ from models.classification import GrowthTracker, classify, severity
 from models.drift import CompactPageHinkley
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
 from models.normalizer import EWStandardizer
+from models.recurrence import DailyRecurrence
 from models.residual import DampedTrendForecaster, ForecastResidualDetector
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
 
@@ -223,3 +224,20 @@ def test_calibrator_memory_is_constant():
     for i in range(10_000):
         cal.learn_one(float(i % 100))
     assert len(cal.to_bytes()) == before
+
+
+def test_daily_recurrence_needs_the_same_hour_on_both_previous_days():
+    day = 86_400.0
+    rec = DailyRecurrence()
+    t0 = 20 * day  # midnight UTC
+    rec.learn_one(t0 + 3 * 3600 + 600, 6.0)  # day 0, 03:10
+    assert rec.expected(t0 + day + 3 * 3600) == 0.0  # seen once: not a pattern yet
+    rec.learn_one(t0 + day + 3 * 3600 + 4000, 5.0)  # day 1, 04:06 (timing jitters)
+    assert rec.expected(t0 + 2 * day + 3 * 3600 + 1800) == 5.0  # both days, within the hour
+    assert rec.expected(t0 + 2 * day + 9 * 3600) == 0.0  # another time of day
+    rec.learn_one(t0 + 2 * day + 3 * 3600, 7.0)
+    restored = DailyRecurrence()
+    restored.load_state(rec.state())
+    assert restored.state() == rec.state() and len(rec.state()) == DailyRecurrence.N_STATE
+    assert restored.expected(t0 + 3 * day + 3 * 3600) == rec.expected(t0 + 3 * day + 3 * 3600)
+    assert rec.expected(t0 + 5 * day + 3 * 3600) == 0.0  # a gap of days forgets the pattern

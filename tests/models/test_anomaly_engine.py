@@ -81,16 +81,16 @@ def test_planted_cpu_spike_scores_near_100_and_opens_one_incident():
     assert [e["status"] for e in events(out)].count("open") == 1
 
 
+def _episode(t, values, rng):
+    if 500 <= t < 506:
+        values["cpu_pct"] = 30.0 + 4.0 * (t - 497) * 3.0  # 36 .. 96: escalating
+    if t == 509:
+        values["cpu_pct"] = 90.0  # flaps back within the recovery window
+
+
 def test_incident_lifecycle_one_open_updates_on_escalation_then_resolve():
-    config = EngineConfig()
-
-    def episode(t, values, rng):
-        if 500 <= t < 506:
-            values["cpu_pct"] = 30.0 + 4.0 * (t - 497) * 3.0  # 36 .. 96: escalating
-        if t == 509:
-            values["cpu_pct"] = 90.0  # flaps back within the recovery window
-
-    _, out = run(stream(600, edit=episode), AnomalyEngine(config))
+    config = EngineConfig(incident_dedup=False)  # every anomalous sample keeps its score
+    _, out = run(stream(600, edit=_episode), AnomalyEngine(config))
     evs = events(out)
     assert len({e["incident_id"] for e in evs}) == 1
     statuses = [e["status"] for e in evs]
@@ -117,6 +117,28 @@ def test_incident_lifecycle_one_open_updates_on_escalation_then_resolve():
     ):
         assert key in evs[0]
     assert evs[0]["incident_id"] == f"vm-1:{int(round(evs[0]['opened_at'] * 1000))}"
+
+
+def test_a_continuing_incident_scores_below_the_threshold_unless_it_escalates():
+    plain = run(stream(600, edit=_episode), AnomalyEngine(EngineConfig(incident_dedup=False)))[1]
+    dedup = run(stream(600, edit=_episode), AnomalyEngine(EngineConfig()))[1]
+
+    def lifecycle(out):
+        return [(e["incident_id"], e["status"], e["severity"], e["kind"]) for e in events(out)]
+
+    assert lifecycle(dedup) == lifecycle(plain)  # same incidents, same events
+    opened = next(i for i, a in enumerate(dedup) if a.event and a.event["status"] == "open")
+    resolved = next(i for i, a in enumerate(dedup) if a.event and a.event["status"] == "resolved")
+    continuing = [i for i in range(opened, resolved + 1) if dedup[i].event is None]
+    assert any(plain[i].is_anomalous for i in continuing)  # there was something to de-duplicate
+    for i in continuing:
+        assert not dedup[i].is_anomalous
+        assert dedup[i].score <= plain[i].score
+        assert math.isclose(sum(dedup[i].attribution.values()), dedup[i].score, abs_tol=1e-9)
+    for i, a in enumerate(dedup):
+        if a.event and a.event["status"] in ("open", "update"):  # news keeps its full score
+            assert a.score == plain[i].score and a.is_anomalous
+    assert dedup[:opened] == plain[:opened] and dedup[resolved + 1 :] == plain[resolved + 1 :]
 
 
 def test_flapping_within_holdoff_continues_the_incident():
@@ -326,3 +348,45 @@ def test_snapshot_is_json_able_and_per_vm_memory_stays_small():
     assert engine.knows("vm-3") and not engine.knows("nope")
     assert engine.forget("vm-3") and not engine.forget("vm-3")
     assert engine.tracked_vms() == 19 and engine.state_bytes("vm-3") == 0
+
+
+def test_a_daily_job_stops_alerting_once_it_recurred_on_two_days():
+    day, step = 86_400.0, 300.0
+    t0 = 1_700_006_400.0  # midnight UTC
+    spikes = {d: t0 + d * day + 3 * 3600.0 for d in range(1, 5)}  # 03:00 every day
+    odd = t0 + 4 * day + 15 * 3600.0  # once, at 15:00 on the last day
+    rng = random.Random(5)
+    samples = []
+    for i in range(int(5 * day / step)):
+        ts = t0 + i * step
+        values = noise(rng)
+        if ts in spikes.values() or ts == odd:
+            values["cpu_pct"] = 30.0 + 3.0 * 9.0
+        samples.append(Sample("vm-1", ts, values))
+    _, out = run(samples)
+    by_ts = {a.ts: a for a in out}
+    assert by_ts[spikes[1]].is_anomalous and by_ts[spikes[2]].is_anomalous
+    assert not by_ts[spikes[3]].is_anomalous and not by_ts[spikes[4]].is_anomalous
+    assert by_ts[odd].is_anomalous and by_ts[odd].event["status"] == "open"
+    plain = run(samples, AnomalyEngine(EngineConfig(daily_recurrence=False)))[1]
+    assert {a.ts: a for a in plain}[spikes[4]].is_anomalous  # the discount made the difference
+
+
+def test_a_spike_that_tips_a_slow_drift_over_still_opens_as_a_spike():
+    engine = AnomalyEngine(EngineConfig(use_halfspace=False, use_isolation_forest=False))
+    rng = random.Random(8)
+    t, opened = 0, None
+    while t < 3000 and opened is None:
+        values = noise(rng)
+        values["cpu_pct"] += 0.05 * max(0, t - 300)  # a slow climb after a calm start
+        drift = engine._vms["vm-1"].drifts[0] if engine.knows("vm-1") else None
+        tip = drift is not None and t > 400 and drift.up > drift.threshold - 3.0
+        if tip:  # one clipped z of 4 pushes the drift statistic over its threshold
+            values["cpu_pct"] = 99.0
+        (a,) = engine.process([Sample("vm-1", 1_700_000_000.0 + 60.0 * t, values)])
+        if tip:
+            assert drift.drift_detected  # the drift detector did fire on the spike
+            opened = a
+        t += 1
+    assert opened is not None and opened.event["status"] == "open"
+    assert opened.event["kind"] == "cpu_spike"
