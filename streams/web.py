@@ -142,13 +142,14 @@ class RateMeter:
     def mark(self, totals: dict[str, float], now: float | None = None) -> None:
         self.marks.append((time.monotonic() if now is None else now, dict(totals)))
 
-    def rates(self) -> dict[str, float]:
-        if len(self.marks) < 2:
+    def rates(self) -> dict[str, float | None]:
+        """Rates per key; None while fewer than two marks span some time (not known yet)."""
+        if not self.marks:
             return {}
         (t0, first), (t1, last) = self.marks[0], self.marks[-1]
         span = t1 - t0
         if span <= 0:
-            return {}
+            return dict.fromkeys(last)
         return {k: round((last[k] - first.get(k, 0.0)) / span, 3) for k in last}
 
 

@@ -140,6 +140,8 @@ def test_collector_exports_forecast_gauges_for_the_top_n_vms_only() -> None:
 def test_rate_meter_divides_the_increase_by_the_elapsed_time() -> None:
     meter = RateMeter(window=3)
     assert meter.rates() == {}
+    meter.mark({"samples": 0}, now=0.0)
+    assert meter.rates() == {"samples": None}, "one mark: the rate is not known yet"
     for t, n in ((0.0, 0), (1.0, 100), (2.0, 300), (3.0, 600), (4.0, 1000)):
         meter.mark({"samples": n}, now=t)
     assert meter.rates() == {"samples": (1000 - 100) / 3.0}
