@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import time
+import weakref
 from contextvars import ContextVar
 from datetime import timedelta
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.streams import _current_event as faust_current_event  # no public setter
 
 from models.engine import AnomalyEngine
 from streams.capacity import CapacityPlanner
@@ -113,10 +115,10 @@ async def process_metrics(stream: faust.StreamT) -> None:
     async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
         records = [(e.message.value, _source(e.message)) for e in events]
         await _send_all(processor.process_many(records))
-        _store_state(stream, {e.message.partition: e for e in events})
+        _store_state({e.message.partition: e for e in events})
 
 
-def _store_state(stream: faust.StreamT, event_of: dict[int, faust.EventT]) -> None:
+def _store_state(event_of: dict[int, faust.EventT]) -> None:
     """Write due checkpoints and closed windows, each under an event of its VM's partition.
 
     A table write goes to the changelog partition of the current event, and a worker taking a
@@ -137,11 +139,17 @@ def _store_state(stream: faust.StreamT, event_of: dict[int, faust.EventT]) -> No
         event = event_of.get(partition)
         if event is None:  # the VM moved partitions since; its new owner has its state
             continue
-        stream._set_current_event(event)  # Faust has no public setter for this
-        for table, key, value, window_start in items:
-            if window_start is not None:
-                _window_start.set(window_start)
-            table[key] = value
+        # Table writes read the current event from Faust's context variable, local to this
+        # agent's task. Only that is set, and reset at once: the stream's own current_event
+        # attribute is what take_events uses to buffer the next records, and must not move.
+        token = faust_current_event.set(weakref.ref(event))
+        try:
+            for table, key, value, window_start in items:
+                if window_start is not None:
+                    _window_start.set(window_start)
+                table[key] = value
+        finally:
+            faust_current_event.reset(token)
 
 
 @app.agent(topics["feedback"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from streams.demo import _get_json
 from streams.simulator import read_labels
 from tests.integration.conftest import simulate
 
@@ -42,6 +43,10 @@ def test_injected_spike_raises_one_incident_for_its_vm(deployment, start_worker_
     worker.wait_samples(VMS * TICKS, timeout_s=180)
     (label,) = read_labels(str(labels_path))
     assert label.kind == "cpu_spike"
+    # every VM learned each of its samples exactly once: none lost, none taken twice
+    for i in range(VMS):
+        detail = _get_json(f"{worker.base_url}/vms/vm-{i:05d}", timeout=5.0)
+        assert detail["model"]["samples"] == TICKS, (i, detail["model"]["samples"])
 
     alerts = deployment.consume("anomalies", timeout_s=5)
     opened = [a for a in alerts if a["status"] == "open"]
