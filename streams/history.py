@@ -19,16 +19,9 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from models.engine import Assessment
+from models.engine import FEATURES, Assessment
 
-METRICS: tuple[str, ...] = (
-    "cpu_pct",
-    "mem_pct",
-    "disk_read_bps",
-    "disk_write_bps",
-    "net_in_bps",
-    "net_out_bps",
-)
+METRICS: tuple[str, ...] = FEATURES
 SERIES_FIELDS: tuple[str, ...] = ("ts", "score", "threshold", *METRICS)
 _WIDTH = len(SERIES_FIELDS)
 _NAN = float("nan")

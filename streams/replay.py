@@ -25,21 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.engine import AnomalyEngine, EngineConfig, Sample
+from models.engine import FEATURES, AnomalyEngine, EngineConfig, Sample
 
 OUTPUT_COLUMNS = ("timestamp", "value", "anomaly_score", "alert")
 NAB_COLUMNS = ("timestamp", "value")
-METRICS_COLUMNS = (
-    "vm_id",
-    "host",
-    "ts",
-    "cpu_pct",
-    "mem_pct",
-    "disk_read_bps",
-    "disk_write_bps",
-    "net_in_bps",
-    "net_out_bps",
-)
+METRICS_COLUMNS = ("vm_id", "host", "ts", *FEATURES)
 METRIC_NAMES = METRICS_COLUMNS[3:]
 DEFAULT_CHUNK = 256
 _SEVERITY_ORDER = ("info", "low", "minor", "warning", "medium", "major", "high", "critical")

@@ -22,6 +22,7 @@ import aiohttp
 import faust
 from faust.web import Request, Response, View
 
+from models.classification import KINDS, SEVERITIES
 from models.incidents import parse_incident_id
 from streams import telemetry
 from streams.history import RecentHistory
@@ -37,15 +38,6 @@ _CONTENT_TYPES = {
     ".css": "text/css",
     ".svg": "image/svg+xml",
 }
-SEVERITIES = ("low", "medium", "high", "critical")
-KINDS = (
-    "cpu_spike",
-    "memory_leak",
-    "io_bottleneck",
-    "network_saturation",
-    "level_shift",
-    "other",
-)
 STATUSES = ("open", "update", "resolved")
 VM_SORTS = ("score", "vm_id", "last_ts")
 _STATE_SAMPLE = 64  # VMs whose state size is measured to estimate the total
