@@ -104,8 +104,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from streams.replay import replay_csv
 
-    summary = replay_csv(args.input, args.output, metric=args.metric)
-    print(summary)
+    s = replay_csv(args.input, args.output, metric=args.metric)
+    print(
+        f"replayed {s.rows} rows ({s.input_format} format, {s.vms} VM(s), metric {s.metric}) "
+        f"in {s.seconds:.2f} s: {s.alerts} alert(s); scores written to {s.output_path}"
+    )
     return 0
 
 
