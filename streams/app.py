@@ -18,12 +18,13 @@ from faust.streams import _current_event as faust_current_event  # no public set
 from models.engine import AnomalyEngine
 from streams.capacity import CapacityPlanner
 from streams.fetch_wait import limit_fetch_wait
+from streams.host_windows import merge_into_host
 from streams.processor import MetricsProcessor, Output, Source
 from streams.settings import Settings
 from streams.topics import load_topics
 from streams.validation import Validator
 from streams.web import register_views
-from streams.windows import TumblingWindows
+from streams.windows import ClosedWindow, TumblingWindows
 
 settings = Settings.from_env()
 limit_fetch_wait(settings.fetch_max_wait_ms)
@@ -67,6 +68,14 @@ _window_start: ContextVar[float] = ContextVar("window_start", default=0.0)
 AGGREGATES = {60.0: timedelta(hours=6), 300.0: timedelta(days=2)}
 aggregate_tables = {
     size: app.Table(f"vm-metrics-{int(size // 60)}m", default=None, partitions=P)
+    .tumbling(size, expires=retention)
+    .relative_to(lambda event: _window_start.get())
+    for size, retention in AGGREGATES.items()
+}
+# The same windows summed per host (the VMs of a host share a partition when host agents key
+# their batch records by host; with vm_id keys each worker holds a partial host view).
+host_tables = {
+    size: app.Table(f"host-metrics-{int(size // 60)}m", default=None, partitions=P)
     .tumbling(size, expires=retention)
     .relative_to(lambda event: _window_start.get())
     for size, retention in AGGREGATES.items()
@@ -135,6 +144,10 @@ def _store_state(event_of: dict[int, faust.EventT]) -> None:
         writes.setdefault(processor.partition_of(window.vm_id), []).append(
             (aggregate_tables[window.size_s], window.vm_id, window.as_dict(), window.start)
         )
+        if window.host is not None:
+            writes[processor.partition_of(window.vm_id)].append(
+                (host_tables[window.size_s], window.host, window, window.start)
+            )
     for partition, items in writes.items():
         event = event_of.get(partition)
         if event is None:  # the VM moved partitions since; its new owner has its state
@@ -147,6 +160,10 @@ def _store_state(event_of: dict[int, faust.EventT]) -> None:
             for table, key, value, window_start in items:
                 if window_start is not None:
                     _window_start.set(window_start)
+                if isinstance(value, ClosedWindow):  # a VM's share of its host's window
+                    stored = table.table
+                    current = stored.get((key, stored.window.current(window_start)))
+                    value = merge_into_host(current, value)
                 table[key] = value
         finally:
             faust_current_event.reset(token)
@@ -173,18 +190,41 @@ async def _on_rebalanced(sender: faust.App, **kwargs: object) -> None:
 
 def recent_windows(vm_id: str, count: int = 12) -> dict[str, list[dict]]:
     """The VM's latest closed windows of each size, newest first, read from the tables."""
-    out: dict[str, list[dict]] = {}
-    for size, wrapper in aggregate_tables.items():
-        end = windows_by_size[size].last_closed_end(vm_id)
-        rows = []
-        if end is not None:
-            table = wrapper.table
-            for i in range(1, count + 1):
-                value = table.get((vm_id, table.window.current(end - i * size)))
-                if value is not None:
-                    rows.append(value)
-        out[f"{int(size)}s"] = rows
+    return {
+        f"{int(size)}s": _read_back(
+            aggregate_tables[size], vm_id, windows_by_size[size].last_closed_end(vm_id), count
+        )
+        for size in AGGREGATES
+    }
+
+
+def recent_host_windows(host: str, count: int = 12) -> dict[str, list[dict]]:
+    """The host's latest windows of each size, newest first (None if this worker has none)."""
+    out = {}
+    for size in AGGREGATES:
+        ends = [windows_by_size[size].last_closed_end(vm) for vm in processor.vms_on(host)]
+        ends = [e for e in ends if e is not None]
+        out[f"{int(size)}s"] = _read_back(host_tables[size], host, max(ends, default=None), count)
     return out
 
 
-register_views(app, processor, readiness, started_at, settings, topics["feedback"], recent_windows)
+def _read_back(
+    wrapper: faust.tables.wrappers.WindowWrapper, key: str, end: float | None, count: int
+) -> list[dict]:
+    if end is None:
+        return []
+    table, size = wrapper.table, wrapper.table.window.size
+    rows = (table.get((key, table.window.current(end - i * size))) for i in range(1, count + 1))
+    return [row for row in rows if row is not None]
+
+
+register_views(
+    app,
+    processor,
+    readiness,
+    started_at,
+    settings,
+    topics["feedback"],
+    recent_windows,
+    recent_host_windows,
+)

@@ -113,6 +113,8 @@ class MetricsProcessor:
     restore: Callable[[str], bytes | None] | None = None
     _since_checkpoint: Counter = field(default_factory=Counter)
     _partition_of: dict[str, int] = field(default_factory=dict)
+    _vms_of_host: dict[str, set[str]] = field(default_factory=dict)
+    _host_of: dict[str, str] = field(default_factory=dict)
 
     def process(self, raw: bytes | None, source: Source) -> list[Output]:
         """All outputs for one `vm.metrics` record, in the order they should be sent."""
@@ -144,6 +146,8 @@ class MetricsProcessor:
             return outputs
         for valid, source in accepted:
             self._adopt(valid.sample.vm_id, source.partition)
+            if valid.host is not None:
+                self._place(valid.sample.vm_id, valid.host)
         started = time.perf_counter()
         assessments = self.engine.process([valid.sample for valid, _ in accepted])
         n = len(assessments)
@@ -162,6 +166,19 @@ class MetricsProcessor:
         for out in outputs:
             self.history.published(out.topic_id, out.key, out.value)
         return outputs
+
+    def _place(self, vm_id: str, host: str) -> None:
+        previous = self._host_of.get(vm_id)
+        if previous == host:
+            return
+        if previous is not None:
+            self._vms_of_host[previous].discard(vm_id)
+        self._host_of[vm_id] = host
+        self._vms_of_host.setdefault(host, set()).add(vm_id)
+
+    def vms_on(self, host: str) -> list[str]:
+        """The VMs this worker last saw reported on `host`."""
+        return sorted(self._vms_of_host.get(host, ()))
 
     def partition_of(self, vm_id: str) -> int | None:
         """The input partition this worker last saw `vm_id` on."""
@@ -233,6 +250,9 @@ class MetricsProcessor:
         gone = [vm for vm, p in self._partition_of.items() if p in partitions]
         for vm_id in gone:
             del self._partition_of[vm_id]
+            host = self._host_of.pop(vm_id, None)
+            if host is not None:
+                self._vms_of_host[host].discard(vm_id)
             self._since_checkpoint.pop(vm_id, None)
             self.engine.forget(vm_id)
             self.forecast_windows.forget(vm_id)

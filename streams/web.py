@@ -191,6 +191,7 @@ def register_views(
     settings: Settings | None = None,
     feedback_topic: faust.TopicT | None = None,
     recent_windows: Callable[[str], dict] | None = None,
+    recent_host_windows: Callable[[str], dict] | None = None,
 ) -> None:
     """Attach every view to `app` (and the history's Prometheus collector to the registry)."""
     settings = settings or Settings()
@@ -426,6 +427,18 @@ def register_views(
                     "windows": recent_windows(vm_id) if recent_windows else {},
                 }
             )
+
+    @app.page("/hosts/{host}")
+    class HostDetail(View):
+        """One host: its VMs on this worker and their summed 1-min and 5-min windows."""
+
+        @guarded
+        async def get(self, request: Request, host: str) -> Response:
+            vms = processor.vms_on(host)
+            if not vms:
+                raise ApiError(404, "unknown_host", f"no VM of host {host!r} on this worker")
+            windows = recent_host_windows(host) if recent_host_windows else {}
+            return self.json({"host": host, "vms": vms, "windows": windows})
 
     @app.page("/alerts")
     class Alerts(View):

@@ -57,6 +57,19 @@ def test_window_aggregates_are_stored_in_changelogged_tables(
     assert recent and recent == sorted(recent, key=lambda w: -w["start"])
     assert recent[0]["metrics"]["cpu_pct"]["count"] == 60, "the view reads the table back"
     assert detail["windows"]["300s"][0]["metrics"]["cpu_pct"]["count"] == 300
+    # the host's window sums its four VMs' means, read back from the host table
+    host = _get_json(f"{worker.base_url}/hosts/host-0000")
+    assert host["vms"] == [f"vm-{i:05d}" for i in range(4)]
+    latest = host["windows"]["60s"][0]
+    assert latest["vm_count"] == 4
+    vm_means = latest["vms"]
+    assert abs(latest["totals"]["cpu_pct"] - sum(m["cpu_pct"] for m in vm_means.values())) < 1e-9
+    same_window = [w for w in recent if w["start"] == latest["start"]]
+    assert (
+        same_window
+        and abs(vm_means["vm-00000"]["cpu_pct"] - same_window[0]["metrics"]["cpu_pct"]["mean"])
+        < 1e-9
+    )
     for values in by_vm.values():
         full = [v for v in values if v["metrics"]["cpu_pct"]["count"] == 60]
         assert len(full) >= 9, "each closed minute holds its 60 one-second samples"

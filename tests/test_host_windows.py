@@ -1,0 +1,27 @@
+"""Host windows sum their VMs' window means, idempotently."""
+
+from __future__ import annotations
+
+from streams.host_windows import merge_into_host
+from streams.windows import ClosedWindow, WindowStats
+
+
+def vm_window(vm: str, cpu: float) -> ClosedWindow:
+    return ClosedWindow(
+        vm,
+        "h1",
+        60.0,
+        120.0,
+        {"cpu_pct": WindowStats(2, 2 * cpu, cpu), "mem_pct": WindowStats(0, 0.0, 0.0)},
+    )
+
+
+def test_host_totals_sum_vm_means_and_redelivery_does_not_double_count() -> None:
+    host = merge_into_host(None, vm_window("a", 10.0))
+    host = merge_into_host(host, vm_window("b", 30.0))
+    assert host["vm_count"] == 2 and host["totals"] == {"cpu_pct": 40.0}
+    assert (host["host"], host["start"], host["end"]) == ("h1", 120.0, 180.0)
+    again = merge_into_host(host, vm_window("b", 30.0))
+    assert again == host, "the same VM window closed twice counts once"
+    assert merge_into_host(host, vm_window("b", 50.0))["totals"] == {"cpu_pct": 60.0}
+    assert host["vms"]["a"] == {"cpu_pct": 10.0}, "metrics without samples are left out"
