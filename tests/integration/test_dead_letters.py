@@ -84,3 +84,39 @@ def test_malformed_records_go_to_the_dlq_and_valid_ones_still_flow(
     assert stats["records"]["rejected"] == len(bad)
     assert stats["records"]["partial"] == 1
     assert worker.process.poll() is None, "a bad record must never stop the worker"
+
+
+def test_malformed_feedback_goes_to_the_dlq_and_the_worker_carries_on(
+    deployment, start_worker_process
+) -> None:
+    worker = start_worker_process()
+    bad = [
+        (b"{not json", "not_json"),
+        (b'["a"]', "not_object"),
+        (b'{"vm_id": "vm-1", "verdict": "confirmed"}', "missing_field"),
+        (b'{"incident_id": "vm-1:1", "vm_id": "vm-1", "verdict": "meh"}', "out_of_range"),
+    ]
+    deployment.produce([("vm-1", raw) for raw, _ in bad], topic_id="feedback")
+    letters = deployment.consume("dlq", until=lambda m: len(m) >= len(bad))
+    feedback_topic = deployment.topics["feedback"].name
+    assert all(m["source"]["topic"] == feedback_topic for m in letters)
+    by_offset = {m["source"]["offset"]: m for m in letters}
+    assert [by_offset[i]["reason"] for i in range(len(bad))] == [r for _, r in bad]
+    # a well-formed verdict for an unknown incident is not an error: it is counted and dropped
+    deployment.produce(
+        [
+            (
+                "vm-1",
+                json.dumps(
+                    {"incident_id": "vm-1:5", "vm_id": "vm-1", "verdict": "confirmed"}
+                ).encode(),
+            )
+        ],
+        topic_id="feedback",
+    )
+    deployment.produce(
+        [("vm-ok", json.dumps({"vm_id": "vm-ok", "ts": time.time(), "cpu_pct": 1.0}).encode())]
+    )
+    assert worker.wait_samples(1)["samples"] == 1
+    assert len(deployment.consume("dlq", timeout_s=3)) == len(bad)
+    assert worker.process.poll() is None
