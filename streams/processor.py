@@ -112,6 +112,7 @@ class MetricsProcessor:
     closed_windows: list[ClosedWindow] = field(default_factory=list)
     restore: Callable[[str], bytes | None] | None = None
     _since_checkpoint: Counter = field(default_factory=Counter)
+    _checkpoint_due: set[str] = field(default_factory=set)
     _partition_of: dict[str, int] = field(default_factory=dict)
     _vms_of_host: dict[str, set[str]] = field(default_factory=dict)
     _host_of: dict[str, str] = field(default_factory=dict)
@@ -159,6 +160,8 @@ class MetricsProcessor:
         self.history.observe(assessments)
         for a, (valid, source) in zip(assessments, accepted, strict=True):
             self._since_checkpoint[a.vm_id] += 1
+            if self._since_checkpoint[a.vm_id] >= self.checkpoint_every:
+                self._checkpoint_due.add(a.vm_id)
             if a.event is not None:
                 outputs.append(self._alert(a, valid.host, source))
         for valid, _ in accepted:
@@ -233,14 +236,13 @@ class MetricsProcessor:
 
     def take_checkpoints(self, force: bool = False) -> dict[str, bytes]:
         """Serialised state of every VM that learned `checkpoint_every` samples since its last."""
-        due = [
-            vm
-            for vm, n in self._since_checkpoint.items()
-            if n >= self.checkpoint_every or (force and n > 0)
-        ]
+        # noted as VMs cross the threshold, so a batch never scans every VM's counter
+        due = set(self._since_checkpoint) if force else self._checkpoint_due
+        self._checkpoint_due = set()
         out = {}
         for vm_id in due:
-            del self._since_checkpoint[vm_id]
+            if self._since_checkpoint.pop(vm_id, 0) == 0:
+                continue
             if self.engine.knows(vm_id):
                 out[vm_id] = self.engine.dump_vm(vm_id)
         return out
@@ -254,6 +256,7 @@ class MetricsProcessor:
             if host is not None:
                 self._vms_of_host[host].discard(vm_id)
             self._since_checkpoint.pop(vm_id, None)
+            self._checkpoint_due.discard(vm_id)
             self.engine.forget(vm_id)
             self.forecast_windows.forget(vm_id)
             for windows in self.aggregate_windows:
