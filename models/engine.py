@@ -465,9 +465,7 @@ class AnomalyEngine:
         # channel already says everything a density over one z-score could.
         need = self.config.hst_min_features
         hst_rows = np.fromiter((len(loc.present) >= need for loc in local), bool, len(local))
-        scores = self._fleet.score_many(Z, hst_rows)
-        self._fleet.learn_many(Z, hst_rows)
-        return scores
+        return self._fleet.score_and_learn(Z, hst_rows)
 
     def _decide(self, sample: Sample, loc: _Local, fleet: dict[str, float]) -> Assessment:
         c = self.config

@@ -89,33 +89,44 @@ class FleetForests:
         self, X: np.ndarray, hst_rows: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
         """Raw scores per ready forest; HalfSpaceTrees only on `hst_rows` (others are NaN)."""
-        out: dict[str, np.ndarray] = {}
-        if len(X) == 0:
-            return out
-        # HalfSpaceTrees scores 0 until its first reference window is complete: not ready yet.
-        if self.hst is not None and not self.hst._first_window:
-            feats = self.features
-            score = self.hst.score_one
-            rows = np.arange(len(X)) if hst_rows is None else np.flatnonzero(hst_rows)
-            scores = np.full(len(X), np.nan)
-            scores[rows] = [
-                score(dict(zip(feats, r, strict=True))) for r in squash(X[rows]).tolist()
-            ]
-            out["halfspace"] = scores
-        if self.iforest is not None:
+        out = self._score_halfspace(X, hst_rows)
+        if self.iforest is not None and len(X):
             out["iforest"] = np.asarray(self.iforest.score_many(X), dtype=float)
         return out
 
     def learn_many(self, X: np.ndarray, hst_rows: np.ndarray | None = None) -> None:
         """Learn the batch (HalfSpaceTrees: every `learn_every`-th of the `hst_rows`)."""
-        if len(X) == 0:
-            return
-        if self.hst is not None:
-            feats = self.features
-            H = X if hst_rows is None else X[hst_rows]
-            start = (-self._rows_seen) % self.learn_every
-            for row in squash(H[start :: self.learn_every]).tolist():
-                self.hst.learn_one(dict(zip(feats, row, strict=True)))
-            self._rows_seen += len(H)
-        if self.iforest is not None:
+        self._learn_halfspace(X, hst_rows)
+        if self.iforest is not None and len(X):
             self.iforest.learn_many(X)
+
+    def score_and_learn(
+        self, X: np.ndarray, hst_rows: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """`score_many` then `learn_many`, routing the batch through the Isolation Forest once."""
+        out = self._score_halfspace(X, hst_rows)
+        self._learn_halfspace(X, hst_rows)
+        if self.iforest is not None and len(X):
+            out["iforest"] = np.asarray(self.iforest.score_learn_many(X), dtype=float)
+        return out
+
+    def _score_halfspace(self, X: np.ndarray, hst_rows: np.ndarray | None) -> dict[str, np.ndarray]:
+        # HalfSpaceTrees scores 0 until its first reference window is complete: not ready yet.
+        if self.hst is None or self.hst._first_window or len(X) == 0:
+            return {}
+        feats = self.features
+        score = self.hst.score_one
+        rows = np.arange(len(X)) if hst_rows is None else np.flatnonzero(hst_rows)
+        scores = np.full(len(X), np.nan)
+        scores[rows] = [score(dict(zip(feats, r, strict=True))) for r in squash(X[rows]).tolist()]
+        return {"halfspace": scores}
+
+    def _learn_halfspace(self, X: np.ndarray, hst_rows: np.ndarray | None) -> None:
+        if self.hst is None or len(X) == 0:
+            return
+        feats = self.features
+        H = X if hst_rows is None else X[hst_rows]
+        start = (-self._rows_seen) % self.learn_every
+        for row in squash(H[start :: self.learn_every]).tolist():
+            self.hst.learn_one(dict(zip(feats, row, strict=True)))
+        self._rows_seen += len(H)

@@ -288,6 +288,22 @@ class IncrementalIsolationForest(base.AnomalyDetector):
             return np.full(len(np.atleast_2d(np.asarray(X))), 0.5)
         return self._score(checked)
 
+    def score_learn_many(self, X: np.ndarray) -> np.ndarray:
+        """Scores of the rows of X against the forest as it was, then learn them.
+
+        The same result as ``score_many(X)`` followed by ``learn_many(X)``, with one routing
+        pass instead of two when X fits one structural update (<= 256 rows)."""
+        checked = self._check_array(X, learning=True)
+        n = len(checked)
+        if self._n_window == 0 or n > min(_MAX_UPDATE_ROWS, self.window_size):
+            scores = self.score_many(checked)
+            self.learn_many(checked)
+            return scores
+        leaves, visited, length = self._route(checked, collect=True, hops=True)
+        scores = self._scores_from_route(leaves, length, n)
+        self._learn(checked, route=(leaves, visited))
+        return scores
+
     # ----------------------------------------------------------------------------------
     # Internals
 
@@ -347,11 +363,18 @@ class IncrementalIsolationForest(base.AnomalyDetector):
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         leaves, _, length = self._route(X, hops=True)
+        return self._scores_from_route(leaves, length, len(X))
+
+    def _scores_from_route(self, leaves: np.ndarray, length: np.ndarray, n: int) -> np.ndarray:
         h = length + self._c_table[self._count[leaves]]
-        mean_h = h.reshape(self.n_trees, len(X)).mean(axis=0)
+        mean_h = h.reshape(self.n_trees, n).mean(axis=0)
         return np.exp2(-mean_h / self._c_table[max(self._n_window, 2)])
 
-    def _learn(self, X: np.ndarray) -> None:
+    def _learn(
+        self, X: np.ndarray, route: tuple[np.ndarray, list[np.ndarray]] | None = None
+    ) -> None:
+        """Learn the rows of X (one structural update); `route` is X's leaves and visited
+        nodes from `_route(X, collect=True)` when the caller has them already."""
         w = self.window_size
         n = len(X)
         if self._buffer is None:
@@ -362,7 +385,7 @@ class IncrementalIsolationForest(base.AnomalyDetector):
 
         # Leaving points: walk up from their leaves; arriving points: route down from the roots.
         old_leaves = self._leaf_of[:, old_slots].ravel()
-        leaves, arrived, _ = self._route(X, collect=True)
+        leaves, arrived = route if route is not None else self._route(X, collect=True)[:2]
         gone = [old_leaves, *self._ancestors(old_leaves)] if n_old else []
         arrived = [self._roots, *arrived]
         n_up = sum(a.size for a in arrived)

@@ -181,6 +181,22 @@ def test_score_many_agrees_with_score_one():
     assert ((many >= 0) & (many <= 1)).all()
 
 
+def test_score_learn_many_is_score_many_then_learn_many():
+    """The fused call routes once but must leave the same forest and return the same scores."""
+    X, _ = gaussian_mixture(7, n_in=3000)
+    fused = IncrementalIsolationForest(window_size=512, seed=7)
+    separate = IncrementalIsolationForest(window_size=512, seed=7)
+    start = 0
+    for n in [1, 3, 40, 256, 300, 1, 7, 600, 2, 90] * 3:
+        chunk = X[start : start + n]
+        start = (start + n) % (len(X) - 600)
+        expected = separate.score_many(chunk)
+        separate.learn_many(chunk)
+        np.testing.assert_array_equal(fused.score_learn_many(chunk), expected)
+    assert np.array_equal(fused.score_many(X), separate.score_many(X))
+    assert fused.n_nodes == separate.n_nodes
+
+
 def test_learn_many_of_single_rows_is_learn_one():
     X, _ = gaussian_mixture(8, n_in=1200)
     by_dict = IncrementalIsolationForest(window_size=512, seed=8)
