@@ -460,6 +460,7 @@ def produce_to_alert_latency(
     anomaly_ticks: int,
     tail_ticks: int,
     anomalies: int,
+    steady_ticks: int = 0,
     forecast_window_s: float = 2.0,
     window_grace_s: float = 0.5,
     fetch_max_wait_ms: int | None = None,
@@ -472,6 +473,10 @@ def produce_to_alert_latency(
     produce time of that sample. The worker's forecast window is shortened to
     `forecast_window_s` so that windows close within the run. With `fetch_max_wait_ms` the
     worker runs with NOVACRON_FETCH_MAX_WAIT_MS at that value (None: Faust's own 1500 ms).
+
+    The anomalies start one after another, evenly spread over `steady_ticks` after the warm-up
+    (all at the end of the warm-up when it is 0), each on another VM, so that the percentiles
+    describe a worker in its steady state rather than its first seconds.
     """
     from kafka import KafkaProducer
 
@@ -488,13 +493,14 @@ def produce_to_alert_latency(
     process = start_worker(env, log)
     listener = _OutputListener(deployment)
     producer = KafkaProducer(bootstrap_servers=deployment.broker.bootstrap, acks=1, linger_ms=0)
-    ticks = warmup_ticks + anomaly_ticks + tail_ticks
+    ticks = warmup_ticks + steady_ticks + anomaly_ticks + tail_ticks
     tick_rate = rate / vms
     step = 1.0 / tick_rate
     fleet = Fleet(vms, seed=11, vms_per_host=4, day_seconds=600.0)
     kinds = ("cpu_spike", "io_bottleneck", "network_saturation", "memory_leak")
     for i in range(anomalies):
-        fleet.inject((i * 7) % vms, kinds[i % len(kinds)], warmup_ticks, anomaly_ticks)
+        first = warmup_ticks + (i * steady_ticks) // max(anomalies, 1)
+        fleet.inject((i * 7) % vms, kinds[i % len(kinds)], first, anomaly_ticks)
     sent_at: dict[tuple[str, float], float] = {}
     sent_by_vm: dict[str, list[tuple[float, float]]] = {}
     base = f"http://127.0.0.1:{port}"
@@ -597,6 +603,7 @@ def produce_to_alert_latency(
         "max_producer_lateness_s": round(lateness, 4),
         "vms": vms,
         "ticks": ticks,
+        "seconds_producing": round(produced_s, 1),
         "injected_anomalies": anomalies,
         "alerts_received": sum(1 for t, _, _ in listener.received if t == "anomalies"),
         "forecast_messages_received": sum(1 for t, _, _ in listener.received if t == "forecasts"),

@@ -3,6 +3,9 @@
 `python -m bench._scale pool --vms G --ticks T --pool FILE --out JSON`
     feeds G VMs T samples each from scratch (past warm-up), measures RSS, and saves every VM's
     `dump_vm` bytes to FILE.
+`python -m bench._scale planner --vms N --ticks W --out JSON`
+    feeds the capacity planner W closed one-minute windows of N VMs (four interval forecasters,
+    usage history and scaling state per VM, as in the worker) and measures RSS.
 `python -m bench._scale size --vms N --pool FILE --out JSON [--timings]`
     restores N VMs by cycling through the pool's warmed states (`load_vm` under new ids), feeds
     every VM one more sample, and measures RSS; with --timings also times creating and restoring
@@ -116,16 +119,59 @@ def size(vms: int, pool_path: str, timings: bool) -> dict:
     return out
 
 
+def planner(vms: int, windows: int) -> dict:
+    """RSS of a capacity planner that has learned `windows` closed windows of each of `vms` VMs."""
+    import math
+
+    from streams.capacity import CapacityPlanner
+    from streams.windows import ClosedWindow, WindowStats
+
+    planner = CapacityPlanner()
+    gc.collect()
+    base = rss_bytes()
+    began = time.perf_counter()
+    start = 1.7e9
+    for w in range(windows):
+        day = math.sin(2 * math.pi * w / 1440)
+        for i in range(vms):
+            wobble = ((i * 7919 + w * 104729) % 1000) / 1000.0
+            load = 1.0 + 0.3 * day + 0.1 * wobble
+            means = {
+                "cpu_pct": 30.0 * load,
+                "mem_pct": 40.0 + 2.0 * wobble,
+                "net_in_bps": 2e6 * load,
+                "net_out_bps": 1.2e6 * load,
+            }
+            stats = {m: WindowStats(1, v, v) for m, v in means.items()}
+            planner.on_window(
+                ClosedWindow(f"vm-{i:07d}", f"host-{i // 8:06d}", 60.0, start + 60.0 * w, stats)
+            )
+    feed_s = time.perf_counter() - began
+    gc.collect()
+    rss = rss_bytes()
+    return {
+        "vms": vms,
+        "windows_per_vm": windows,
+        "how": "capacity planner fed closed one-minute windows (no daily season detected yet)",
+        "us_per_window": feed_s / (vms * windows) * 1e6,
+        "rss_bytes": rss,
+        "baseline_rss_bytes": base,
+        "bytes_per_vm": (rss - base) / vms,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench._scale")
-    parser.add_argument("mode", choices=("pool", "size"))
+    parser.add_argument("mode", choices=("pool", "size", "planner"))
     parser.add_argument("--vms", type=int, required=True)
     parser.add_argument("--ticks", type=int, default=90)
-    parser.add_argument("--pool", required=True)
+    parser.add_argument("--pool")
     parser.add_argument("--out", required=True)
     parser.add_argument("--timings", action="store_true")
     args = parser.parse_args()
-    if args.mode == "pool":
+    if args.mode == "planner":
+        result = planner(args.vms, args.ticks)
+    elif args.mode == "pool":
         result = make_pool(args.vms, args.ticks, args.pool)
     else:
         result = size(args.vms, args.pool, args.timings)

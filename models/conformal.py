@@ -63,6 +63,17 @@ class ConformalBands:
     def ready(self, step: int, min_errors: int = 10) -> bool:
         return int(self._count[step - 1]) >= min_errors
 
+    def ready_steps(self, min_errors: int = 10) -> np.ndarray:
+        """Per step, whether it has at least `min_errors` observed errors."""
+        return self._count >= min_errors
+
+    @property
+    def widths(self) -> np.ndarray:
+        """Cached (below, above) distances, shape (horizon, levels, 2); read-only view."""
+        view = self._widths.view()
+        view.flags.writeable = False
+        return view
+
     def half_widths(self, step: int) -> list[tuple[float, float]]:
         """(below, above) distances from the point forecast, one pair per level."""
         return [(float(b), float(a)) for b, a in self._widths[step - 1]]

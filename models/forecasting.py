@@ -447,31 +447,56 @@ class IntervalForecaster:
         horizon = horizon or self.horizon
         if self.n == 0:
             return []
+        path, lower, upper = self.forecast_arrays(horizon)
+        return [
+            ForecastPoint(
+                h,
+                yhat,
+                dict(zip(self.levels, low, strict=True)),
+                dict(zip(self.levels, high, strict=True)),
+                ts,
+            )
+            for h, yhat, low, high, ts in zip(
+                range(1, horizon + 1),
+                path.tolist(),
+                lower.tolist(),
+                upper.tolist(),
+                self._step_times(horizon),
+                strict=True,
+            )
+        ]
+
+    def forecast_arrays(self, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The forecast as arrays: point path (horizon,), lower and upper (horizon, levels)."""
         self._refresh_bands()
         path = self._combine(self._path(horizon))
-        step_s = self.interval_seconds
-        points = []
-        for h in range(1, horizon + 1):
-            widths = self._widths(h)
-            yhat = float(path[h - 1])
-            lower = {lvl: yhat - below for lvl, (below, _) in zip(self.levels, widths, strict=True)}
-            upper = {lvl: yhat + above for lvl, (_, above) in zip(self.levels, widths, strict=True)}
-            ts = self.last_ts + h * step_s if self.last_ts is not None else None
-            points.append(ForecastPoint(h, yhat, lower, upper, ts))
-        return points
+        widths = self._band_widths(horizon)
+        return path, path[:, None] - widths[:, :, 0], path[:, None] + widths[:, :, 1]
 
-    def _widths(self, h: int) -> list[tuple[float, float]]:
-        step = min(h, self.horizon)
-        if self.bands.ready(step):
-            widths = self.bands.half_widths(step)
-            if h > self.horizon:
-                grow = math.sqrt(h / self.horizon)
-                widths = [(b * grow, a * grow) for b, a in widths]
-            return widths
-        # Too few observed errors yet: a normal band from the one-step error scale.
-        sigma = _MAE_TO_SIGMA * self._scale * math.sqrt(h)
-        z_scores = (NormalDist().inv_cdf(0.5 + lvl / 2) for lvl in self.levels)
-        return [(z * sigma, z * sigma) for z in z_scores]
+    def _step_times(self, horizon: int) -> list[float | None]:
+        if self.last_ts is None:
+            return [None] * horizon
+        step_s = self.interval_seconds
+        return [self.last_ts + h * step_s for h in range(1, horizon + 1)]
+
+    def _band_widths(self, horizon: int) -> np.ndarray:
+        """(below, above) distances per step and level, shape (horizon, levels, 2).
+
+        Steps with enough observed errors take their conformal widths (widened by
+        sqrt(h / horizon) beyond the tracked horizon); the others a normal band from the
+        one-step error scale."""
+        steps = np.minimum(np.arange(1, horizon + 1), self.horizon) - 1
+        widths = self.bands.widths[steps]  # a copy (fancy indexing)
+        if horizon > self.horizon:
+            beyond = np.arange(self.horizon + 1, horizon + 1)
+            widths[self.horizon :] *= np.sqrt(beyond / self.horizon)[:, None, None]
+        not_ready = np.flatnonzero(~self.bands.ready_steps()[steps])
+        if not_ready.size:
+            z_scores = [NormalDist().inv_cdf(0.5 + lvl / 2) for lvl in self.levels]
+            for i in not_ready.tolist():
+                sigma = _MAE_TO_SIGMA * self._scale * math.sqrt(i + 1)
+                widths[i] = [(z * sigma, z * sigma) for z in z_scores]
+        return widths
 
     # ------------------------------------------------------------------ accuracy
     def accuracy(self) -> dict:
@@ -481,23 +506,19 @@ class IntervalForecaster:
         if not seen.any():
             return {"n": 0}
 
-        def ratio(num: np.ndarray, den: np.ndarray) -> float | None:
-            d = float(den[seen].mean())
-            return float(num[seen].mean()) / d if d > 0 else None
-
+        stacked = np.stack((acc.abs_err, acc.smape, acc.abs_snaive, acc.abs_naive))
+        mae, smape, snaive, naive = stacked[:, seen].mean(axis=1).tolist()
         out = {
             "n": int(acc.count[0]),
-            "mae": float(acc.abs_err[seen].mean()),
-            "smape": float(acc.smape[seen].mean()),
-            "mase": ratio(acc.abs_err, acc.abs_snaive),
-            "mase_naive": ratio(acc.abs_err, acc.abs_naive),
+            "mae": mae,
+            "smape": smape,
+            "mase": mae / snaive if snaive > 0 else None,
+            "mase_naive": mae / naive if naive > 0 else None,
         }
         cov_seen = acc.cov_count > 0
         if cov_seen.any():
-            out["coverage"] = {
-                level_key(lvl): float(acc.coverage[cov_seen, j].mean())
-                for j, lvl in enumerate(self.levels)
-            }
+            means = acc.coverage[cov_seen].mean(axis=0).tolist()
+            out["coverage"] = {level_key(lvl): m for lvl, m in zip(self.levels, means, strict=True)}
         return out
 
     @property
@@ -525,13 +546,19 @@ def forecast_message(
     Each point carries `yhat` and flat per-level bounds (`lower_80`, `upper_80`, `lower_95`, ...);
     `ts` is the last observed ts plus `step` sampling intervals.
     """
+    horizon = horizon or forecaster.horizon
+    keys = [level_key(lvl) for lvl in forecaster.levels]
     points = []
-    for p in forecaster.forecast(horizon):
-        point = {"step": p.step, "ts": p.ts, "yhat": p.yhat}
-        for lvl in forecaster.levels:
-            point[f"lower_{level_key(lvl)}"] = p.lower[lvl]
-            point[f"upper_{level_key(lvl)}"] = p.upper[lvl]
-        points.append(point)
+    if forecaster.n:
+        path, lower, upper = forecaster.forecast_arrays(horizon)
+        rows = zip(path.tolist(), lower.tolist(), upper.tolist(), strict=True)
+        times = forecaster._step_times(horizon)
+        for step, ((yhat, low, high), ts) in enumerate(zip(rows, times, strict=True), start=1):
+            point = {"step": step, "ts": ts, "yhat": yhat}
+            for key, lo, hi in zip(keys, low, high, strict=True):
+                point[f"lower_{key}"] = lo
+                point[f"upper_{key}"] = hi
+            points.append(point)
     return {
         "vm_id": vm_id,
         "metric": metric,
@@ -539,7 +566,7 @@ def forecast_message(
         "model": forecaster.model_name,
         "period": forecaster.period,
         "step_seconds": forecaster.interval_seconds,
-        "levels": [level_key(lvl) for lvl in forecaster.levels],
+        "levels": keys,
         "points": points,
         "accuracy": forecaster.accuracy(),
     }
