@@ -168,7 +168,7 @@ class EngineConfig:
     # threshold adaptation and feedback
     fp_step: float = 1.0  # -log10 p added to a kind's threshold per false positive
     penalty_half_life: float = 4032.0  # samples (two weeks at 5 min)
-    target_rate: float = 0.01
+    target_rate: float = 0.01  # incidents opened per sample above which the threshold rises
     rate_gain: float = 1.0
     rate_alpha: float = 0.005
 
@@ -560,7 +560,6 @@ class AnomalyEngine:
         )
         threshold = surprise_to_score(thr_surprise)
         anomalous = surprise >= thr_surprise
-        state.threshold.observe(surprise >= self._base_surprise, c.rate_alpha, self._penalty_decay)
         sev = severity(score, threshold, *self._cutoffs) if anomalous else None
         state.last_score = score
         state.last_threshold = threshold
@@ -581,6 +580,9 @@ class AnomalyEngine:
         elif inc.active and kind == "memory_leak":
             inc.set_kind(KINDS.index("memory_leak"))
 
+        # The alert rate counts incidents opened, not samples above the bar: a long anomaly is
+        # one alert (it must not raise the threshold for the next one), a flapping VM many.
+        state.threshold.observe(status == "open", c.rate_alpha, self._penalty_decay)
         news = status == "open" or (status == "update" and inc.severity > severity_before)
         if c.incident_dedup and (inc.active or status == "resolved") and was_open and not news:
             # A continuing incident: the evidence is already reported, keep it below the bar.

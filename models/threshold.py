@@ -9,7 +9,8 @@ steps are meaningful (one unit = ten times rarer), and are reported on the 0–1
 - `penalty[k]` grows by `fp_step` on each "false_positive" verdict for an incident of kind `k`
   (the same pattern must be rarer to alert again) and shrinks by `fp_step` on "confirmed", never
   below zero; it decays slowly back to zero (half-life `penalty_half_life` samples).
-- `rate_boost` rises when the VM's recent alerting rate exceeds `target_rate`.
+- `rate_boost` rises when the VM's recent alerting rate (incidents opened per sample, EW)
+  exceeds `target_rate`.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ class AdaptiveThreshold:
             return base + min(self.penalty) + boost
         return base + self.penalty[KINDS.index(kind)] + boost
 
-    def observe(self, above_base: bool, rate_alpha: float, penalty_decay: float) -> None:
-        """Update the alert rate with whether this sample exceeded the base threshold."""
-        self.rate += rate_alpha * ((1.0 if above_base else 0.0) - self.rate)
+    def observe(self, alerted: bool, rate_alpha: float, penalty_decay: float) -> None:
+        """Update the alert rate with whether this sample raised an alert (opened an incident)."""
+        self.rate += rate_alpha * ((1.0 if alerted else 0.0) - self.rate)
         if penalty_decay < 1.0 and any(self.penalty):
             pen = self.penalty
             for i, v in enumerate(pen):

@@ -390,3 +390,20 @@ def test_a_spike_that_tips_a_slow_drift_over_still_opens_as_a_spike():
         t += 1
     assert opened is not None and opened.event["status"] == "open"
     assert opened.event["kind"] == "cpu_spike"
+
+
+
+def test_a_long_anomaly_does_not_raise_the_threshold_for_the_next_one():
+    """The alert rate counts incidents opened: an hour of wild values is one alert, not many."""
+
+    def wild_hour(t, values, rng):
+        if 400 <= t < 460:
+            values["cpu_pct"] = rng.uniform(0.0, 100.0)
+
+    engine, out = run(stream(480, seed=5, edit=wild_hour))
+    opened = [i for i, a in enumerate(out) if a.event and a.event["status"] == "open"]
+    assert [i for i in opened if i >= 400] == [400]
+    # Counting every sample above the bar, this VM would sit above its 1% target rate now
+    # and every later anomaly would need to be rarer to alert.
+    assert engine.vm_snapshot("vm-1")["threshold"] == pytest.approx(EngineConfig().threshold)
+    assert all(a.threshold == pytest.approx(EngineConfig().threshold) for a in out[400:])
