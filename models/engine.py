@@ -144,7 +144,7 @@ class EngineConfig:
     # opened in it could no longer continue (`recovery + holdoff` calm samples).
     recent_recurrence: bool = True
     recent_horizon: float = 86_400.0
-    holdoff: int = 24  # samples after resolution in which a re-trigger continues the incident
+    holdoff: int = 36  # samples after resolution in which a re-trigger continues the incident
     seed: int = 0
     # per-metric state
     scaler_alpha: float = 0.01

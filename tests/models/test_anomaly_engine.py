@@ -398,16 +398,16 @@ def test_a_long_anomaly_does_not_raise_the_threshold_for_the_next_one():
     """The alert rate counts incidents opened: an hour of wild values is one alert, not many."""
 
     def wild_hour(t, values, rng):
-        if 400 <= t < 460:
+        if 450 <= t < 510:
             values["cpu_pct"] = rng.uniform(0.0, 100.0)
 
-    engine, out = run(stream(480, seed=5, edit=wild_hour))
+    engine, out = run(stream(530, seed=5, edit=wild_hour))
     opened = [i for i, a in enumerate(out) if a.event and a.event["status"] == "open"]
-    assert [i for i in opened if i >= 400] == [400]
+    assert [i for i in opened if i >= 450] == [450]
     # Counting every sample above the bar, this VM would sit above its 1% target rate now
     # and every later anomaly would need to be rarer to alert.
     assert engine.vm_snapshot("vm-1")["threshold"] == pytest.approx(EngineConfig().threshold)
-    assert all(a.threshold == pytest.approx(EngineConfig().threshold) for a in out[400:])
+    assert all(a.threshold == pytest.approx(EngineConfig().threshold) for a in out[450:])
 
 
 def _hourly_spikes(t, values, rng):
