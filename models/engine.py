@@ -20,7 +20,9 @@ Per VM (~10 KB of heap, ~3.7 KB serialised by `dump_vm`, restored in tens of µs
 - an `AdaptiveThreshold` (`threshold`: kind penalties from operator feedback, alert rate) and
   an `IncidentTracker` (`incidents`: lifecycle, ids and kinds of the last incidents);
 - a `DailyRecurrence` (`recurrence`, 73 floats): per hour of the day, the largest surprise of
-  the last two days, so a daily job's spike stops alerting once it has recurred twice.
+  the last two days, so a daily job's spike stops alerting once it has recurred twice;
+- a `RecentPeaks` (`peaks`, 6 floats): the peak surprise of each of the last two surprising
+  episodes, so the same surprise a third time within a day, on any rhythm, is not news.
 
 Shared by the fleet (`fleet.FleetForests`): River HalfSpaceTrees and, when the module exists,
 the incremental Isolation Forest, over per-VM z-scores. Standardisation makes every VM's
@@ -36,7 +38,8 @@ Per batch
 3. VM-local pass, in order: each channel's raw score -> p-value (then learned); the largest
    channel surprise (-ln p) is calibrated once more into the final p-value (uniform on a
    stationary stream whatever the channels' correlation), minus what recurred at this time of
-   day on both previous days (above `recurrence_floor`); score = 100 * (1 - p); then
+   day on both previous days or, when no bigger, in both of the last two episodes of the day
+   (above `recurrence_floor`); score = 100 * (1 - p); then
    attribution, kind, threshold, severity and the incident lifecycle. Inside an open incident
    only news (the opening sample, an escalation) keeps its score; the other samples are capped
    below the threshold (`incident_dedup`), so the score column reads one detection per
@@ -63,6 +66,7 @@ from models.drift import CompactPageHinkley
 from models.fleet import FleetForests
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
 from models.normalizer import EWStandardizer
+from models.peaks import RecentPeaks
 from models.recurrence import DailyRecurrence
 from models.residual import DampedTrendForecaster
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
@@ -82,7 +86,8 @@ _COMBINED = "combined"
 # Calibrator axis scale per channel: forests' [0, 1) scores enter as -ln(1 - s), which spreads
 # their anomalous end; 4x puts their typical range on the same bins as z-like scores.
 _CHANNEL_SCALE = {"halfspace": 4.0, "iforest": 4.0}
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
+_READABLE_VERSIONS = (2, 3)  # v3 appends `RecentPeaks`; a v2 VM starts it afresh
 _P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
 
 
@@ -133,7 +138,13 @@ class EngineConfig:
     # (`recurrence.DailyRecurrence`): a daily job's spike stops alerting on its third day.
     daily_recurrence: bool = True
     recurrence_floor: float = 2.0  # only the part of a recurring surprise above this counts
-    holdoff: int = 24  # samples after resolution in which a re-trigger continues the incident
+    # Also discount a surprise no bigger than the peaks of both of the last two surprising
+    # episodes when both fell within `recent_horizon` seconds (`peaks.RecentPeaks`): the same
+    # thing a third time in a day, on any rhythm, is not news. An episode ends when an incident
+    # opened in it could no longer continue (`recovery + holdoff` calm samples).
+    recent_recurrence: bool = True
+    recent_horizon: float = 86_400.0
+    holdoff: int = 36  # samples after resolution in which a re-trigger continues the incident
     seed: int = 0
     # per-metric state
     scaler_alpha: float = 0.01
@@ -191,6 +202,7 @@ class _VMState:
         "alerts",
         "smooth_z",
         "recurrence",
+        "peaks",
     )
 
     def __init__(self, config: EngineConfig, channels: tuple[str, ...]) -> None:
@@ -233,6 +245,7 @@ class _VMState:
         self.alerts = 0
         self.smooth_z = [0.0] * _N_FEATURES  # EW mean of each metric's signed z-score
         self.recurrence = DailyRecurrence()
+        self.peaks = RecentPeaks()
 
     def _scalar_parts(self) -> list:
         return [*self.scalers, *self.forecasters, *self.drifts, *self.growth, self.recurrence]
@@ -244,6 +257,7 @@ class _VMState:
             out.extend(part.state())
         out.extend(self.threshold.state())
         out.extend(self.incident.state())
+        out.extend(self.peaks.state())  # v3
         return out
 
     def load_scalar_state(self, values: Sequence[float]) -> None:
@@ -258,6 +272,9 @@ class _VMState:
         self.threshold.load_state(tuple(values[i : i + AdaptiveThreshold.N_STATE]))
         i += AdaptiveThreshold.N_STATE
         self.incident.load_state(tuple(values[i : i + IncidentTracker.N_STATE]))
+        i += IncidentTracker.N_STATE
+        if len(values) >= i + RecentPeaks.N_STATE:  # absent from v2 dumps
+            self.peaks.load_state(tuple(values[i : i + RecentPeaks.N_STATE]))
 
 
 @dataclass
@@ -299,6 +316,7 @@ class AnomalyEngine:
         self._cutoffs = (c.severity_medium, c.severity_high, c.severity_critical)
         self._shift_norm = math.sqrt((2.0 - c.shift_alpha) / c.shift_alpha)
         self._dedup_surprise = c.dedup_fraction * self._base_surprise
+        self._episode_gap = c.recovery + c.holdoff
 
     # ------------------------------------------------------------------ public API
 
@@ -390,7 +408,7 @@ class AnomalyEngine:
     def load_vm(self, vm_id: str, data: bytes) -> None:
         """Restore one VM from `dump_vm` output (replacing any state it had)."""
         version, n_scalars, n_channels = struct.unpack_from("<BHH", data, 0)
-        if version != _FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise ValueError(f"unsupported VM state version {version}")
         offset = struct.calcsize("<BHH")
         scalars = struct.unpack_from(f"<{n_scalars}d", data, offset)
@@ -517,10 +535,18 @@ class AnomalyEngine:
         else:
             p = 1.0
         surprise = -math.log10(p)
-        if c.daily_recurrence:
-            recurrence = state.recurrence
-            expected = recurrence.expected(sample.ts)
-            recurrence.learn_one(sample.ts, surprise)
+        if c.daily_recurrence or c.recent_recurrence:
+            expected = 0.0
+            if c.daily_recurrence:
+                recurrence = state.recurrence
+                expected = recurrence.expected(sample.ts)
+                recurrence.learn_one(sample.ts, surprise)
+            if c.recent_recurrence:
+                peaks = state.peaks
+                recent = peaks.expected(sample.ts, c.recent_horizon)
+                peaks.learn_one(sample.ts, surprise, c.recurrence_floor, self._episode_gap)
+                if expected < recent >= surprise:  # bigger than both recent peaks: news
+                    expected = recent
             if expected > c.recurrence_floor:
                 discount = expected - c.recurrence_floor
                 surprise = surprise - discount if surprise > discount else 0.0

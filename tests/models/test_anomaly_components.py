@@ -15,6 +15,7 @@ from models.classification import GrowthTracker, classify, severity
 from models.drift import CompactPageHinkley
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
 from models.normalizer import EWStandardizer
+from models.peaks import RecentPeaks
 from models.recurrence import DailyRecurrence
 from models.residual import DampedTrendForecaster, ForecastResidualDetector
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
@@ -241,3 +242,34 @@ def test_daily_recurrence_needs_the_same_hour_on_both_previous_days():
     assert restored.state() == rec.state() and len(rec.state()) == DailyRecurrence.N_STATE
     assert restored.expected(t0 + 3 * day + 3 * 3600) == rec.expected(t0 + 3 * day + 3 * 3600)
     assert rec.expected(t0 + 5 * day + 3 * 3600) == 0.0  # a gap of days forgets the pattern
+
+
+def _episode(peaks: RecentPeaks, start: float, surprises: list[float], gap: int = 3) -> float:
+    """Feed one episode (one sample a minute) plus `gap` calm samples; return the end time."""
+    ts = start
+    for s in [*surprises, *([0.5] * gap)]:
+        peaks.learn_one(ts, s, floor=2.0, gap=gap)
+        ts += 60.0
+    return ts
+
+
+def test_recent_peaks_need_two_finished_episodes_within_the_horizon():
+    peaks = RecentPeaks()
+    assert peaks.expected(0.0, 3600.0) == 0.0
+    t = _episode(peaks, 0.0, [2.5, 4.0, 3.0])
+    assert peaks.expected(t, 3600.0) == 0.0  # one episode is not a recurrence
+    peaks.learn_one(t, 6.0, floor=2.0, gap=3)  # an episode in progress does not count yet
+    assert peaks.expected(t, 3600.0) == 0.0
+    t = _episode(peaks, t + 60.0, [1.0, 5.0])
+    assert peaks.expected(t, 3600.0) == 4.0  # the smaller of the two peaks (4.0, 6.0)
+    assert peaks.expected(t + 3600.0, 3600.0) == 0.0  # the older one left the horizon
+
+
+def test_recent_peaks_calm_samples_below_the_gap_do_not_end_an_episode():
+    peaks = RecentPeaks()
+    t = _episode(peaks, 0.0, [3.0, 1.0, 1.0, 3.5], gap=3)  # two calm samples inside
+    t = _episode(peaks, t, [2.2], gap=3)
+    assert peaks.expected(t, 1e9) == 2.2  # episodes: {3.0 .. 3.5} and {2.2}
+    restored = RecentPeaks()
+    restored.load_state(peaks.state())
+    assert restored.state() == peaks.state() and len(peaks.state()) == RecentPeaks.N_STATE
