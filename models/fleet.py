@@ -39,9 +39,9 @@ class FleetForests:
     """Shared detectors over batches of squashed, standardised feature vectors.
 
     `X` holds z-scores (rows = samples, columns = `features`; 0 = typical).
-    `score_many(X)` returns one raw score array per ready forest (higher = more anomalous) using
-    only what was learned before the batch; `learn_many(X)` then learns it (HalfSpaceTrees learns
-    every `learn_every`-th row, which keeps its cost per sample low).
+    `score_and_learn(X)` returns one raw score array per ready forest (higher = more anomalous)
+    using only what was learned before the batch, then learns it (HalfSpaceTrees learns every
+    `learn_every`-th row, which keeps its cost per sample low).
     """
 
     def __init__(
@@ -85,25 +85,10 @@ class FleetForests:
             names.append("iforest")
         return tuple(names)
 
-    def score_many(
-        self, X: np.ndarray, hst_rows: np.ndarray | None = None
-    ) -> dict[str, np.ndarray]:
-        """Raw scores per ready forest; HalfSpaceTrees only on `hst_rows` (others are NaN)."""
-        out = self._score_halfspace(X, hst_rows)
-        if self.iforest is not None and len(X):
-            out["iforest"] = np.asarray(self.iforest.score_many(X), dtype=float)
-        return out
-
-    def learn_many(self, X: np.ndarray, hst_rows: np.ndarray | None = None) -> None:
-        """Learn the batch (HalfSpaceTrees: every `learn_every`-th of the `hst_rows`)."""
-        self._learn_halfspace(X, hst_rows)
-        if self.iforest is not None and len(X):
-            self.iforest.learn_many(X)
-
     def score_and_learn(
         self, X: np.ndarray, hst_rows: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """`score_many` then `learn_many`, routing the batch through the Isolation Forest once."""
+        """Score the batch with what came before it, then learn it (one forest routing pass)."""
         out = self._score_halfspace(X, hst_rows)
         self._learn_halfspace(X, hst_rows)
         if self.iforest is not None and len(X):
