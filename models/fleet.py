@@ -19,6 +19,8 @@ import importlib.util
 import numpy as np
 from river import anomaly
 
+from models.halfspace import HalfSpaceBatchScorer
+
 
 def squash(Z: np.ndarray) -> np.ndarray:
     """z-scores into HalfSpaceTrees' [0, 1] domain."""
@@ -61,8 +63,11 @@ class FleetForests:
         self.learn_every = max(1, learn_every)
         self._rows_seen = 0
         self.hst = (
-            anomaly.HalfSpaceTrees(
-                n_trees=hst_trees, height=hst_height, window_size=hst_window, seed=seed
+            HalfSpaceBatchScorer(
+                anomaly.HalfSpaceTrees(
+                    n_trees=hst_trees, height=hst_height, window_size=hst_window, seed=seed
+                ),
+                features,
             )
             if use_halfspace
             else None
@@ -97,13 +102,11 @@ class FleetForests:
 
     def _score_halfspace(self, X: np.ndarray, hst_rows: np.ndarray | None) -> dict[str, np.ndarray]:
         # HalfSpaceTrees scores 0 until its first reference window is complete: not ready yet.
-        if self.hst is None or self.hst._first_window or len(X) == 0:
+        if self.hst is None or self.hst.hst._first_window or len(X) == 0:
             return {}
-        feats = self.features
-        score = self.hst.score_one
         rows = np.arange(len(X)) if hst_rows is None else np.flatnonzero(hst_rows)
         scores = np.full(len(X), np.nan)
-        scores[rows] = [score(dict(zip(feats, r, strict=True))) for r in squash(X[rows]).tolist()]
+        scores[rows] = self.hst.score_many(squash(X[rows]))
         return {"halfspace": scores}
 
     def _learn_halfspace(self, X: np.ndarray, hst_rows: np.ndarray | None) -> None:
