@@ -61,14 +61,12 @@ import numpy as np
 
 from models.attribution import attribute
 from models.calibration import TailCalibrator
-from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, severity
-from models.drift import CompactPageHinkley
+from models.classification import KINDS, SEVERITIES, classify, severity
 from models.fleet import FleetForests
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
-from models.normalizer import EWStandardizer
+from models.metric_bank import MetricBank
 from models.peaks import RecentPeaks
 from models.recurrence import DailyRecurrence
-from models.residual import DampedTrendForecaster
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
 
 FEATURES: tuple[str, ...] = (
@@ -189,10 +187,7 @@ class _VMState:
 
     __slots__ = (
         "seen",
-        "scalers",
-        "forecasters",
-        "drifts",
-        "growth",
+        "slot",
         "calibrators",
         "threshold",
         "incident",
@@ -205,18 +200,10 @@ class _VMState:
         "peaks",
     )
 
-    def __init__(self, config: EngineConfig, channels: tuple[str, ...]) -> None:
+    def __init__(self, config: EngineConfig, channels: tuple[str, ...], slot: int) -> None:
         c = config
         self.seen = 0
-        self.scalers = [EWStandardizer(c.scaler_alpha, c.scaler_clip) for _ in FEATURES]
-        self.forecasters = [
-            DampedTrendForecaster(
-                c.forecast_alpha, c.forecast_beta, c.forecast_phi, c.residual_alpha
-            )
-            for _ in FEATURES
-        ]
-        self.drifts = [CompactPageHinkley(c.drift_delta, c.drift_threshold) for _ in FEATURES]
-        self.growth = [GrowthTracker() for _ in FEATURES]
+        self.slot = slot  # row of the VM's per-metric state in the engine's `MetricBank`
         self.calibrators = {
             name: TailCalibrator(
                 _CHANNEL_SCALE.get(name, 1.0) if c.calibration_log_axis else c.calibration_bin,
@@ -247,28 +234,27 @@ class _VMState:
         self.recurrence = DailyRecurrence()
         self.peaks = RecentPeaks()
 
-    def _scalar_parts(self) -> list:
-        return [*self.scalers, *self.forecasters, *self.drifts, *self.growth, self.recurrence]
-
-    def scalar_state(self) -> list[float]:
+    def scalar_state(self, bank: MetricBank) -> list[float]:
         out = [float(self.seen), self.last_score, self.last_threshold, self.last_ts]
         out.extend((float(self.alerts), *self.smooth_z))
-        for part in self._scalar_parts():
-            out.extend(part.state())
+        out.extend(bank.state(self.slot))
+        out.extend(self.recurrence.state())
         out.extend(self.threshold.state())
         out.extend(self.incident.state())
         out.extend(self.peaks.state())  # v3
         return out
 
-    def load_scalar_state(self, values: Sequence[float]) -> None:
+    def load_scalar_state(self, values: Sequence[float], bank: MetricBank) -> None:
         self.seen = int(values[0])
         self.last_score, self.last_threshold, self.last_ts = values[1], values[2], values[3]
         self.alerts = int(values[4])
         self.smooth_z = list(values[5 : 5 + _N_FEATURES])
         i = 5 + _N_FEATURES
-        for part in self._scalar_parts():
-            part.load_state(tuple(values[i : i + part.N_STATE]))
-            i += part.N_STATE
+        size = MetricBank.N_STATE_PER_METRIC * _N_FEATURES
+        bank.load_state(self.slot, values[i : i + size])
+        i += size
+        self.recurrence.load_state(tuple(values[i : i + DailyRecurrence.N_STATE]))
+        i += DailyRecurrence.N_STATE
         self.threshold.load_state(tuple(values[i : i + AdaptiveThreshold.N_STATE]))
         i += AdaptiveThreshold.N_STATE
         self.incident.load_state(tuple(values[i : i + IncidentTracker.N_STATE]))
@@ -311,6 +297,17 @@ class AnomalyEngine:
         )
         self.channels: tuple[str, ...] = tuple(_LOCAL_CHANNELS) + self._fleet.names
         self._vms: dict[str, _VMState] = {}
+        self._bank = MetricBank(
+            _N_FEATURES,
+            c.scaler_alpha,
+            c.scaler_clip,
+            c.forecast_alpha,
+            c.forecast_beta,
+            c.forecast_phi,
+            c.residual_alpha,
+            c.drift_delta,
+            c.drift_threshold,
+        )
         self._base_surprise = score_to_surprise(c.threshold)
         self._penalty_decay = 0.5 ** (1.0 / c.penalty_half_life) if c.penalty_half_life > 0 else 1.0
         self._cutoffs = (c.severity_medium, c.severity_high, c.severity_critical)
@@ -324,8 +321,8 @@ class AnomalyEngine:
         """Score each sample against what its VM and the fleet learned before it, then learn it."""
         if not samples:
             return []
-        local = [self._local_pass(s) for s in samples]
-        fleet_scores = self._fleet_pass(local)
+        local, Z = self._local_pass(samples)
+        fleet_scores = self._fleet_pass(local, Z)
         return [
             self._decide(sample, loc, {name: arr[i] for name, arr in fleet_scores.items()})
             for i, (sample, loc) in enumerate(zip(samples, local, strict=True))
@@ -357,7 +354,11 @@ class AnomalyEngine:
 
     def forget(self, vm_id: str) -> bool:
         """Drop one VM's state (e.g. its partition moved to another worker)."""
-        return self._vms.pop(vm_id, None) is not None
+        state = self._vms.pop(vm_id, None)
+        if state is None:
+            return False
+        self._bank.release(state.slot)
+        return True
 
     def vm_snapshot(self, vm_id: str) -> dict:
         """JSON-able view of one VM: last score, threshold, typical values, incident, counts."""
@@ -374,8 +375,11 @@ class AnomalyEngine:
                 "kind": inc.kind_name,
                 "peak_score": inc.peak,
             }
+        bank, slot = self._bank, state.slot
         typical = {
-            name: state.scalers[i].mean for i, name in enumerate(FEATURES) if state.scalers[i].n
+            name: bank.column("s_mean", slot, i)
+            for i, name in enumerate(FEATURES)
+            if bank.column("s_n", slot, i)
         }
         return {
             "vm_id": vm_id,
@@ -395,7 +399,7 @@ class AnomalyEngine:
     def dump_vm(self, vm_id: str) -> bytes:
         """Compact serialisation of one VM's state (scalars as float64, reservoirs as float32)."""
         state = self._vms[vm_id]
-        scalars = state.scalar_state()
+        scalars = state.scalar_state(self._bank)
         names = (*self.channels, _COMBINED)
         parts = [struct.pack("<BHH", _FORMAT_VERSION, len(scalars), len(names))]
         parts.append(struct.pack(f"<{len(scalars)}d", *scalars))
@@ -413,8 +417,11 @@ class AnomalyEngine:
         offset = struct.calcsize("<BHH")
         scalars = struct.unpack_from(f"<{n_scalars}d", data, offset)
         offset += 8 * n_scalars
-        state = _VMState(self.config, self.channels)
-        state.load_scalar_state(scalars)
+        previous = self._vms.pop(vm_id, None)
+        if previous is not None:
+            self._bank.release(previous.slot)
+        state = _VMState(self.config, self.channels, self._bank.allocate())
+        state.load_scalar_state(scalars, self._bank)
         for _ in range(n_channels):
             klen, blen = struct.unpack_from("<BI", data, offset)
             offset += struct.calcsize("<BI")
@@ -435,50 +442,69 @@ class AnomalyEngine:
     def _state(self, vm_id: str) -> _VMState:
         state = self._vms.get(vm_id)
         if state is None:
-            state = self._vms[vm_id] = _VMState(self.config, self.channels)
+            state = self._vms[vm_id] = _VMState(self.config, self.channels, self._bank.allocate())
         return state
 
-    def _local_pass(self, sample: Sample) -> _Local:
-        state = self._state(sample.vm_id)
-        values: dict[str, float] = {}
-        present: list[int] = []
-        zs: list[float] = []
-        residuals: list[float] = []
-        typical: list[float] = []
-        shifted = False
-        warm = state.seen >= self.config.warmup
-        for i, name in enumerate(FEATURES):
-            raw = sample.values.get(name)
-            if raw is None:
-                continue
-            x = float(raw)
-            if not math.isfinite(x):
-                continue
-            values[name] = x
-            scaler = state.scalers[i]
-            typical.append(scaler.mean if scaler.n else x)
-            z = scaler.observe(x)
-            residual = state.forecasters[i].observe(x)
-            present.append(i)
-            zs.append(z)
-            residuals.append(residual)
-            if warm and state.drifts[i].update(z):
-                shifted = True
-                scaler.reset_level(x)
-                state.forecasters[i].reset_level(x)
-            state.growth[i].learn_one(x)
-        scored = state.seen >= self.config.warmup and bool(present)
-        state.seen += 1
-        return _Local(state, values, present, zs, residuals, typical, shifted, scored)
+    def _local_pass(self, samples: Sequence[Sample]) -> tuple[list[_Local], np.ndarray]:
+        """Per-metric scores of each sample against its VM's state before it, then learn it.
 
-    def _fleet_pass(self, local: list[_Local]) -> dict[str, np.ndarray]:
+        Returns the per-sample results and the batch's z-scores (0 where a metric is absent).
+        """
+        n = len(samples)
+        X = np.full((n, _N_FEATURES), np.nan)
+        slots = np.empty(n, dtype=np.intp)
+        warm = np.empty(n, dtype=bool)
+        states: list[_VMState] = []
+        values_of: list[dict[str, float]] = []
+        warmup = self.config.warmup
+        isfinite = math.isfinite
+        for row, sample in enumerate(samples):
+            state = self._state(sample.vm_id)
+            get = sample.values.get
+            values: dict[str, float] = {}
+            for i, name in enumerate(FEATURES):
+                raw = get(name)
+                if raw is None:
+                    continue
+                x = float(raw)
+                if isfinite(x):
+                    values[name] = X[row, i] = x
+            states.append(state)
+            values_of.append(values)
+            slots[row] = state.slot
+            warm[row] = state.seen >= warmup
+            state.seen += 1
+        Z, R, T, shifted = self._bank.observe(slots, X, warm)
+        local = []
+        for state, values, z_row, r_row, t_row, is_warm, is_shifted in zip(
+            states,
+            values_of,
+            Z.tolist(),
+            R.tolist(),
+            T.tolist(),
+            warm.tolist(),
+            shifted.tolist(),
+            strict=True,
+        ):
+            present = [i for i, name in enumerate(FEATURES) if name in values]
+            local.append(
+                _Local(
+                    state,
+                    values,
+                    present,
+                    [z_row[i] for i in present],
+                    [r_row[i] for i in present],
+                    [t_row[i] for i in present],
+                    is_shifted,
+                    is_warm and bool(present),
+                )
+            )
+        return local, Z
+
+    def _fleet_pass(self, local: list[_Local], Z: np.ndarray) -> dict[str, np.ndarray]:
         if not self._fleet.names:
             return {}
-        Z = np.zeros((len(local), _N_FEATURES))
-        for row, loc in enumerate(local):
-            for i, z in zip(loc.present, loc.z, strict=True):
-                Z[row, i] = z
-        np.clip(Z, -8.0, 8.0, out=Z)
+        Z = np.clip(Z, -8.0, 8.0)
         # HalfSpaceTrees only sees samples with enough metrics: for one metric the level
         # channel already says everything a density over one z-score could.
         need = self.config.hst_min_features
@@ -573,7 +599,7 @@ class AnomalyEngine:
             values = loc.values
             typical = loc.typical
             deviation = {name: values[name] - typical[j] for j, name in enumerate(names)}
-            growth = {FEATURES[i]: state.growth[i].index for i in loc.present}
+            growth = {FEATURES[i]: self._bank.column("g_index", state.slot, i) for i in loc.present}
             # A shift confirmed on the sample that would open an incident may be a spike on top
             # of a slow drift: the kind is what moved; a lasting shift relabels it later.
             shift = loc.shifted and inc.active

@@ -17,6 +17,8 @@ import numpy as np
 from river import anomaly
 from river.tree.padded import PaddedBranch
 
+_MIN_BATCH = 4
+
 
 class HalfSpaceBatchScorer:
     """A River `HalfSpaceTrees` that learns one row at a time and scores a batch at once.
@@ -68,6 +70,9 @@ class HalfSpaceBatchScorer:
         m = len(X)
         if hst._first_window or m == 0:
             return np.zeros(m)
+        if m < _MIN_BATCH:  # numpy's per-call cost exceeds River's own walk for a few rows
+            names = self.features
+            return np.array([hst.score_one(dict(zip(names, x, strict=True))) for x in X.tolist()])
         if self._stale:
             self._compile()
         n_trees = len(hst.trees)

@@ -21,10 +21,10 @@ def test_batch_scores_equal_river_score_one_through_several_window_pivots():
         anomaly.HalfSpaceTrees(n_trees=5, height=4, window_size=40, seed=7), FEATURES
     )
     assert batched.score_many(rng.random((4, 3))).tolist() == [0.0] * 4  # first window
-    for step in range(12):  # 12 x 25 rows: 7 pivots, some in the middle of a batch
-        X = rng.random((25, 3))
+    for step in range(14):  # 7 pivots, some in the middle of a batch; small batches too
+        X = rng.random((25 if step % 4 else 2, 3))
         if step % 3 == 2:
-            X[:5] = rng.random((5, 3)) * 0.05 + 0.95  # a corner the trees rarely saw
+            X[:2] = rng.random((2, 3)) * 0.05 + 0.95  # a corner the trees rarely saw
         expected = [reference.score_one(_row(x)) for x in X]
         assert batched.score_many(X).tolist() == expected
         for x in X:

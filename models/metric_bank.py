@@ -1,0 +1,277 @@
+"""Per-metric state of every VM in flat arrays, updated vectorised over a batch of samples.
+
+The engine keeps, for each VM and metric, a robust standardiser (`normalizer.EWStandardizer`),
+a damped-trend forecaster (`residual.DampedTrendForecaster`), a Page-Hinkley test
+(`drift.CompactPageHinkley`) and a growth index (`classification.GrowthTracker`): 13 floats.
+Called one sample and one metric at a time they cost ~24 Python calls per sample; here the same
+updates run as numpy operations over all samples of a batch, one row per VM slot and one column
+per metric. The arithmetic is written in the same order as those classes, so the results are
+identical to them bit for bit (IEEE +, -, *, /, sqrt are correctly rounded in both).
+
+A batch that holds a VM more than once is processed in rounds (first occurrences, then
+second ones, ...): VMs are independent, so this equals processing the samples in order.
+numpy's per-call cost makes a round of a few rows slower than plain Python, so a batch whose
+rounds average fewer than `_MIN_ROUND` rows (one VM's own history in a replay, a trickle of
+live samples) runs through the scalar classes themselves, loaded from and stored to the rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.classification import GrowthTracker
+from models.drift import CompactPageHinkley
+from models.normalizer import EWStandardizer
+from models.residual import _MAE_TO_STD, DampedTrendForecaster
+
+# Column groups in the order of the classes' `state()` tuples (the checkpoint layout).
+SCALER = ("s_n", "s_mean", "s_var")
+FORECASTER = ("f_n", "f_level", "f_trend", "f_mae", "f_last")
+DRIFT = ("d_up", "d_down")
+GROWTH = ("g_last", "g_index", "g_n")
+FIELDS = SCALER + FORECASTER + DRIFT + GROWTH
+_MIN_ROUND = 8
+
+
+class MetricBank:
+    """Per-(VM slot, metric) state; `observe` scores and learns a batch of samples."""
+
+    def __init__(
+        self,
+        n_metrics: int,
+        scaler_alpha: float = 0.01,
+        scaler_clip: float = 3.0,
+        forecast_alpha: float = 0.3,
+        forecast_beta: float = 0.05,
+        forecast_phi: float = 0.9,
+        residual_alpha: float = 0.02,
+        drift_delta: float = 0.5,
+        drift_threshold: float = 20.0,
+        capacity: int = 64,
+    ) -> None:
+        self.n_metrics = n_metrics
+        self.scaler_alpha, self.scaler_clip = scaler_alpha, scaler_clip
+        self.fc_alpha, self.fc_beta, self.fc_phi = forecast_alpha, forecast_beta, forecast_phi
+        self.residual_alpha = residual_alpha
+        self.drift_delta, self.drift_threshold = drift_delta, drift_threshold
+        # the fixed settings of the scalar classes
+        self.scaler_rel_floor = self.scaler_abs_floor = 1e-3
+        self.fc_clip, self.fc_rel_floor = 4.0, 1e-3
+        self.drift_clip = 4.0
+        self.growth_alpha = 0.1
+        # one set of the scalar classes, loaded with a row's state for small batches
+        self._scalar = (
+            EWStandardizer(scaler_alpha, scaler_clip),
+            DampedTrendForecaster(forecast_alpha, forecast_beta, forecast_phi, residual_alpha),
+            CompactPageHinkley(drift_delta, drift_threshold),
+            GrowthTracker(),
+        )
+        self._state = np.zeros((len(FIELDS), capacity, n_metrics))
+        self._free: list[int] = list(range(capacity - 1, -1, -1))
+
+    def column(self, field: str, slot: int, metric: int) -> float:
+        """One float of one slot, e.g. `column("s_mean", slot, 0)` (the typical value)."""
+        return float(self._state[FIELDS.index(field), slot, metric])
+
+    # ------------------------------------------------------------------ slots
+
+    def allocate(self) -> int:
+        """A fresh slot (all state zero)."""
+        if not self._free:
+            capacity = self._state.shape[1]
+            grown = np.zeros((len(FIELDS), 2 * capacity, self.n_metrics))
+            grown[:, :capacity] = self._state
+            self._state = grown
+            self._free = list(range(2 * capacity - 1, capacity - 1, -1))
+        return self._free.pop()
+
+    def release(self, slot: int) -> None:
+        self._state[:, slot] = 0.0
+        self._free.append(slot)
+
+    def state(self, slot: int) -> list[float]:
+        """The slot's floats: per metric the scaler's, then forecasters', drifts', growth's."""
+        out: list[float] = []
+        for group in (SCALER, FORECASTER, DRIFT, GROWTH):
+            rows = self._state[[FIELDS.index(f) for f in group], slot]  # (fields, metrics)
+            out.extend(rows.T.ravel().tolist())
+        return out
+
+    def load_state(self, slot: int, values: list[float] | tuple[float, ...]) -> None:
+        i = 0
+        for group in (SCALER, FORECASTER, DRIFT, GROWTH):
+            size = len(group) * self.n_metrics
+            block = np.asarray(values[i : i + size], dtype=float).reshape(self.n_metrics, -1)
+            self._state[[FIELDS.index(f) for f in group], slot] = block.T
+            i += size
+
+    N_STATE_PER_METRIC = len(FIELDS)
+
+    # ------------------------------------------------------------------ batch update
+
+    def observe(
+        self, slots: np.ndarray, X: np.ndarray, warm: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Score each sample against its VM's state before it, then learn it, in order.
+
+        `X` holds one row per sample (NaN: metric absent), `slots` the rows' VM slots and
+        `warm` whether the VM is past its warm-up (drift is tested only then). Returns z-scores,
+        forecast residual scores and typical values (0 where absent) and, per row, whether a
+        level shift was confirmed (the metric's level is then re-centred on the sample).
+        """
+        n = len(slots)
+        rounds = _rounds(slots)
+        if n < _MIN_ROUND * len(rounds):
+            rows = [
+                self._observe_one(slot, x_row, is_warm)
+                for slot, x_row, is_warm in zip(
+                    slots.tolist(), X.tolist(), warm.tolist(), strict=True
+                )
+            ]
+            z, residual, typical, shifted = zip(*rows, strict=True)
+            return np.array(z), np.array(residual), np.array(typical), np.array(shifted)
+        z = np.zeros(X.shape)
+        residual = np.zeros(X.shape)
+        typical = np.zeros(X.shape)
+        shifted = np.zeros(n, dtype=bool)
+        present = ~np.isnan(X)
+        for rows in rounds:
+            self._observe_round(
+                rows, slots[rows], X[rows], present[rows], warm[rows], z, residual, typical, shifted
+            )
+        return z, residual, typical, shifted
+
+    def _observe_one(
+        self, slot: int, x_row: list[float], warm: bool
+    ) -> tuple[list[float], list[float], list[float], bool]:
+        """One sample through the scalar classes (small batches): z, residual, typical, shift."""
+        scaler, forecaster, drift, growth = self._scalar
+        block = self._state[:, slot]  # (fields, metrics), a view
+        columns = block.T.tolist()
+        m = len(x_row)
+        z_out, res_out, typ_out = [0.0] * m, [0.0] * m, [0.0] * m
+        shifted = False
+        updated = []
+        for i, x in enumerate(x_row):
+            if x != x:  # NaN: absent
+                continue
+            v = columns[i]
+            scaler.load_state(v[0:3])
+            forecaster.load_state(v[3:8])
+            drift.load_state(v[8:10])
+            growth.load_state(v[10:13])
+            typ_out[i] = scaler.mean if scaler.n else x
+            z = z_out[i] = scaler.observe(x)
+            res_out[i] = forecaster.observe(x)
+            if warm and drift.update(z):
+                shifted = True
+                scaler.reset_level(x)
+                forecaster.reset_level(x)
+            growth.learn_one(x)
+            columns[i] = (*scaler.state(), *forecaster.state(), *drift.state(), *growth.state())
+            updated.append(i)
+        if len(updated) > 3:  # one bulk write beats several column writes
+            block[:] = np.array(columns).T
+        else:
+            for i in updated:
+                block[:, i] = columns[i]
+        return z_out, res_out, typ_out, shifted
+
+    def _observe_round(self, rows, slots, X, present, warm, z_out, res_out, typ_out, shifted):
+        S = self._state[:, slots]  # (fields, rows, metrics): a copy, written back at the end
+        x = np.where(present, X, 0.0)
+        (
+            s_n,
+            s_mean,
+            s_var,
+            f_n,
+            f_level,
+            f_trend,
+            f_mae,
+            f_last,
+            d_up,
+            d_down,
+            g_last,
+            g_index,
+            g_n,
+        ) = S
+
+        # standardiser (EWStandardizer.observe)
+        typ_out[rows] = np.where(present, np.where(s_n != 0.0, s_mean, x), 0.0)
+        first = present & (s_n < 1)
+        later = present & ~first
+        floor = self.scaler_rel_floor * (np.abs(s_mean) + self.scaler_abs_floor)
+        std = np.sqrt(s_var)
+        std = np.where(std < floor, floor, std)
+        d = x - s_mean
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(later, d / std, 0.0)
+        n_next = s_n + 1.0
+        inv = 1.0 / n_next
+        a = np.where(inv > self.scaler_alpha, inv, self.scaler_alpha)
+        limit = self.scaler_clip * std
+        clipped = np.where(n_next > 10, np.clip(d, -limit, limit), d)
+        mean_next = s_mean + a * clipped
+        var_next = (1.0 - a) * (s_var + a * clipped * clipped)
+        S[0] = np.where(first, 1.0, np.where(later, n_next, s_n))
+        S[1] = np.where(first, x, np.where(later, mean_next, s_mean))
+        S[2] = np.where(later, var_next, s_var)
+        z_out[rows] = z
+
+        # damped-trend forecaster (DampedTrendForecaster.observe)
+        first = present & (f_n < 1)
+        later = present & ~first
+        f = f_level + self.fc_phi * f_trend
+        floor = self.fc_rel_floor * (np.abs(f_level) + 1e-3)
+        scale = _MAE_TO_STD * f_mae
+        scale = np.where(scale < floor, floor, scale)
+        err = x - f
+        with np.errstate(divide="ignore", invalid="ignore"):
+            res_out[rows] = np.where(later & (f_n >= 2), np.abs(err) / scale, 0.0)
+        n_next = f_n + 1.0
+        inv = 1.0 / np.maximum(n_next - 1.0, 1.0)  # n - 1 >= 1 wherever it is used
+        a = np.where(inv > self.residual_alpha, inv, self.residual_alpha)
+        limit = self.fc_clip * scale
+        err = np.where(n_next > 10, np.clip(err, -limit, limit), err)
+        S[3] = np.where(first, 1.0, np.where(later, n_next, f_n))
+        S[6] = np.where(later, f_mae + a * (np.abs(err) - f_mae), f_mae)
+        S[4] = np.where(first, x, np.where(later, f + self.fc_alpha * err, f_level))
+        S[5] = np.where(later, self.fc_phi * f_trend + self.fc_alpha * self.fc_beta * err, f_trend)
+        S[7] = np.where(present, x, f_last)
+
+        # Page-Hinkley on z, only once the VM is warm (CompactPageHinkley.update)
+        test = present & warm[:, None]
+        zc = np.clip(z, -self.drift_clip, self.drift_clip)
+        up = d_up + zc - self.drift_delta
+        down = d_down - zc - self.drift_delta
+        up = np.where(up > 0.0, up, 0.0)
+        down = np.where(down > 0.0, down, 0.0)
+        fired = test & ((up > self.drift_threshold) | (down > self.drift_threshold))
+        S[8] = np.where(test, np.where(fired, 0.0, up), d_up)
+        S[9] = np.where(test, np.where(fired, 0.0, down), d_down)
+        if fired.any():  # re-centre the level of each shifted metric on the sample
+            S[1] = np.where(fired, x, S[1])
+            S[4] = np.where(fired, x, S[4])
+            S[5] = np.where(fired, 0.0, S[5])
+            S[7] = np.where(fired, x, S[7])
+            shifted[rows] = fired.any(axis=1)
+
+        # growth index (GrowthTracker.learn_one)
+        step = np.sign(x - g_last)
+        grow = present & (g_n > 0)
+        S[11] = np.where(grow, g_index + self.growth_alpha * (step - g_index), g_index)
+        S[10] = np.where(present, x, g_last)
+        S[12] = np.where(present, g_n + 1.0, g_n)
+        self._state[:, slots] = S
+
+
+def _rounds(slots: np.ndarray) -> list[np.ndarray]:
+    """Row indices grouped so that no slot repeats within a group, in order of occurrence."""
+    if len(slots) == 1 or len(np.unique(slots)) == len(slots):
+        return [np.arange(len(slots))]
+    seen: dict[int, int] = {}
+    occurrence = np.empty(len(slots), dtype=np.intp)
+    for i, slot in enumerate(slots.tolist()):
+        occurrence[i] = seen.get(slot, 0)
+        seen[slot] = occurrence[i] + 1
+    return [np.flatnonzero(occurrence == k) for k in range(int(occurrence.max()) + 1)]
