@@ -12,7 +12,8 @@ Per VM (~10 KB of heap, ~3.7 KB serialised by `dump_vm`, restored in tens of µs
 - per metric: a robust EW standardiser (typical value and spread; `normalizer`), a one-step
   damped-trend forecaster with a residual scale (`residual`), a two-sided Page-Hinkley on the
   z-score (`drift`, 2 floats where River's PageHinkley is ~880 B) and a growth index
-  (`classification`): 13 floats;
+  (`classification`): 13 floats, kept for all VMs in one `metric_bank.MetricBank` (a row per
+  VM) so that a batch updates them with numpy operations;
 - per detector channel, plus one for their combination: a `TailCalibrator` (`calibration`,
   a decayed 64-bin histogram of past raw scores with a fitted exponential tail) turning raw
   scores into tail probabilities, so that 99.9 means "one in a thousand" on every VM and
@@ -32,8 +33,9 @@ with at least `hst_min_features` metrics (for one metric the level channel says 
 
 Per batch
 ---------
-1. VM-local pass, in order: z-scores and forecast residuals against the state *before* each
-   sample, drift check (a confirmed shift re-centres the metric), then learn the sample.
+1. VM-local pass, vectorised over the batch (in order per VM): z-scores and forecast
+   residuals against the state *before* each sample, drift check (a confirmed shift
+   re-centres the metric), then learn the sample.
 2. Fleet pass, vectorised over the batch: forests score all rows, then learn them.
 3. VM-local pass, in order: each channel's raw score -> p-value (then learned); the largest
    channel surprise (-ln p) is calibrated once more into the final p-value (uniform on a
