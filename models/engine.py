@@ -452,54 +452,56 @@ class AnomalyEngine:
 
         Returns the per-sample results and the batch's z-scores (0 where a metric is absent).
         """
-        n = len(samples)
-        X = np.full((n, _N_FEATURES), np.nan)
-        slots = np.empty(n, dtype=np.intp)
-        warm = np.empty(n, dtype=bool)
+        rows: list[list[float]] = []
+        presents: list[list[int]] = []
         states: list[_VMState] = []
         values_of: list[dict[str, float]] = []
+        slots: list[int] = []
+        warm: list[bool] = []
         warmup = self.config.warmup
         isfinite = math.isfinite
-        for row, sample in enumerate(samples):
+        for sample in samples:
             state = self._state(sample.vm_id)
             get = sample.values.get
             values: dict[str, float] = {}
+            row = [math.nan] * _N_FEATURES
+            present = []
             for i, name in enumerate(FEATURES):
                 raw = get(name)
                 if raw is None:
                     continue
                 x = float(raw)
                 if isfinite(x):
-                    values[name] = X[row, i] = x
+                    values[name] = row[i] = x
+                    present.append(i)
+            rows.append(row)
+            presents.append(present)
             states.append(state)
             values_of.append(values)
-            slots[row] = state.slot
-            warm[row] = state.seen >= warmup
+            slots.append(state.slot)
+            warm.append(state.seen >= warmup)
             state.seen += 1
-        Z, R, T, shifted = self._bank.observe(slots, X, warm)
+        Z, R, T, shifted = self._bank.observe(
+            np.array(slots, dtype=np.intp), np.array(rows), np.array(warm, dtype=bool)
+        )
         local = []
-        for state, values, z_row, r_row, t_row, is_warm, is_shifted in zip(
+        for state, values, present, z, r, t, is_warm, is_shifted in zip(
             states,
             values_of,
+            presents,
             Z.tolist(),
             R.tolist(),
             T.tolist(),
-            warm.tolist(),
+            warm,
             shifted.tolist(),
             strict=True,
         ):
-            present = [i for i, name in enumerate(FEATURES) if name in values]
+            if len(present) < _N_FEATURES:  # keep the present metrics' entries only
+                z = [z[i] for i in present]
+                r = [r[i] for i in present]
+                t = [t[i] for i in present]
             local.append(
-                _Local(
-                    state,
-                    values,
-                    present,
-                    [z_row[i] for i in present],
-                    [r_row[i] for i in present],
-                    [t_row[i] for i in present],
-                    is_shifted,
-                    is_warm and bool(present),
-                )
+                _Local(state, values, present, z, r, t, is_shifted, is_warm and bool(present))
             )
         return local, Z
 
