@@ -63,12 +63,15 @@ import numpy as np
 
 from models.attribution import attribute
 from models.calibration import TailCalibrator
-from models.classification import KINDS, SEVERITIES, classify, severity
+from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, severity
+from models.drift import CompactPageHinkley
 from models.fleet import FleetForests
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
 from models.metric_bank import MetricBank
+from models.normalizer import EWStandardizer
 from models.peaks import RecentPeaks
 from models.recurrence import DailyRecurrence
+from models.residual import DampedTrendForecaster
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
 
 FEATURES: tuple[str, ...] = (
@@ -301,14 +304,12 @@ class AnomalyEngine:
         self._vms: dict[str, _VMState] = {}
         self._bank = MetricBank(
             _N_FEATURES,
-            c.scaler_alpha,
-            c.scaler_clip,
-            c.forecast_alpha,
-            c.forecast_beta,
-            c.forecast_phi,
-            c.residual_alpha,
-            c.drift_delta,
-            c.drift_threshold,
+            EWStandardizer(c.scaler_alpha, c.scaler_clip),
+            DampedTrendForecaster(
+                c.forecast_alpha, c.forecast_beta, c.forecast_phi, c.residual_alpha
+            ),
+            CompactPageHinkley(c.drift_delta, c.drift_threshold),
+            GrowthTracker(),
         )
         self._base_surprise = score_to_surprise(c.threshold)
         self._penalty_decay = 0.5 ** (1.0 / c.penalty_half_life) if c.penalty_half_life > 0 else 1.0

@@ -30,6 +30,7 @@ FORECASTER = ("f_n", "f_level", "f_trend", "f_mae", "f_last")
 DRIFT = ("d_up", "d_down")
 GROWTH = ("g_last", "g_index", "g_n")
 FIELDS = SCALER + FORECASTER + DRIFT + GROWTH
+_GROUP_ROWS = [[FIELDS.index(f) for f in group] for group in (SCALER, FORECASTER, DRIFT, GROWTH)]
 _MIN_ROUND = 8
 
 
@@ -39,32 +40,19 @@ class MetricBank:
     def __init__(
         self,
         n_metrics: int,
-        scaler_alpha: float = 0.01,
-        scaler_clip: float = 3.0,
-        forecast_alpha: float = 0.3,
-        forecast_beta: float = 0.05,
-        forecast_phi: float = 0.9,
-        residual_alpha: float = 0.02,
-        drift_delta: float = 0.5,
-        drift_threshold: float = 20.0,
+        scaler: EWStandardizer | None = None,
+        forecaster: DampedTrendForecaster | None = None,
+        drift: CompactPageHinkley | None = None,
+        growth: GrowthTracker | None = None,
         capacity: int = 64,
     ) -> None:
+        """The scalar objects give every setting (and serve the small batches, see above)."""
         self.n_metrics = n_metrics
-        self.scaler_alpha, self.scaler_clip = scaler_alpha, scaler_clip
-        self.fc_alpha, self.fc_beta, self.fc_phi = forecast_alpha, forecast_beta, forecast_phi
-        self.residual_alpha = residual_alpha
-        self.drift_delta, self.drift_threshold = drift_delta, drift_threshold
-        # the fixed settings of the scalar classes
-        self.scaler_rel_floor = self.scaler_abs_floor = 1e-3
-        self.fc_clip, self.fc_rel_floor = 4.0, 1e-3
-        self.drift_clip = 4.0
-        self.growth_alpha = 0.1
-        # one set of the scalar classes, loaded with a row's state for small batches
         self._scalar = (
-            EWStandardizer(scaler_alpha, scaler_clip),
-            DampedTrendForecaster(forecast_alpha, forecast_beta, forecast_phi, residual_alpha),
-            CompactPageHinkley(drift_delta, drift_threshold),
-            GrowthTracker(),
+            scaler if scaler is not None else EWStandardizer(),
+            forecaster if forecaster is not None else DampedTrendForecaster(),
+            drift if drift is not None else CompactPageHinkley(),
+            growth if growth is not None else GrowthTracker(),
         )
         self._state = np.zeros((len(FIELDS), capacity, n_metrics))
         self._free: list[int] = list(range(capacity - 1, -1, -1))
@@ -92,17 +80,16 @@ class MetricBank:
     def state(self, slot: int) -> list[float]:
         """The slot's floats: per metric the scaler's, then forecasters', drifts', growth's."""
         out: list[float] = []
-        for group in (SCALER, FORECASTER, DRIFT, GROWTH):
-            rows = self._state[[FIELDS.index(f) for f in group], slot]  # (fields, metrics)
-            out.extend(rows.T.ravel().tolist())
+        for rows in _GROUP_ROWS:
+            out.extend(self._state[rows, slot].T.ravel().tolist())  # metric-major
         return out
 
     def load_state(self, slot: int, values: list[float] | tuple[float, ...]) -> None:
         i = 0
-        for group in (SCALER, FORECASTER, DRIFT, GROWTH):
-            size = len(group) * self.n_metrics
+        for rows in _GROUP_ROWS:
+            size = len(rows) * self.n_metrics
             block = np.asarray(values[i : i + size], dtype=float).reshape(self.n_metrics, -1)
-            self._state[[FIELDS.index(f) for f in group], slot] = block.T
+            self._state[rows, slot] = block.T
             i += size
 
     N_STATE_PER_METRIC = len(FIELDS)
@@ -178,6 +165,7 @@ class MetricBank:
         return z_out, res_out, typ_out, shifted
 
     def _observe_round(self, rows, slots, X, present, warm, z_out, res_out, typ_out, shifted):
+        scaler, forecaster, drift, growth = self._scalar
         S = self._state[:, slots]  # (fields, rows, metrics): a copy, written back at the end
         x = np.where(present, X, 0.0)
         (
@@ -200,7 +188,7 @@ class MetricBank:
         typ_out[rows] = np.where(present, np.where(s_n != 0.0, s_mean, x), 0.0)
         first = present & (s_n < 1)
         later = present & ~first
-        floor = self.scaler_rel_floor * (np.abs(s_mean) + self.scaler_abs_floor)
+        floor = scaler.rel_floor * (np.abs(s_mean) + scaler.abs_floor)
         std = np.sqrt(s_var)
         std = np.where(std < floor, floor, std)
         d = x - s_mean
@@ -208,8 +196,8 @@ class MetricBank:
             z = np.where(later, d / std, 0.0)
         n_next = s_n + 1.0
         inv = 1.0 / n_next
-        a = np.where(inv > self.scaler_alpha, inv, self.scaler_alpha)
-        limit = self.scaler_clip * std
+        a = np.where(inv > scaler.alpha, inv, scaler.alpha)
+        limit = scaler.clip * std
         clipped = np.where(n_next > 10, np.clip(d, -limit, limit), d)
         mean_next = s_mean + a * clipped
         var_next = (1.0 - a) * (s_var + a * clipped * clipped)
@@ -221,8 +209,8 @@ class MetricBank:
         # damped-trend forecaster (DampedTrendForecaster.observe)
         first = present & (f_n < 1)
         later = present & ~first
-        f = f_level + self.fc_phi * f_trend
-        floor = self.fc_rel_floor * (np.abs(f_level) + 1e-3)
+        f = f_level + forecaster.phi * f_trend
+        floor = forecaster.rel_floor * (np.abs(f_level) + 1e-3)
         scale = _MAE_TO_STD * f_mae
         scale = np.where(scale < floor, floor, scale)
         err = x - f
@@ -230,23 +218,25 @@ class MetricBank:
             res_out[rows] = np.where(later & (f_n >= 2), np.abs(err) / scale, 0.0)
         n_next = f_n + 1.0
         inv = 1.0 / np.maximum(n_next - 1.0, 1.0)  # n - 1 >= 1 wherever it is used
-        a = np.where(inv > self.residual_alpha, inv, self.residual_alpha)
-        limit = self.fc_clip * scale
+        a = np.where(inv > forecaster.scale_alpha, inv, forecaster.scale_alpha)
+        limit = forecaster.clip * scale
         err = np.where(n_next > 10, np.clip(err, -limit, limit), err)
         S[3] = np.where(first, 1.0, np.where(later, n_next, f_n))
         S[6] = np.where(later, f_mae + a * (np.abs(err) - f_mae), f_mae)
-        S[4] = np.where(first, x, np.where(later, f + self.fc_alpha * err, f_level))
-        S[5] = np.where(later, self.fc_phi * f_trend + self.fc_alpha * self.fc_beta * err, f_trend)
+        S[4] = np.where(first, x, np.where(later, f + forecaster.alpha * err, f_level))
+        S[5] = np.where(
+            later, forecaster.phi * f_trend + forecaster.alpha * forecaster.beta * err, f_trend
+        )
         S[7] = np.where(present, x, f_last)
 
         # Page-Hinkley on z, only once the VM is warm (CompactPageHinkley.update)
         test = present & warm[:, None]
-        zc = np.clip(z, -self.drift_clip, self.drift_clip)
-        up = d_up + zc - self.drift_delta
-        down = d_down - zc - self.drift_delta
+        zc = np.clip(z, -drift.clip, drift.clip)
+        up = d_up + zc - drift.delta
+        down = d_down - zc - drift.delta
         up = np.where(up > 0.0, up, 0.0)
         down = np.where(down > 0.0, down, 0.0)
-        fired = test & ((up > self.drift_threshold) | (down > self.drift_threshold))
+        fired = test & ((up > drift.threshold) | (down > drift.threshold))
         S[8] = np.where(test, np.where(fired, 0.0, up), d_up)
         S[9] = np.where(test, np.where(fired, 0.0, down), d_down)
         if fired.any():  # re-centre the level of each shifted metric on the sample
@@ -259,7 +249,7 @@ class MetricBank:
         # growth index (GrowthTracker.learn_one)
         step = np.sign(x - g_last)
         grow = present & (g_n > 0)
-        S[11] = np.where(grow, g_index + self.growth_alpha * (step - g_index), g_index)
+        S[11] = np.where(grow, g_index + growth.alpha * (step - g_index), g_index)
         S[10] = np.where(present, x, g_last)
         S[12] = np.where(present, g_n + 1.0, g_n)
         self._state[:, slots] = S
