@@ -7,13 +7,16 @@ under 100 µs per sample. A River HalfSpaceTrees is ~1 MB of heap and ~46 ms to 
 forest can be per VM: everything kept *per VM* is a few scalars and small arrays, and
 everything big is *shared by the fleet*.
 
-Per VM (~9 KB resident, ~4.8 KB serialised by `dump_vm`, restored in tens of µs by `load_vm`):
+Per VM (~13 KB resident, ~7.4 KB serialised by `dump_vm` for six metrics, restored in tens
+of µs by `load_vm`):
 
 - per metric: a robust EW standardiser (typical value and spread; `normalizer`), a one-step
   damped-trend forecaster with a residual scale (`residual`), a two-sided Page-Hinkley on the
   z-score (`drift`, 2 floats where River's PageHinkley is ~880 B) and a growth index
   (`classification`): 13 floats, kept for all VMs in one `metric_bank.MetricBank` (a row per
   VM) so that a batch updates them with numpy operations;
+- per metric, a time-of-day profile (`daily_profile.DailyProfiles`, 24 hourly bins of 3
+  floats and 5 more): what the metric usually reads at this hour, for the `daily` channel;
 - per detector channel, plus one for their combination: a `TailCalibrator` (`calibration`,
   a decayed 64-bin histogram of past raw scores with a fitted exponential tail) turning raw
   scores into tail probabilities, so that 99.9 means "one in a thousand" on every VM and
@@ -49,7 +52,9 @@ Per batch
 
 Channels: `residual` (largest forecast residual over metrics, in residual scales), `level`
 (largest |z|: distance from typical), `shift` (largest short EW mean of signed z, in units of
-its noise: a moderate move that lasts), `halfspace` and `iforest` (fleet forests).
+its noise: a moderate move that lasts), `daily` (largest distance from what the metric reads at
+this hour, counted only for metrics whose profile explains their swings), `halfspace` and
+`iforest` (fleet forests).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ import numpy as np
 from models.attribution import attribute
 from models.calibration import TailCalibrator
 from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, severity
+from models.daily_profile import DailyProfiles
 from models.drift import CompactPageHinkley
 from models.fleet import FleetForests
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
@@ -84,13 +90,18 @@ FEATURES: tuple[str, ...] = (
 )
 _N_FEATURES = len(FEATURES)
 _LOCAL_CHANNELS = ("residual", "level", "shift")
+_DAILY = "daily"
 _RESIDUAL_CHANNELS = ("residual",)
+# Channels that score only some samples (a metric with a daily rhythm, a ready profile bin).
+_OPTIONAL_CHANNELS = (_DAILY,)
 _COMBINED = "combined"
 # Calibrator axis scale per channel: forests' [0, 1) scores enter as -ln(1 - s), which spreads
 # their anomalous end; 4x puts their typical range on the same bins as z-like scores.
 _CHANNEL_SCALE = {"halfspace": 4.0, "iforest": 4.0}
-_FORMAT_VERSION = 3
-_READABLE_VERSIONS = (2, 3)  # v3 appends `RecentPeaks`; a v2 VM starts it afresh
+_FORMAT_VERSION = 4
+# v3 appended `RecentPeaks`, v4 the daily profiles; older VMs start those afresh
+_READABLE_VERSIONS = (2, 3, 4)
+_PROFILE_BLOB = "daily_profile_bins"
 _P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
 
 
@@ -149,6 +160,13 @@ class EngineConfig:
     recent_horizon: float = 86_400.0
     holdoff: int = 36  # samples after resolution in which a re-trigger continues the incident
     seed: int = 0
+    # Time-of-day profiles (`daily_profile.DailyProfiles`): the `daily` channel scores a
+    # sample against what its metric usually reads at this hour, for metrics with a rhythm.
+    daily_profile: bool = True
+    profile_bins: int = 24
+    profile_day_alpha: float = 0.3  # per day
+    profile_floor: float = 0.1  # of the metric's mean deviation from its level
+    profile_gate: float = 0.4  # profile deviation / level deviation below which it counts
     # per-metric state
     scaler_alpha: float = 0.01
     scaler_clip: float = 3.0
@@ -249,7 +267,8 @@ class _VMState:
         out.extend(self.peaks.state())  # v3
         return out
 
-    def load_scalar_state(self, values: Sequence[float], bank: MetricBank) -> None:
+    def load_scalar_state(self, values: Sequence[float], bank: MetricBank) -> int:
+        """Restore from `scalar_state` output; returns how many values it used."""
         self.seen = int(values[0])
         self.last_score, self.last_threshold, self.last_ts = values[1], values[2], values[3]
         self.alerts = int(values[4])
@@ -266,6 +285,8 @@ class _VMState:
         i += IncidentTracker.N_STATE
         if len(values) >= i + RecentPeaks.N_STATE:  # absent from v2 dumps
             self.peaks.load_state(tuple(values[i : i + RecentPeaks.N_STATE]))
+            i += RecentPeaks.N_STATE
+        return i
 
 
 @dataclass
@@ -278,6 +299,7 @@ class _Local:
     z: list[float]
     residual: list[float]
     typical: list[float]
+    daily: list[float]  # profile scores of the present metrics (-1: none)
     shifted: bool
     scored: bool
 
@@ -300,7 +322,9 @@ class AnomalyEngine:
             iforest_trees=c.iforest_trees,
             iforest_window=c.iforest_window,
         )
-        self.channels: tuple[str, ...] = tuple(_LOCAL_CHANNELS) + self._fleet.names
+        self.channels: tuple[str, ...] = (
+            _LOCAL_CHANNELS + ((_DAILY,) if c.daily_profile else ()) + self._fleet.names
+        )
         self._vms: dict[str, _VMState] = {}
         self._bank = MetricBank(
             _N_FEATURES,
@@ -310,6 +334,17 @@ class AnomalyEngine:
             ),
             CompactPageHinkley(c.drift_delta, c.drift_threshold),
             GrowthTracker(),
+        )
+        self._profiles = (
+            DailyProfiles(
+                _N_FEATURES,
+                bins=c.profile_bins,
+                day_alpha=c.profile_day_alpha,
+                floor=c.profile_floor,
+                gate=c.profile_gate,
+            )
+            if c.daily_profile
+            else None
         )
         self._base_surprise = score_to_surprise(c.threshold)
         self._penalty_decay = 0.5 ** (1.0 / c.penalty_half_life) if c.penalty_half_life > 0 else 1.0
@@ -403,11 +438,13 @@ class AnomalyEngine:
         """Compact serialisation of one VM's state (scalars as float64, reservoirs as float32)."""
         state = self._vms[vm_id]
         scalars = state.scalar_state(self._bank)
-        names = (*self.channels, _COMBINED)
-        parts = [struct.pack("<BHH", _FORMAT_VERSION, len(scalars), len(names))]
+        blobs = {name: state.calibrators[name].to_bytes() for name in (*self.channels, _COMBINED)}
+        if self._profiles is not None:
+            profile_scalars, blobs[_PROFILE_BLOB] = self._profiles.state(state.slot)
+            scalars.extend(profile_scalars)  # v4
+        parts = [struct.pack("<BHH", _FORMAT_VERSION, len(scalars), len(blobs))]
         parts.append(struct.pack(f"<{len(scalars)}d", *scalars))
-        for name in names:
-            blob = state.calibrators[name].to_bytes()
+        for name, blob in blobs.items():
             key = name.encode()
             parts.append(struct.pack("<BI", len(key), len(blob)) + key + blob)
         return b"".join(parts)
@@ -423,8 +460,9 @@ class AnomalyEngine:
         previous = self._vms.pop(vm_id, None)
         if previous is not None:
             self._bank.release(previous.slot)
-        state = _VMState(self.config, self.channels, self._bank.allocate())
-        state.load_scalar_state(scalars, self._bank)
+        state = _VMState(self.config, self.channels, self._allocate())
+        used = state.load_scalar_state(scalars, self._bank)
+        profile_scalars = scalars[used:] if version >= 4 else ()
         for _ in range(n_channels):
             klen, blen = struct.unpack_from("<BI", data, offset)
             offset += struct.calcsize("<BI")
@@ -434,6 +472,8 @@ class AnomalyEngine:
             offset += blen
             if name in state.calibrators:
                 state.calibrators[name].load_bytes(blob)
+            elif name == _PROFILE_BLOB and self._profiles is not None and profile_scalars:
+                self._profiles.load_state(state.slot, profile_scalars, blob)
         self._vms[vm_id] = state
 
     def state_bytes(self, vm_id: str) -> int:
@@ -445,8 +485,14 @@ class AnomalyEngine:
     def _state(self, vm_id: str) -> _VMState:
         state = self._vms.get(vm_id)
         if state is None:
-            state = self._vms[vm_id] = _VMState(self.config, self.channels, self._bank.allocate())
+            state = self._vms[vm_id] = _VMState(self.config, self.channels, self._allocate())
         return state
+
+    def _allocate(self) -> int:
+        slot = self._bank.allocate()
+        if self._profiles is not None:
+            self._profiles.reset(slot)
+        return slot
 
     def _local_pass(self, samples: Sequence[Sample]) -> tuple[list[_Local], np.ndarray]:
         """Per-metric scores of each sample against its VM's state before it, then learn it.
@@ -459,6 +505,8 @@ class AnomalyEngine:
         values_of: list[dict[str, float]] = []
         slots: list[int] = []
         warm: list[bool] = []
+        times: list[float] = []
+        gaps: list[float] = []
         warmup = self.config.warmup
         isfinite = math.isfinite
         for sample in samples:
@@ -482,17 +530,25 @@ class AnomalyEngine:
             slots.append(state.slot)
             warm.append(state.seen >= warmup)
             state.seen += 1
-        Z, R, T, shifted = self._bank.observe(
-            np.array(slots, dtype=np.intp), np.array(rows), np.array(warm, dtype=bool)
-        )
+            times.append(sample.ts)
+            gaps.append(sample.ts - state.last_ts if state.last_ts else 0.0)
+            state.last_ts = sample.ts
+        slot_array = np.array(slots, dtype=np.intp)
+        X = np.array(rows)
+        Z, R, T, shifted = self._bank.observe(slot_array, X, np.array(warm, dtype=bool))
+        if self._profiles is not None:
+            P = self._profiles.observe(slot_array, np.array(times), np.array(gaps), X)
+        else:
+            P = np.full(X.shape, -1.0)
         local = []
-        for state, values, present, z, r, t, is_warm, is_shifted in zip(
+        for state, values, present, z, r, t, d, is_warm, is_shifted in zip(
             states,
             values_of,
             presents,
             Z.tolist(),
             R.tolist(),
             T.tolist(),
+            P.tolist(),
             warm,
             shifted.tolist(),
             strict=True,
@@ -501,8 +557,9 @@ class AnomalyEngine:
                 z = [z[i] for i in present]
                 r = [r[i] for i in present]
                 t = [t[i] for i in present]
+                d = [d[i] for i in present]
             local.append(
-                _Local(state, values, present, z, r, t, is_shifted, is_warm and bool(present))
+                _Local(state, values, present, z, r, t, d, is_shifted, is_warm and bool(present))
             )
         return local, Z
 
@@ -540,6 +597,9 @@ class AnomalyEngine:
             "level": max(abs(z) for z in loc.z),
             "shift": shift * self._shift_norm,
         }
+        daily = max(loc.daily) if loc.daily else -1.0
+        if daily >= 0.0:  # some metric has a daily rhythm and a ready bin
+            raw[_DAILY] = daily
         for name, s in fleet.items():
             if s == s:  # NaN: that forest did not score this sample
                 raw[name] = -math.log(max(1e-12, 1.0 - float(s)))
@@ -549,7 +609,10 @@ class AnomalyEngine:
         for name in self.channels:
             if name not in raw:
                 continue
-            p = calibrators[name].observe(float(raw[name]))
+            cal = calibrators[name]
+            p = cal.observe(float(raw[name]))
+            if name in _OPTIONAL_CHANNELS and len(cal) <= c.calibration_min:
+                continue  # an optional channel counts once its calibrator gives p-values
             s = -math.log(p if p > _P_FLOOR else _P_FLOOR)
             surprises[name] = s
             if s > top:
@@ -585,15 +648,22 @@ class AnomalyEngine:
         score = 100.0 * (1.0 - p)
 
         # Attribution: each channel's surprise, spread over metrics by how much each deviated
-        # (forecast residuals for the residual channels, z-scores for the others).
+        # (forecast residuals for the residual channels, profile scores for the daily one,
+        # z-scores for the others).
         names = [FEATURES[i] for i in loc.present]
         s_res = sum(surprises.get(name, 0.0) for name in _RESIDUAL_CHANNELS)
-        s_lvl = sum(surprises.values()) - s_res
+        s_day = surprises.get(_DAILY, 0.0)
+        s_lvl = sum(surprises.values()) - s_res - s_day
         res_sq = [r * r for r in loc.residual]
         z_sq = [z * z for z in loc.z]
+        day_sq = [d * d if d > 0.0 else 0.0 for d in loc.daily]
         k_res = s_res / (sum(res_sq) or 1.0)
         k_lvl = s_lvl / (sum(z_sq) or 1.0)
-        weights = {name: k_res * res_sq[j] + k_lvl * z_sq[j] for j, name in enumerate(names)}
+        k_day = s_day / (sum(day_sq) or 1.0)
+        weights = {
+            name: k_res * res_sq[j] + k_lvl * z_sq[j] + k_day * day_sq[j]
+            for j, name in enumerate(names)
+        }
         attribution = attribute(score, weights)
 
         inc = state.incident

@@ -107,7 +107,7 @@ class MetricBank:
         level shift was confirmed (the metric's level is then re-centred on the sample).
         """
         n = len(slots)
-        rounds = _rounds(slots)
+        rounds = batch_rounds(slots)
         if n < _MIN_ROUND * len(rounds):
             rows = [
                 self._observe_one(slot, x_row, is_warm)
@@ -255,7 +255,7 @@ class MetricBank:
         self._state[:, slots] = S
 
 
-def _rounds(slots: np.ndarray) -> list[np.ndarray]:
+def batch_rounds(slots: np.ndarray) -> list[np.ndarray]:
     """Row indices grouped so that no slot repeats within a group, in order of occurrence."""
     if len(slots) == 1 or len(np.unique(slots)) == len(slots):
         return [np.arange(len(slots))]

@@ -10,6 +10,7 @@ import tracemalloc
 
 import pytest
 
+from models.daily_profile import DailyProfiles
 from models.engine import FEATURES, AnomalyEngine, Assessment, EngineConfig, Sample
 from models.peaks import RecentPeaks
 
@@ -430,23 +431,44 @@ def test_a_spike_that_recurred_twice_today_stops_alerting_but_a_bigger_one_does_
     assert {600, 700, 800} <= set(opened(EngineConfig(recent_recurrence=False)))
 
 
-def test_a_version_2_dump_still_loads():
+def _older_dump(blob: bytes, version: int) -> bytes:
+    """`blob` (v4) as version 3 (without the daily profiles) or 2 (without `RecentPeaks` too)."""
+    _, n_scalars, n_blobs = struct.unpack_from("<BHH", blob, 0)
+    head = struct.calcsize("<BHH")
+    n_old = n_scalars - DailyProfiles.N_SCALARS_PER_METRIC * len(FEATURES)
+    if version == 2:
+        n_old -= RecentPeaks.N_STATE
+    offset = head + 8 * n_scalars
+    blobs = []
+    for _ in range(n_blobs):
+        klen, blen = struct.unpack_from("<BI", blob, offset)
+        end = offset + struct.calcsize("<BI") + klen + blen
+        blobs.append((blob[offset + struct.calcsize("<BI") :][:klen], blob[offset:end]))
+        offset = end
+    kept = [part for key, part in blobs if key != b"daily_profile_bins"]
+    assert len(kept) == n_blobs - 1
+    return (
+        struct.pack("<BHH", version, n_old, len(kept))
+        + blob[head : head + 8 * n_old]
+        + b"".join(kept)
+    )
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_older_dumps_still_load(version):
     engine, _ = run(_history())
     blob = engine.dump_vm("vm-1")
-    version, n_scalars, n_channels = struct.unpack_from("<BHH", blob, 0)
-    assert version == 3
-    # A v2 dump is the v3 one without the trailing `RecentPeaks` scalars.
-    head = struct.calcsize("<BHH")
-    n_v2 = n_scalars - RecentPeaks.N_STATE
-    v2 = (
-        struct.pack("<BHH", 2, n_v2, n_channels)
-        + blob[head : head + 8 * n_v2]
-        + blob[head + 8 * n_scalars :]
-    )
+    assert struct.unpack_from("<BHH", blob, 0)[0] == 4
     restored = AnomalyEngine()
-    restored.load_vm("vm-1", v2)
+    restored.load_vm("vm-1", _older_dump(blob, version))
     assert restored.vm_snapshot("vm-1")["samples"] == engine.vm_snapshot("vm-1")["samples"]
-    assert restored._vms["vm-1"].peaks.state() == RecentPeaks().state()
+    if version == 2:
+        assert restored._vms["vm-1"].peaks.state() == RecentPeaks().state()
+    else:
+        assert restored._vms["vm-1"].peaks.state() == engine._vms["vm-1"].peaks.state()
+    # the daily profiles start afresh
+    slot = restored._vms["vm-1"].slot
+    assert restored._profiles.state(slot) == DailyProfiles(len(FEATURES)).state(0)
     later = [Sample(s.vm_id, s.ts + 60.0 * 600, s.values) for s in _continuation()]
     _, out = run(later, restored)
     assert any(a.event for a in out) and restored.state_bytes("vm-1") == len(blob)
