@@ -63,6 +63,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -126,11 +127,19 @@ class Assessment:
     event: dict | None = None
     severity: str | None = None
     kind: str | None = None
-    attribution: dict[str, float] = field(default_factory=dict)
+    # How much each metric deviated, weighted by the evidence of each channel (any scale).
+    evidence: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
     def is_anomalous(self) -> bool:
         return self.score >= self.threshold
+
+    @cached_property
+    def attribution(self) -> dict[str, float]:
+        """The score spread over the metrics in proportion to their evidence (sums to it).
+
+        Computed when first read: most samples' attribution is never looked at."""
+        return attribute(self.score, self.evidence)
 
 
 @dataclass
@@ -664,7 +673,6 @@ class AnomalyEngine:
             name: k_res * res_sq[j] + k_lvl * z_sq[j] + k_day * day_sq[j]
             for j, name in enumerate(names)
         }
-        attribution = attribute(score, weights)
 
         inc = state.incident
         floor = state.threshold.surprise_threshold(
@@ -678,7 +686,7 @@ class AnomalyEngine:
             # A shift confirmed on the sample that would open an incident may be a spike on top
             # of a slow drift: the kind is what moved; a lasting shift relabels it later.
             shift = loc.shifted and inc.active
-            kind = classify(attribution, deviation, growth, shift, c.leak_growth)
+            kind = classify(attribute(score, weights), deviation, growth, shift, c.leak_growth)
         else:
             kind = "other"  # cannot alert whatever its kind: skip classifying it
 
@@ -716,7 +724,6 @@ class AnomalyEngine:
             capped = surprise_to_score(self._dedup_surprise)
             if score > capped:
                 score = capped
-                attribution = attribute(score, weights)
                 state.last_score = score
 
         assessment = Assessment(
@@ -727,7 +734,7 @@ class AnomalyEngine:
             loc.values,
             severity=sev,
             kind=kind if anomalous else None,
-            attribution=attribution,
+            evidence=weights,
         )
         if status is not None:
             if status != "resolved":
@@ -742,7 +749,7 @@ class AnomalyEngine:
                 "threshold": threshold,
                 "severity": inc.severity_name,
                 "kind": inc.kind_name,
-                "attribution": attribution,
+                "attribution": assessment.attribution,
                 "typical": dict(zip(names, loc.typical, strict=True)),
                 "actual": dict(loc.values),
             }
