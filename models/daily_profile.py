@@ -63,7 +63,7 @@ class DailyProfiles:
         self.floor = floor
         self.gate = gate
         self._scalars = np.zeros((capacity, n_metrics, len(SCALARS)))
-        self._bins = np.zeros((capacity, n_metrics, 3, bins))  # mean, deviation, weight sums
+        self._bins = np.zeros((capacity, n_metrics, bins, 3))  # weighted mean, deviation; weight
 
     # ------------------------------------------------------------------ slots
 
@@ -101,7 +101,7 @@ class DailyProfiles:
 
     def expected(self, slot: int, metric: int, ts: float) -> float | None:
         """The profile's typical value at `ts`; None while the bin is too young."""
-        mean, _, weight = self._bins[slot, metric, :, self._bin(ts)].tolist()
+        mean, _, weight = self._bins[slot, metric, self._bin(ts)].tolist()
         return mean / weight if weight >= self.min_weight else None
 
     def _bin(self, ts: float) -> int:
@@ -139,14 +139,17 @@ class DailyProfiles:
         a = 1.0 - (1.0 - self.day_alpha) ** share
         clip, floor, min_weight = self.clip, self.floor, self.min_weight
         scalars = self._scalars[slot].tolist()
-        cells = self._bins[slot][:, :, near].tolist()  # metric, (mean, dev, weight), near bin
-        own = [[mean[1], dev[1], weight[1]] for mean, dev, weight in cells]
+        if 0 < b < bins - 1:
+            cells = self._bins[slot, :, b - 1 : b + 2].tolist()  # metric, near bin, field
+        else:
+            cells = self._bins[slot][:, near].tolist()
+        own = [near_cells[1] for near_cells in cells]
         out = [-1.0] * len(x_row)
         for i, x in enumerate(x_row):
             if x != x:  # NaN: absent
                 continue
             seen, level, overall, seasonal, compared = scalars[i]
-            means, devs, weights = cells[i]
+            means, devs, weights = zip(*cells[i], strict=True)
             # the level: a winsorised EW mean (1/n weights at first)
             seen += 1.0
             if seen == 1.0:
@@ -201,7 +204,7 @@ class DailyProfiles:
             if score >= 0.0 and _explained(overall, seasonal, compared) < self.gate:
                 out[i] = score
         self._scalars[slot] = scalars
-        self._bins[slot, :, :, b] = own
+        self._bins[slot, :, b] = own
         return out
 
     def _observe_round(
@@ -218,7 +221,7 @@ class DailyProfiles:
         S = self._scalars[slots]  # (rows, metrics, 5), a copy written back at the end
         metric = np.arange(self.n_metrics)[None, :, None]
         near = np.stack([(b - 1) % bins, b, (b + 1) % bins], axis=1)[:, None, :]
-        N = self._bins[slots[:, None, None], metric, :, near]  # (rows, metrics, near, 3)
+        N = self._bins[slots[:, None, None], metric, near]  # (rows, metrics, near, 3)
         seen, level, overall, seasonal, compared = np.moveaxis(S, -1, 0)
         means, devs, weights = np.moveaxis(N, -1, 0)  # each (rows, metrics, near)
 
@@ -260,7 +263,7 @@ class DailyProfiles:
         C_new = np.stack([new_mean, new_dev, new_weight], axis=-1)
         C_old = np.stack([mean, dev, weight], axis=-1)
         self._scalars[slots] = np.where(present[..., None], S_new, S)
-        own_index = (slots[:, None], metric[..., 0], slice(None), b[:, None])
+        own_index = (slots[:, None], metric[..., 0], b[:, None])
         self._bins[own_index] = np.where(present[..., None], C_new, C_old)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where((compared >= _MIN_COMPARED) & (overall > 0.0), seasonal / overall, 1.0)

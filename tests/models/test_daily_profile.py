@@ -74,7 +74,7 @@ def test_a_bin_forgets_per_day_whatever_the_sampling_interval():
         profiles = DailyProfiles(1, bins=24, day_alpha=0.3)
         times = np.arange(0.0, 3 * DAY, step)
         feed(profiles, times, np.full(times.size, 5.0))
-        weights.append(profiles._bins[0, 0, 2, 5])  # not bin 0: the very first sample has no gap
+        weights.append(profiles._bins[0, 0, 5, 2])  # not bin 0: the very first sample has no gap
     assert weights == pytest.approx([1.0 - 0.7**3] * 3, rel=1e-6)
 
 
