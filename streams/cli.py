@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -26,6 +27,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _wait_for(lambda: create_topics(settings.bootstrap, specs.values()), settings.bootstrap)
     from streams.app import app
 
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(settings.gc_gen0_threshold, gen1, gen2)
     sys.argv = ["novacron", "worker", "-l", settings.log_level]
     app.main()
     return 0
