@@ -99,8 +99,11 @@ class DailyProfiles:
         _, _, overall, seasonal, compared = self._scalars[slot, metric].tolist()
         return _explained(overall, seasonal, compared)
 
-    def expected(self, slot: int, metric: int, ts: float) -> float | None:
-        """The profile's typical value at `ts`; None while the bin is too young."""
+    def usual(self, slot: int, metric: int, ts: float) -> float | None:
+        """What the metric usually reads at `ts`'s hour; None while its bin is too young or
+        the metric has no daily rhythm."""
+        if self.explained(slot, metric) >= self.gate:
+            return None
         mean, _, weight = self._bins[slot, metric, self._bin(ts)].tolist()
         return mean / weight if weight >= self.min_weight else None
 

@@ -753,4 +753,11 @@ class AnomalyEngine:
                 "typical": dict(zip(names, loc.typical, strict=True)),
                 "actual": dict(loc.values),
             }
+            if self._profiles is not None:
+                usual = {
+                    FEATURES[i]: self._profiles.usual(state.slot, i, sample.ts) for i in loc.present
+                }
+                assessment.event["usual_at_this_hour"] = {
+                    name: value for name, value in usual.items() if value is not None
+                }
         return assessment
