@@ -22,7 +22,7 @@ a rhythm the ratio stays near 1 and the profile would only add noise to the othe
 
 State per (slot, metric): 5 floats (samples seen, level, deviation from the level, deviation
 from the profile, weight of the comparison) and 3 per bin (weighted mean, weighted deviation,
-weight).
+weight), the bins stored as float32.
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ class DailyProfiles:
         self.floor = floor
         self.gate = gate
         self._scalars = np.zeros((capacity, n_metrics, len(SCALARS)))
-        self._bins = np.zeros((capacity, n_metrics, bins, 3))  # weighted mean, deviation; weight
+        # weighted mean, weighted deviation, weight; float32 (computed in float64, rounded on
+        # store) halves the largest part of the VM's state, and checkpoints hold it exactly
+        self._bins = np.zeros((capacity, n_metrics, bins, 3), dtype=np.float32)
 
     # ------------------------------------------------------------------ slots
 
@@ -74,7 +76,7 @@ class DailyProfiles:
             size = max(2 * capacity, slot + 1)
             scalars = np.zeros((size, *self._scalars.shape[1:]))
             scalars[:capacity] = self._scalars
-            bins = np.zeros((size, *self._bins.shape[1:]))
+            bins = np.zeros((size, *self._bins.shape[1:]), dtype=np.float32)
             bins[:capacity] = self._bins
             self._scalars, self._bins = scalars, bins
         self._scalars[slot] = 0.0
@@ -84,7 +86,7 @@ class DailyProfiles:
         """The slot's scalars (metric-major) and its bins as float32 bytes."""
         return (
             self._scalars[slot].ravel().tolist(),
-            self._bins[slot].astype("<f4").tobytes(),
+            self._bins[slot].astype("<f4", copy=False).tobytes(),
         )
 
     def load_state(self, slot: int, scalars: list[float] | tuple[float, ...], bins: bytes) -> None:
@@ -224,7 +226,8 @@ class DailyProfiles:
         S = self._scalars[slots]  # (rows, metrics, 5), a copy written back at the end
         metric = np.arange(self.n_metrics)[None, :, None]
         near = np.stack([(b - 1) % bins, b, (b + 1) % bins], axis=1)[:, None, :]
-        N = self._bins[slots[:, None, None], metric, near]  # (rows, metrics, near, 3)
+        # (rows, metrics, near bins, fields), computed in float64
+        N = self._bins[slots[:, None, None], metric, near].astype(np.float64)
         seen, level, overall, seasonal, compared = np.moveaxis(S, -1, 0)
         means, devs, weights = np.moveaxis(N, -1, 0)  # each (rows, metrics, near)
 
