@@ -181,3 +181,17 @@ def test_the_engine_alerts_on_a_missing_plateau_only_with_the_daily_channel():
     # on a normal week the daily channel adds no incident after its warm-up
     calm = _opened(EngineConfig(), _office_vm(8, odd_day=None))
     assert [t for t in calm if t >= MIDNIGHT + 5 * DAY] == []
+
+
+def test_a_weekday_only_rhythm_does_not_alert_every_weekend():
+    """Office hours Monday to Friday, flat weekends: the weekend values widen the hourly bins
+    (the profile scores them as ordinary spread) instead of opening an incident each weekend."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for t in np.arange(0.0, 28 * DAY, STEP):
+        weekday = (int((MIDNIGHT + t) // DAY) + 3) % 7  # 0 = Monday (1970-01-01 was a Thursday)
+        x = office_hours(t, rng) if weekday < 5 else 20.0 + rng.normal(0.0, 2.0)
+        samples.append(Sample("vm-1", MIDNIGHT + t, {"cpu_pct": x}))
+    opened = _opened(EngineConfig(), samples)
+    on_weekends = [t for t in opened if (int(t // DAY) + 3) % 7 >= 5 and t >= MIDNIGHT + 7 * DAY]
+    assert on_weekends == []
