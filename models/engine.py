@@ -31,8 +31,10 @@ of µs by `load_vm`):
 Shared by the fleet (`fleet.FleetForests`): River HalfSpaceTrees and, when the module exists,
 the incremental Isolation Forest, over per-VM z-scores. Standardisation makes every VM's
 normal behaviour look alike, so one forest learns what normal *joint* behaviour is (which
-metrics move together) for all VMs, for ~1 MB in total. HalfSpaceTrees only scores samples
-with at least `hst_min_features` metrics (for one metric the level channel says it all).
+metrics move together) for all VMs, for ~1 MB in total. The forests only score and learn
+samples with at least `forest_min_features` metrics: for one metric the level channel already
+says what a density over one z-score could (on NAB's single-metric series the Isolation Forest
+only added seed-dependent noise).
 
 Per batch
 ---------
@@ -201,7 +203,7 @@ class EngineConfig:
     hst_trees: int = 8
     hst_height: int = 6
     hst_window: int = 250
-    hst_min_features: int = 2  # HalfSpaceTrees scores only samples with this many metrics
+    forest_min_features: int = 2  # the forests score only samples with this many metrics
     forest_learn_every: int = 4
     use_isolation_forest: bool = True
     iforest_trees: int = 32
@@ -576,11 +578,11 @@ class AnomalyEngine:
         if not self._fleet.names:
             return {}
         Z = np.clip(Z, -8.0, 8.0)
-        # HalfSpaceTrees only sees samples with enough metrics: for one metric the level
-        # channel already says everything a density over one z-score could.
-        need = self.config.hst_min_features
-        hst_rows = np.fromiter((len(loc.present) >= need for loc in local), bool, len(local))
-        return self._fleet.score_and_learn(Z, hst_rows)
+        # The forests only see samples with enough metrics: for one metric the level channel
+        # already says everything a density over one z-score could.
+        need = self.config.forest_min_features
+        rows = np.fromiter((len(loc.present) >= need for loc in local), bool, len(local))
+        return self._fleet.score_and_learn(Z, rows)
 
     def _decide(self, sample: Sample, loc: _Local, fleet: dict[str, float]) -> Assessment:
         c = self.config

@@ -91,29 +91,39 @@ class FleetForests:
         return tuple(names)
 
     def score_and_learn(
-        self, X: np.ndarray, hst_rows: np.ndarray | None = None
+        self, X: np.ndarray, rows: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """Score the batch with what came before it, then learn it (one forest routing pass)."""
-        out = self._score_halfspace(X, hst_rows)
-        self._learn_halfspace(X, hst_rows)
+        """Score the batch with what came before it, then learn it (one forest routing pass).
+
+        Only the rows selected by the boolean mask `rows` (all when None) are scored and
+        learned; the others get NaN."""
+        out = self._score_halfspace(X, rows)
+        self._learn_halfspace(X, rows)
         if self.iforest is not None and len(X):
-            out["iforest"] = np.asarray(self.iforest.score_learn_many(X), dtype=float)
+            if rows is None:
+                out["iforest"] = np.asarray(self.iforest.score_learn_many(X), dtype=float)
+            else:
+                scores = np.full(len(X), np.nan)
+                if rows.any():
+                    scores[rows] = self.iforest.score_learn_many(X[rows])
+                out["iforest"] = scores
         return out
 
-    def _score_halfspace(self, X: np.ndarray, hst_rows: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _score_halfspace(self, X: np.ndarray, rows: np.ndarray | None) -> dict[str, np.ndarray]:
         # HalfSpaceTrees scores 0 until its first reference window is complete: not ready yet.
         if self.hst is None or self.hst.hst._first_window or len(X) == 0:
             return {}
-        rows = np.arange(len(X)) if hst_rows is None else np.flatnonzero(hst_rows)
+        index = np.arange(len(X)) if rows is None else np.flatnonzero(rows)
         scores = np.full(len(X), np.nan)
-        scores[rows] = self.hst.score_many(squash(X[rows]))
+        if len(index):
+            scores[index] = self.hst.score_many(squash(X[index]))
         return {"halfspace": scores}
 
-    def _learn_halfspace(self, X: np.ndarray, hst_rows: np.ndarray | None) -> None:
+    def _learn_halfspace(self, X: np.ndarray, rows: np.ndarray | None) -> None:
         if self.hst is None or len(X) == 0:
             return
         feats = self.features
-        H = X if hst_rows is None else X[hst_rows]
+        H = X if rows is None else X[rows]
         start = (-self._rows_seen) % self.learn_every
         for row in squash(H[start :: self.learn_every]).tolist():
             self.hst.learn_one(dict(zip(feats, row, strict=True)))

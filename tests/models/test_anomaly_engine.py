@@ -472,3 +472,19 @@ def test_older_dumps_still_load(version):
     later = [Sample(s.vm_id, s.ts + 60.0 * 600, s.values) for s in _continuation()]
     _, out = run(later, restored)
     assert any(a.event for a in out) and restored.state_bytes("vm-1") == len(blob)
+
+
+def test_the_fleet_forests_only_see_samples_with_two_metrics_or_more():
+    """For one metric a forest over one z-score repeats the level channel: single-metric
+    samples are neither scored by the forests nor learned by them."""
+    engine = AnomalyEngine()
+    single = [
+        Sample("one", 1_700_000_000.0 + 60.0 * t, {"cpu_pct": 30.0 + t % 7}) for t in range(300)
+    ]
+    run(single, engine)
+    assert engine._fleet.iforest._n_learned == 0
+    assert engine._fleet.hst.hst.counter == 0
+    assert all(len(engine._vms["one"].calibrators[name]) == 0 for name in engine._fleet.names)
+    run(stream(300, vm="many"), engine)
+    assert engine._fleet.iforest._n_learned == 300
+    assert len(engine._vms["many"].calibrators["iforest"]) > 0
