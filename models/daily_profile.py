@@ -11,9 +11,12 @@ deviation from that mean. A bin forgets at `day_alpha` per day whatever the samp
 within days. Means are stored with their weight (bias correction), so a young bin is not
 pulled toward zero.
 
-The profile score of a sample is its distance from its bin's mean in units of the bin's
+The profile score of a sample is its distance from a bin's mean in units of that bin's
 deviation, floored at `floor` times the metric's overall mean deviation (a noiseless rhythm
-does not turn a tiny wiggle into a huge score), once the bin holds about `min_days` days.
+does not turn a tiny wiggle into a huge score), once its own bin holds about `min_days` days.
+It is taken against the best-matching of its own bin and the two neighbouring ones: a job that
+starts a little late, a change that falls inside a bin or a daylight-saving shift is not an
+anomaly. Learning goes to the sample's own bin only.
 
 Only metrics with a daily rhythm get a score. For each metric the bank compares, over the
 last few hundred samples, the mean deviation from the profile with the mean deviation from a
