@@ -7,7 +7,7 @@ under 100 µs per sample. A River HalfSpaceTrees is ~1 MB of heap and ~46 ms to 
 forest can be per VM: everything kept *per VM* is a few scalars and small arrays, and
 everything big is *shared by the fleet*.
 
-Per VM (~13 KB resident, ~7.4 KB serialised by `dump_vm` for six metrics, restored in tens
+Per VM (~12 KB resident, ~7.4 KB serialised by `dump_vm` for six metrics, restored in tens
 of µs by `load_vm`):
 
 - per metric: a robust EW standardiser (typical value and spread; `normalizer`), a one-step
