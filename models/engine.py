@@ -371,9 +371,10 @@ class AnomalyEngine:
         if not samples:
             return []
         local, Z = self._local_pass(samples)
-        fleet_scores = self._fleet_pass(local, Z)
+        # Python floats: the per-sample decision reads them one at a time
+        fleet_scores = {name: arr.tolist() for name, arr in self._fleet_pass(local, Z).items()}
         return [
-            self._decide(sample, loc, {name: arr[i] for name, arr in fleet_scores.items()})
+            self._decide(sample, loc, {name: col[i] for name, col in fleet_scores.items()})
             for i, (sample, loc) in enumerate(zip(samples, local, strict=True))
         ]
 
@@ -605,7 +606,7 @@ class AnomalyEngine:
                 shift = abs(v)
         raw = {
             "residual": residual,
-            "level": max(abs(z) for z in loc.z),
+            "level": max(map(abs, loc.z)),
             "shift": shift * self._shift_norm,
         }
         daily = max(loc.daily) if loc.daily else -1.0
@@ -613,17 +614,20 @@ class AnomalyEngine:
             raw[_DAILY] = daily
         for name, s in fleet.items():
             if s == s:  # NaN: that forest did not score this sample
-                raw[name] = -math.log(max(1e-12, 1.0 - float(s)))
+                raw[name] = -math.log(max(1e-12, 1.0 - s))
         surprises: dict[str, float] = {}
         calibrators = state.calibrators
         top = 0.0
+        ready = True  # every counted channel's calibrator gives p-values
         for name in self.channels:
             if name not in raw:
                 continue
             cal = calibrators[name]
             p = cal.observe(float(raw[name]))
-            if name in _OPTIONAL_CHANNELS and len(cal) <= c.calibration_min:
-                continue  # an optional channel counts once its calibrator gives p-values
+            if cal.n <= c.calibration_min:
+                if name in _OPTIONAL_CHANNELS:
+                    continue  # an optional channel counts once its calibrator gives p-values
+                ready = False
             s = -math.log(p if p > _P_FLOOR else _P_FLOOR)
             surprises[name] = s
             if s > top:
@@ -634,7 +638,7 @@ class AnomalyEngine:
         # final p-value is uniform on a stationary stream whatever the channels' correlation.
         # It starts once every channel's reservoir is filled enough to give p-values.
         final = calibrators[_COMBINED]
-        if all(len(calibrators[name]) > c.calibration_min for name in surprises):
+        if ready:
             p = final.observe(top)
             p = min(1.0, max(p, _P_FLOOR))
         else:
