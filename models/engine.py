@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -439,6 +439,7 @@ class AnomalyEngine:
             "last_score": state.last_score,
             "threshold": state.last_threshold,
             "typical": typical,
+            "usual_at_this_hour": self._usual(state, range(_N_FEATURES), state.last_ts),
             "open_incident": incident,
             "incidents_opened": inc.opened,
             "alerts": state.alerts,
@@ -499,6 +500,13 @@ class AnomalyEngine:
         if state is None:
             state = self._vms[vm_id] = _VMState(self.config, self.channels, self._allocate())
         return state
+
+    def _usual(self, state: _VMState, metrics: Iterable[int], ts: float) -> dict[str, float]:
+        """What the VM's metrics with a daily rhythm usually read at `ts`'s hour."""
+        if self._profiles is None:
+            return {}
+        usual = {FEATURES[i]: self._profiles.usual(state.slot, i, ts) for i in metrics}
+        return {name: value for name, value in usual.items() if value is not None}
 
     def _allocate(self) -> int:
         slot = self._bank.allocate()
@@ -758,12 +766,6 @@ class AnomalyEngine:
                 "attribution": assessment.attribution,
                 "typical": dict(zip(names, loc.typical, strict=True)),
                 "actual": dict(loc.values),
+                "usual_at_this_hour": self._usual(state, loc.present, sample.ts),
             }
-            if self._profiles is not None:
-                usual = {
-                    FEATURES[i]: self._profiles.usual(state.slot, i, sample.ts) for i in loc.present
-                }
-                assessment.event["usual_at_this_hour"] = {
-                    name: value for name, value in usual.items() if value is not None
-                }
         return assessment

@@ -174,6 +174,10 @@ def test_the_engine_alerts_on_a_missing_plateau_only_with_the_daily_channel():
     # by the odd samples already learned)
     assert opened[0]["actual"]["cpu_pct"] == pytest.approx(50.0, abs=8.0)
     assert 70.0 < opened[0]["usual_at_this_hour"]["cpu_pct"] < 81.0
+    # and so does the VM's snapshot (the web view), for the hour of its last sample
+    assert engine.vm_snapshot("vm-1")["usual_at_this_hour"]["cpu_pct"] == pytest.approx(
+        20.0, abs=3.0
+    )  # the last sample is at 23:55
     on_the_odd_day = [e["ts"] for e in opened]
     assert on_the_odd_day == [t for t in _opened(EngineConfig(), samples) if start <= t]
     without = _opened(EngineConfig(daily_profile=False), samples)
