@@ -552,7 +552,7 @@ class AnomalyEngine:
             state.seen += 1
             times.append(sample.ts)
             gaps.append(sample.ts - state.last_ts if state.last_ts else 0.0)
-            state.last_ts = sample.ts
+            state.last_ts = sample.ts  # in order, so a VM's next sample in the batch sees it
         slot_array = np.array(slots, dtype=np.intp)
         X = np.array(rows)
         Z, R, T, shifted = self._bank.observe(slot_array, X, np.array(warm, dtype=bool))
@@ -596,7 +596,6 @@ class AnomalyEngine:
     def _decide(self, sample: Sample, loc: _Local, fleet: dict[str, float]) -> Assessment:
         c = self.config
         state = loc.state
-        state.last_ts = sample.ts
         if not loc.scored:
             state.last_score = 0.0
             return Assessment(sample.vm_id, sample.ts, 0.0, state.last_threshold, loc.values)
