@@ -5,9 +5,10 @@ Run it with `novacron worker`; every setting comes from `NOVACRON_*` variables (
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import time
 import weakref
+from collections.abc import Awaitable
 from contextvars import ContextVar
 from datetime import timedelta
 
@@ -19,7 +20,7 @@ from models.engine import AnomalyEngine
 from streams.capacity import CapacityPlanner
 from streams.fetch_wait import limit_fetch_wait
 from streams.host_windows import merge_into_host
-from streams.processor import MetricsProcessor, Output, Source
+from streams.processor import Checkpoint, MetricsProcessor, Output, Source
 from streams.settings import Settings
 from streams.topics import load_topics
 from streams.validation import Validator
@@ -93,20 +94,21 @@ processor = MetricsProcessor(
         TumblingWindows(settings.forecast_window_s, settings.window_grace_s),
     ),
     aggregate_windows=tuple(windows_by_size.values()),
-    restore=lambda vm_id: _decode_state(model_state.get(vm_id)),
+    restore=lambda vm_id: Checkpoint.decode(model_state.get(vm_id)),
 )
 started_at = time.time()
 readiness = {"assigned": False}
 
 
-def _decode_state(text: str | None) -> bytes | None:
-    return base64.b64decode(text) if text else None
-
-
-async def _send_all(outputs: list[Output]) -> None:
+async def _send_all(outputs: list[Output]) -> list[Awaitable]:
+    """Hand the outputs to the producer, in order; the alerts' delivery futures."""
+    alerts = []
     for out in outputs:
         key, value = out.encode()
-        await topics[out.topic_id].send(key=key, value=value)
+        delivery = await topics[out.topic_id].send(key=key, value=value)
+        if out.topic_id == "anomalies":
+            alerts.append(delivery)
+    return alerts
 
 
 def _source(message: faust.types.Message) -> Source:
@@ -123,7 +125,11 @@ async def process_metrics(stream: faust.StreamT) -> None:
     """
     async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
         records = [(e.message.value, _source(e.message)) for e in events]
-        await _send_all(processor.process_many(records))
+        alerts = await _send_all(processor.process_many(records))
+        if alerts:
+            # a checkpoint must not reach the changelog before the alerts it reflects: a worker
+            # that restores it skips the records it covers, and would not raise them again
+            await asyncio.gather(*alerts)
         _store_state({e.message.partition: e for e in events})
 
 
@@ -136,9 +142,9 @@ def _store_state(event_of: dict[int, faust.EventT]) -> None:
     current.
     """
     writes: dict[int, list] = {}
-    for vm_id, state in processor.take_checkpoints().items():
+    for vm_id, checkpoint in processor.take_checkpoints().items():
         writes.setdefault(processor.partition_of(vm_id), []).append(
-            (model_state, vm_id, base64.b64encode(state).decode(), None)
+            (model_state, vm_id, checkpoint.encode(), None)
         )
     for window in processor.take_closed_windows():
         writes.setdefault(processor.partition_of(window.vm_id), []).append(

@@ -84,6 +84,30 @@ def dead_letter(raw: bytes | None, source: Source, rejection: Rejection) -> Outp
     )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A VM's serialised model state and the input record (partition, offset) it reflects last."""
+
+    state: bytes
+    partition: int
+    offset: int
+
+    def encode(self) -> dict:
+        return {
+            "state": base64.b64encode(self.state).decode(),
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+
+    @classmethod
+    def decode(cls, value: dict | str | None) -> Checkpoint | None:
+        if not value:
+            return None
+        if isinstance(value, str):  # written before checkpoints carried their offset
+            return cls(base64.b64decode(value), -1, -1)
+        return cls(base64.b64decode(value["state"]), int(value["partition"]), int(value["offset"]))
+
+
 @dataclass
 class ProcessorStats:
     """Running counts for the /stats view and the demo (Prometheus has the same as counters)."""
@@ -110,8 +134,10 @@ class MetricsProcessor:
     forecast_windows: TumblingWindows = field(default_factory=lambda: TumblingWindows(60.0))
     aggregate_windows: tuple[TumblingWindows, ...] = ()
     closed_windows: list[ClosedWindow] = field(default_factory=list)
-    restore: Callable[[str], bytes | None] | None = None
+    restore: Callable[[str], Checkpoint | None] | None = None
     _since_checkpoint: Counter = field(default_factory=Counter)
+    _learned_through: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _replay_through: dict[str, tuple[int, int]] = field(default_factory=dict)
     _checkpoint_due: set[str] = field(default_factory=set)
     _partition_of: dict[str, int] = field(default_factory=dict)
     _vms_of_host: dict[str, set[str]] = field(default_factory=dict)
@@ -149,6 +175,40 @@ class MetricsProcessor:
             self._adopt(valid.sample.vm_id, source.partition)
             if valid.host is not None:
                 self._place(valid.sample.vm_id, valid.host)
+        learning = self._not_yet_learned(accepted) if self._replay_through else accepted
+        if learning:
+            outputs.extend(self._assess(learning))
+        for valid, _ in accepted:
+            outputs.extend(self._windows(valid.sample, valid.host, valid.allocation))
+        for out in outputs:
+            self.history.published(out.topic_id, out.key, out.value)
+        return outputs
+
+    def _not_yet_learned(
+        self, accepted: list[tuple[ValidSample, Source]]
+    ) -> list[tuple[ValidSample, Source]]:
+        """Drop redelivered samples that a VM's restored checkpoint has already learned.
+
+        A worker taking a partition over resumes from the last committed offset, which can lie
+        behind the checkpoint it restores: learning those records twice would feed a model its
+        past again, out of order. Their alerts were published before the checkpoint was written.
+        """
+        out = []
+        for valid, source in accepted:
+            vm_id = valid.sample.vm_id
+            through = self._replay_through.get(vm_id)
+            if through is not None:
+                if through[0] == source.partition and source.offset <= through[1]:
+                    self.stats.records["replayed_sample"] += 1
+                    telemetry.REPLAYED.inc()
+                    continue
+                del self._replay_through[vm_id]
+            out.append((valid, source))
+        return out
+
+    def _assess(self, accepted: list[tuple[ValidSample, Source]]) -> list[Output]:
+        """Score and learn the samples in one engine call; the alerts they raise."""
+        outputs = []
         started = time.perf_counter()
         assessments = self.engine.process([valid.sample for valid, _ in accepted])
         n = len(assessments)
@@ -160,14 +220,11 @@ class MetricsProcessor:
         self.history.observe(assessments)
         for a, (valid, source) in zip(assessments, accepted, strict=True):
             self._since_checkpoint[a.vm_id] += 1
+            self._learned_through[a.vm_id] = (source.partition, source.offset)
             if self._since_checkpoint[a.vm_id] >= self.checkpoint_every:
                 self._checkpoint_due.add(a.vm_id)
             if a.event is not None:
                 outputs.append(self._alert(a, valid.host, source))
-        for valid, _ in accepted:
-            outputs.extend(self._windows(valid.sample, valid.host, valid.allocation))
-        for out in outputs:
-            self.history.published(out.topic_id, out.key, out.value)
         return outputs
 
     def _place(self, vm_id: str, host: str) -> None:
@@ -229,13 +286,19 @@ class MetricsProcessor:
         self._partition_of[vm_id] = partition
         if self.engine.knows(vm_id) or self.restore is None:
             return
-        data = self.restore(vm_id)
-        if data:
-            self.engine.load_vm(vm_id, data)
+        checkpoint = self.restore(vm_id)
+        if checkpoint is not None:
+            self.engine.load_vm(vm_id, checkpoint.state)
             self.stats.records["vm_restored"] += 1
+            if checkpoint.partition == partition:
+                self._replay_through[vm_id] = (partition, checkpoint.offset)
 
-    def take_checkpoints(self, force: bool = False) -> dict[str, bytes]:
-        """Serialised state of every VM that learned `checkpoint_every` samples since its last."""
+    def take_checkpoints(self, force: bool = False) -> dict[str, Checkpoint]:
+        """State of every VM that learned `checkpoint_every` samples since its last checkpoint.
+
+        The caller must publish the alerts returned so far before it stores these: a worker
+        that restores a checkpoint skips the records it reflects, alerts and all.
+        """
         # noted as VMs cross the threshold, so a batch never scans every VM's counter
         due = set(self._since_checkpoint) if force else self._checkpoint_due
         self._checkpoint_due = set()
@@ -244,7 +307,7 @@ class MetricsProcessor:
             if self._since_checkpoint.pop(vm_id, 0) == 0:
                 continue
             if self.engine.knows(vm_id):
-                out[vm_id] = self.engine.dump_vm(vm_id)
+                out[vm_id] = Checkpoint(self.engine.dump_vm(vm_id), *self._learned_through[vm_id])
         return out
 
     def forget_partitions(self, partitions: set[int]) -> int:
@@ -257,6 +320,8 @@ class MetricsProcessor:
                 self._vms_of_host[host].discard(vm_id)
             self._since_checkpoint.pop(vm_id, None)
             self._checkpoint_due.discard(vm_id)
+            self._learned_through.pop(vm_id, None)
+            self._replay_through.pop(vm_id, None)
             self.engine.forget(vm_id)
             self.forecast_windows.forget(vm_id)
             for windows in self.aggregate_windows:

@@ -11,6 +11,10 @@ from streams.history import RecentHistory
 
 RECORDS = Counter("novacron_records_total", "Input records by outcome", ["outcome"])
 SAMPLES = Counter("novacron_samples_total", "VM samples scored and learned")
+REPLAYED = Counter(
+    "novacron_replayed_samples_total",
+    "Redelivered samples skipped because the VM's restored checkpoint already learned them",
+)
 DLQ = Counter("novacron_dlq_total", "Records or samples sent to the dead-letter topic", ["reason"])
 ALERTS = Counter(
     "novacron_alerts_total", "Incident messages emitted", ["status", "severity", "kind"]

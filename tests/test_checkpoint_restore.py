@@ -1,6 +1,6 @@
 """A VM restored from its checkpoint on a fresh worker carries on like an uninterrupted run.
 
-Goes through the processor's own checkpoint path (take_checkpoints -> bytes -> restore), as a
+Goes through the processor's own checkpoint path (take_checkpoints -> Checkpoint -> restore), as a
 worker taking a partition over does. The fleet-level forests are not in a VM's checkpoint, so
 raw scores differ somewhat; the incidents must not.
 """
@@ -11,7 +11,7 @@ import json
 import statistics
 
 from models.engine import AnomalyEngine
-from streams.processor import MetricsProcessor, Source
+from streams.processor import Checkpoint, MetricsProcessor, Source
 from streams.simulator import Fleet
 
 START = 1_790_000_000.0
@@ -68,3 +68,44 @@ def test_restored_vms_raise_the_same_incidents_as_an_uninterrupted_run() -> None
         abs(fresh_scores[k] - expected_scores[k]) for k in expected_scores
     )
     assert gap < 0.5 * fresh_gap, (gap, fresh_gap)
+
+
+def test_redelivered_records_the_checkpoint_already_learned_are_skipped() -> None:
+    """A takeover resumes from the committed offset, which can lie behind the checkpoint."""
+    records = _records()
+    cut, overlap = len(records) * 3 // 4, 40
+    uninterrupted = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=1)
+    _run(uninterrupted, records[:cut], 0)
+    taken = uninterrupted.take_checkpoints()
+    store = {vm: Checkpoint.decode(c.encode()) for vm, c in taken.items()}
+    last_record_of = {
+        sample["vm_id"]: offset
+        for offset, raw in enumerate(records[:cut])
+        for sample in json.loads(raw)["samples"]
+    }
+    assert {vm: (c.partition, c.offset) for vm, c in store.items()} == {
+        vm: (0, offset) for vm, offset in last_record_of.items()
+    }
+    expected, _ = _run(uninterrupted, records[cut:], cut)
+
+    restored = MetricsProcessor(engine=AnomalyEngine(), restore=store.get)
+    incidents, _ = _run(restored, records[cut - overlap :], cut - overlap)
+    per_record = len(json.loads(records[0])["samples"])
+    assert restored.stats.records["replayed_sample"] == overlap * per_record
+    assert restored.stats.samples == (len(records) - cut) * per_record
+    spike = [i for i in expected if i[0] == "vm-00005"]
+    assert [i for i in incidents if i[0] == "vm-00005"] == spike
+
+
+def test_checkpoints_written_before_they_carried_an_offset_still_restore() -> None:
+    records = _records()
+    first = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=1)
+    _run(first, records[:50], 0)
+    legacy = {vm: c.encode()["state"] for vm, c in first.take_checkpoints().items()}
+    restored = MetricsProcessor(
+        engine=AnomalyEngine(), restore=lambda vm: Checkpoint.decode(legacy.get(vm))
+    )
+    _run(restored, records[40:60], 40)  # no offset to compare: every sample is learned
+    assert restored.stats.records["vm_restored"] == 20
+    assert restored.stats.records["replayed_sample"] == 0
+    assert restored.stats.samples == 20 * len(json.loads(records[0])["samples"])
