@@ -117,6 +117,33 @@ class Sample:
     values: dict[str, float]
 
 
+def channel_evidence(
+    present: list[int],
+    surprises: dict[str, float],
+    residual: list[float],
+    z: list[float],
+    daily: list[float],
+) -> dict[str, float]:
+    """Each channel's surprise spread over the present metrics by how much each deviated.
+
+    Forecast residuals weigh the residual channel's share, profile scores the daily one's and
+    z-scores the others'.
+    """
+    s_res = sum(surprises.get(name, 0.0) for name in _RESIDUAL_CHANNELS)
+    s_day = surprises.get(_DAILY, 0.0)
+    s_lvl = sum(surprises.values()) - s_res - s_day
+    res_sq = [r * r for r in residual]
+    z_sq = [v * v for v in z]
+    day_sq = [d * d if d > 0.0 else 0.0 for d in daily]
+    k_res = s_res / (sum(res_sq) or 1.0)
+    k_lvl = s_lvl / (sum(z_sq) or 1.0)
+    k_day = s_day / (sum(day_sq) or 1.0)
+    return {
+        FEATURES[i]: k_res * res_sq[j] + k_lvl * z_sq[j] + k_day * day_sq[j]
+        for j, i in enumerate(present)
+    }
+
+
 @dataclass
 class Assessment:
     """What the engine concluded about one sample."""
@@ -129,12 +156,17 @@ class Assessment:
     event: dict | None = None
     severity: str | None = None
     kind: str | None = None
-    # How much each metric deviated, weighted by the evidence of each channel (any scale).
-    evidence: dict[str, float] = field(default_factory=dict, repr=False)
+    # What `evidence` is computed from, when first read: most samples' is never looked at.
+    evidence_parts: tuple | None = field(default=None, repr=False)
 
     @property
     def is_anomalous(self) -> bool:
         return self.score >= self.threshold
+
+    @cached_property
+    def evidence(self) -> dict[str, float]:
+        """How much each metric deviated, weighted by the evidence of each channel (any scale)."""
+        return {} if self.evidence_parts is None else channel_evidence(*self.evidence_parts)
 
     @cached_property
     def attribution(self) -> dict[str, float]:
@@ -669,29 +701,15 @@ class AnomalyEngine:
                 p = 10.0**-surprise
         score = 100.0 * (1.0 - p)
 
-        # Attribution: each channel's surprise, spread over metrics by how much each deviated
-        # (forecast residuals for the residual channels, profile scores for the daily one,
-        # z-scores for the others).
-        names = [FEATURES[i] for i in loc.present]
-        s_res = sum(surprises.get(name, 0.0) for name in _RESIDUAL_CHANNELS)
-        s_day = surprises.get(_DAILY, 0.0)
-        s_lvl = sum(surprises.values()) - s_res - s_day
-        res_sq = [r * r for r in loc.residual]
-        z_sq = [z * z for z in loc.z]
-        day_sq = [d * d if d > 0.0 else 0.0 for d in loc.daily]
-        k_res = s_res / (sum(res_sq) or 1.0)
-        k_lvl = s_lvl / (sum(z_sq) or 1.0)
-        k_day = s_day / (sum(day_sq) or 1.0)
-        weights = {
-            name: k_res * res_sq[j] + k_lvl * z_sq[j] + k_day * day_sq[j]
-            for j, name in enumerate(names)
-        }
-
+        evidence_parts = (loc.present, surprises, loc.residual, loc.z, loc.daily)
+        weights = None
         inc = state.incident
         floor = state.threshold.surprise_threshold(
             self._base_surprise, None, c.target_rate, c.rate_gain
         )
         if surprise >= floor or inc.active:
+            weights = channel_evidence(*evidence_parts)
+            names = list(weights)
             values = loc.values
             typical = loc.typical
             deviation = {name: values[name] - typical[j] for j, name in enumerate(names)}
@@ -747,8 +765,10 @@ class AnomalyEngine:
             loc.values,
             severity=sev,
             kind=kind if anomalous else None,
-            evidence=weights,
+            evidence_parts=evidence_parts,
         )
+        if weights is not None:
+            assessment.evidence = weights  # already computed: the cached value
         if status is not None:
             if status != "resolved":
                 state.alerts += 1
@@ -763,7 +783,7 @@ class AnomalyEngine:
                 "severity": inc.severity_name,
                 "kind": inc.kind_name,
                 "attribution": assessment.attribution,
-                "typical": dict(zip(names, loc.typical, strict=True)),
+                "typical": {FEATURES[i]: t for i, t in zip(loc.present, loc.typical, strict=True)},
                 "actual": dict(loc.values),
                 "usual_at_this_hour": self._usual(state, loc.present, sample.ts),
             }
