@@ -25,6 +25,7 @@ METRICS: tuple[str, ...] = FEATURES
 SERIES_FIELDS: tuple[str, ...] = ("ts", "score", "threshold", *METRICS)
 _WIDTH = len(SERIES_FIELDS)
 _NAN = float("nan")
+_NANS = (_NAN,) * len(METRICS)  # `get` defaults, one per metric
 
 
 class SeriesRing:
@@ -157,7 +158,7 @@ class RecentHistory:
                 if len(self.series) >= self.series_vms:
                     continue
                 ring = self.series[a.vm_id] = SeriesRing(self.samples_per_vm)
-            ring.append([a.ts, a.score, a.threshold, *(a.values.get(m, _NAN) for m in METRICS)])
+            ring.append([a.ts, a.score, a.threshold, *map(a.values.get, METRICS, _NANS)])
 
     def published(self, topic_id: str, key: str | None, value: dict) -> None:
         """Remember an output message this worker published."""

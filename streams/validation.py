@@ -129,16 +129,17 @@ class Validator:
             raise _Invalid("missing_field", "missing 'vm_id'")
         if not isinstance(vm_id, str):
             raise _Invalid("bad_type", f"'vm_id' must be a string, got {type(vm_id).__name__}")
-        if not vm_id.strip() or len(vm_id) > MAX_ID_LENGTH or not vm_id.isprintable():
+        if not vm_id or vm_id.isspace() or len(vm_id) > MAX_ID_LENGTH or not vm_id.isprintable():
             raise _Invalid(
                 "out_of_range", f"'vm_id' must be 1-{MAX_ID_LENGTH} printable characters"
             )
-        if doc.get("ts") is None:
+        ts = doc.get("ts")
+        if ts is None:
             if default_ts is None:
                 raise _Invalid("missing_field", "missing 'ts'")
             ts = default_ts
-        else:
-            ts = self._ts(doc["ts"], now)
+        elif not (type(ts) is float and EARLIEST_TS <= ts <= now + self.max_clock_skew_s):
+            ts = self._ts(ts, now)  # anything but an in-range float: convert or explain
         values = self._numbers(doc, RANGES)
         if not values:
             raise _Invalid("no_metrics", f"none of the metric fields {list(RANGES)} is present")
@@ -152,8 +153,12 @@ class Validator:
             value = doc.get(name)
             if value is None:
                 continue
-            if type(value) is float and low <= value <= high:  # the common case, NaN excluded
+            kind = type(value)
+            if kind is float and low <= value <= high:  # the common case, NaN excluded
                 values[name] = value
+                continue
+            if kind is int and low <= value <= high:  # counts such as vcpus
+                values[name] = float(value)
                 continue
             values[name] = self._number(name, value, low, high)
         return values
