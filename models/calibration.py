@@ -41,6 +41,7 @@ class TailCalibrator:
         "weight",
         "total",
         "counts",
+        "top",
     )
 
     def __init__(
@@ -62,6 +63,7 @@ class TailCalibrator:
         self.weight = 1.0  # weight of the next sample; older samples keep theirs (= decay)
         self.total = 0.0
         self.counts = array("d", bytes(8 * _BINS))
+        self.top = 0  # the highest bin holding mass: the tail search starts there
 
     def __len__(self) -> int:
         return self.n
@@ -114,7 +116,7 @@ class TailCalibrator:
         # excess over u, both in bin coordinates, then extrapolate exponentially.
         mass = 0.0
         moment = 0.0
-        k = _BINS - 1
+        k = self.top  # the bins above are empty and add nothing
         while k >= 0:
             c = counts[k]
             if mass + c >= tail:
@@ -142,6 +144,8 @@ class TailCalibrator:
             b = _BINS - 1
         w = self.weight
         self.counts[b] += w
+        if b > self.top:
+            self.top = b
         self.total += w
         self.n += 1
         w /= self.decay
@@ -168,3 +172,4 @@ class TailCalibrator:
         counts = array("d")
         counts.frombytes(data[24:])
         self.counts = counts
+        self.top = max((i for i, c in enumerate(counts) if c > 0.0), default=0)
