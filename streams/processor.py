@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -219,9 +220,12 @@ class MetricsProcessor:
         self.stats.last_sample_ts = assessments[-1].ts
         self.history.observe(assessments)
         for a, (valid, source) in zip(assessments, accepted, strict=True):
-            self._since_checkpoint[a.vm_id] += 1
+            since = self._since_checkpoint.get(a.vm_id)
+            if since is None:  # first sample here: start the count at the VM's phase
+                since = zlib.crc32(a.vm_id.encode()) % self.checkpoint_every
+            self._since_checkpoint[a.vm_id] = since = since + 1
             self._learned_through[a.vm_id] = (source.partition, source.offset)
-            if self._since_checkpoint[a.vm_id] >= self.checkpoint_every:
+            if since >= self.checkpoint_every:
                 self._checkpoint_due.add(a.vm_id)
             if a.event is not None:
                 outputs.append(self._alert(a, valid.host, source))
@@ -296,6 +300,10 @@ class MetricsProcessor:
     def take_checkpoints(self, force: bool = False) -> dict[str, Checkpoint]:
         """State of every VM that learned `checkpoint_every` samples since its last checkpoint.
 
+        A VM's first checkpoint comes after 1 to `checkpoint_every` samples, by a phase taken
+        from its id, so that a fleet sampled in lock step checkpoints a share of its VMs on
+        every tick rather than all of them on one.
+
         The caller must publish the alerts returned so far before it stores these: a worker
         that restores a checkpoint skips the records it reflects, alerts and all.
         """
@@ -304,8 +312,9 @@ class MetricsProcessor:
         self._checkpoint_due = set()
         out = {}
         for vm_id in due:
-            if self._since_checkpoint.pop(vm_id, 0) == 0:
+            if not self._since_checkpoint.get(vm_id):
                 continue
+            self._since_checkpoint[vm_id] = 0
             if self.engine.knows(vm_id):
                 out[vm_id] = Checkpoint(self.engine.dump_vm(vm_id), *self._learned_through[vm_id])
         return out

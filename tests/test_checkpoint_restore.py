@@ -109,3 +109,23 @@ def test_checkpoints_written_before_they_carried_an_offset_still_restore() -> No
     assert restored.stats.records["vm_restored"] == 20
     assert restored.stats.records["replayed_sample"] == 0
     assert restored.stats.samples == 20 * len(json.loads(records[0])["samples"])
+
+
+def test_a_fleet_in_lock_step_checkpoints_a_share_of_its_vms_every_tick() -> None:
+    vms, every = 200, 20
+    fleet = Fleet(vms, seed=4, vms_per_host=50, day_seconds=600)
+    processor = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=every)
+    per_tick: list[list[str]] = []
+    offset = 0
+    for _, records in fleet.records(3 * every, START, 1.0, batch=True):
+        for _, value in records:
+            processor.process(json.dumps(value).encode(), Source("vm.metrics", 0, offset, b"h"))
+            offset += 1
+        per_tick.append(sorted(processor.take_checkpoints()))
+    # every VM once per `every` ticks, its first time at a phase of its own ...
+    for start in (every, 2 * every):
+        block = [vm for tick in per_tick[start : start + every] for vm in tick]
+        assert sorted(block) == sorted(fleet.vm_ids)
+    # ... so that no tick carries the whole fleet's checkpoints
+    assert max(map(len, per_tick)) <= 3 * vms // every
+    assert sum(map(len, per_tick[:every])) == vms
