@@ -142,7 +142,7 @@ def _store_state(event_of: dict[int, faust.EventT]) -> None:
     current.
     """
     writes: dict[int, list] = {}
-    for vm_id, checkpoint in processor.take_checkpoints().items():
+    for vm_id, checkpoint in processor.take_checkpoints(partitions=set(event_of)).items():
         writes.setdefault(processor.partition_of(vm_id), []).append(
             (model_state, vm_id, checkpoint.encode(), None)
         )

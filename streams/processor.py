@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from models.engine import AnomalyEngine, Assessment, Sample
+from models.incidents import parse_incident_id
 from streams import telemetry
 from streams.capacity import CapacityPlanner
 from streams.history import RecentHistory
@@ -297,7 +298,9 @@ class MetricsProcessor:
             if checkpoint.partition == partition:
                 self._replay_through[vm_id] = (partition, checkpoint.offset)
 
-    def take_checkpoints(self, force: bool = False) -> dict[str, Checkpoint]:
+    def take_checkpoints(
+        self, force: bool = False, partitions: set[int] | None = None
+    ) -> dict[str, Checkpoint]:
         """State of every VM that learned `checkpoint_every` samples since its last checkpoint.
 
         A VM's first checkpoint comes after 1 to `checkpoint_every` samples, by a phase taken
@@ -305,13 +308,18 @@ class MetricsProcessor:
         every tick rather than all of them on one.
 
         The caller must publish the alerts returned so far before it stores these: a worker
-        that restores a checkpoint skips the records it reflects, alerts and all.
+        that restores a checkpoint skips the records it reflects, alerts and all. With
+        `partitions`, only VMs of those input partitions are taken (the ones the caller can
+        write now); the others stay due.
         """
         # noted as VMs cross the threshold, so a batch never scans every VM's counter
         due = set(self._since_checkpoint) if force else self._checkpoint_due
         self._checkpoint_due = set()
         out = {}
         for vm_id in due:
+            if partitions is not None and self._partition_of.get(vm_id) not in partitions:
+                self._checkpoint_due.add(vm_id)
+                continue
             if not self._since_checkpoint.get(vm_id):
                 continue
             self._since_checkpoint[vm_id] = 0
@@ -374,6 +382,12 @@ class MetricsProcessor:
             ]
         applied = self.engine.feedback(incident_id, verdict)
         telemetry.FEEDBACK.labels(verdict, "applied" if applied else "unknown_incident").inc()
+        if applied:
+            # the verdict is committed with its record: checkpoint the VM soon, or a crash
+            # before its next regular checkpoint would forget it
+            vm_id, _ = parse_incident_id(incident_id)
+            self._since_checkpoint[vm_id] = max(1, self._since_checkpoint.get(vm_id, 0))
+            self._checkpoint_due.add(vm_id)
         return []
 
     def _reject_feedback(

@@ -129,3 +129,32 @@ def test_a_fleet_in_lock_step_checkpoints_a_share_of_its_vms_every_tick() -> Non
     # ... so that no tick carries the whole fleet's checkpoints
     assert max(map(len, per_tick)) <= 3 * vms // every
     assert sum(map(len, per_tick[:every])) == vms
+
+
+def test_a_verdict_is_checkpointed_with_the_vms_next_batch() -> None:
+    """Feedback is committed with its record: a crash must not forget it."""
+    records = _records()
+    processor = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=100_000)
+    opened = []
+    for i, raw in enumerate(records):
+        outputs = processor.process(raw, Source("vm.metrics", 0, i, b"h"))
+        opened += [o.value for o in outputs if o.topic_id == "anomalies"]
+        if any(a["vm_id"] == "vm-00005" and a["status"] == "open" for a in opened):
+            break
+    incident = next(a["incident_id"] for a in opened if a["vm_id"] == "vm-00005")
+    assert processor.take_checkpoints() == {}  # far from any regular checkpoint
+    verdict = json.dumps({"incident_id": incident, "verdict": "false_positive"}).encode()
+    assert processor.feedback(verdict, Source("vm.feedback", 0, 0, b"h")) == []
+
+    # a batch of another partition cannot write it: it stays due
+    assert processor.take_checkpoints(partitions={1}) == {}
+    taken = processor.take_checkpoints(partitions={0})
+    assert list(taken) == ["vm-00005"]
+
+    def penalties(engine: AnomalyEngine) -> list[float]:
+        return list(engine._vms["vm-00005"].threshold.penalty)
+
+    restored = AnomalyEngine()
+    restored.load_vm("vm-00005", taken["vm-00005"].state)
+    assert penalties(restored) == penalties(processor.engine)
+    assert max(penalties(restored)) > 0, "the false positive raised the VM's threshold"
