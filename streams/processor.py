@@ -297,6 +297,8 @@ class MetricsProcessor:
             self.stats.records["vm_restored"] += 1
             if checkpoint.partition == partition:
                 self._replay_through[vm_id] = (partition, checkpoint.offset)
+            # what the state reflects until it learns a record here (-1: none of this partition)
+            self._learned_through[vm_id] = self._replay_through.get(vm_id, (partition, -1))
 
     def take_checkpoints(
         self, force: bool = False, partitions: set[int] | None = None

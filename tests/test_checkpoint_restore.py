@@ -158,3 +158,23 @@ def test_a_verdict_is_checkpointed_with_the_vms_next_batch() -> None:
     restored.load_vm("vm-00005", taken["vm-00005"].state)
     assert penalties(restored) == penalties(processor.engine)
     assert max(penalties(restored)) > 0, "the false positive raised the VM's threshold"
+
+
+def test_a_verdict_on_a_restored_vm_that_has_only_seen_replays_is_checkpointed() -> None:
+    records = _records()
+    cut = len(records) * 3 // 4
+    first = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=1)
+    outputs = []
+    for i, raw in enumerate(records[:cut]):
+        outputs += first.process(raw, Source("vm.metrics", 0, i, b"h"))
+    store = first.take_checkpoints()
+    incident = next(o.value["incident_id"] for o in outputs if o.topic_id == "anomalies")
+    vm_id = incident.rpartition(":")[0]
+
+    restored = MetricsProcessor(engine=AnomalyEngine(), restore=store.get)
+    _run(restored, records[cut - 10 : cut], cut - 10)  # all redelivered: nothing learned
+    assert restored.stats.samples == 0
+    verdict = json.dumps({"incident_id": incident, "verdict": "confirmed"}).encode()
+    restored.feedback(verdict, Source("vm.feedback", 0, 0, b"h"))
+    taken = restored.take_checkpoints(partitions={0})
+    assert taken[vm_id].offset == store[vm_id].offset
