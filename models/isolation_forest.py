@@ -387,12 +387,7 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         old_leaves = self._leaf_of[:, old_slots].ravel()
         leaves, arrived = route if route is not None else self._route(X, collect=True)[:2]
         gone = [old_leaves, *self._ancestors(old_leaves)] if n_old else []
-        arrived = [self._roots, *arrived]
-        n_up = sum(a.size for a in arrived)
-        n_down = sum(a.size for a in gone)
-        deltas = np.ones(n_up + n_down, dtype=np.int32)
-        deltas[n_up:] = -1
-        touched = self._apply_counts(np.concatenate(arrived + gone), deltas, n_roots_per=n)
+        touched = self._apply_counts(arrived, gone, n_roots_per=n)
         self._buffer[slots] = X
         self._leaf_of[:, slots] = leaves.reshape(self.n_trees, n)
         self._head = int((self._head + n) % w)
@@ -428,19 +423,26 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         pair = np.concatenate([siblings, nodes])
         self._hop[both] = ~((self._count[both] > 0) & (self._count[pair] == 0))
 
-    def _apply_counts(self, nodes: np.ndarray, deltas: np.ndarray, n_roots_per: int) -> np.ndarray:
-        """Add deltas to the counts of nodes (repeats add up); return the nodes, sorted, unique.
-
-        The first n_trees entries are the roots, each standing for n_roots_per arrivals."""
-        deltas[: self.n_trees] = n_roots_per
-        if nodes.size < 1024:
-            np.add.at(self._count, nodes, deltas)
-            return np.unique(nodes)
-        seen = np.bincount(nodes, minlength=self._count.size)
-        self._count += np.bincount(nodes, weights=deltas, minlength=self._count.size).astype(
-            np.int32
-        )
-        return np.flatnonzero(seen)
+    def _apply_counts(
+        self, arrived: list[np.ndarray], gone: list[np.ndarray], n_roots_per: int
+    ) -> np.ndarray:
+        """Count arrivals (+1 per entry; every root +n_roots_per) and departures (-1 per entry)
+        on the nodes below the roots; return the nodes touched, roots included, sorted, unique."""
+        up = np.concatenate(arrived) if arrived else np.zeros(0, dtype=np.int32)
+        down = np.concatenate(gone) if gone else np.zeros(0, dtype=np.int32)
+        count = self._count
+        count[self._roots] += n_roots_per
+        if up.size + down.size < 1024:
+            np.add.at(count, up, 1)
+            np.subtract.at(count, down, 1)
+            return np.unique(np.concatenate([self._roots, up, down]))
+        size = count.size
+        plus = np.bincount(up, minlength=size)
+        minus = np.bincount(down, minlength=size)
+        count += (plus - minus).astype(np.int32)
+        plus += minus
+        plus[self._roots] = 1
+        return np.flatnonzero(plus)
 
     def _collapse(self, node: int) -> None:
         tree = node // self._nodes_per_tree
