@@ -151,10 +151,11 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         self._kind = np.full(size, _FREE, dtype=np.int8)
         self._feature = np.zeros(size, dtype=np.int32)
         self._threshold = np.full(size, np.inf, dtype=np.float64)
-        self._left = np.arange(size, dtype=np.int32)  # global index; right child = left + 1
+        # Node links are int64 (numpy's index type): gathers with them need no conversion.
+        self._left = np.arange(size, dtype=np.int64)  # global index; right child = left + 1
         self._count = np.zeros(size, dtype=np.int32)
         self._depth = np.zeros(size, dtype=np.int16)
-        self._parent = np.full(size, -1, dtype=np.int32)
+        self._parent = np.full(size, -1, dtype=np.int64)
         # 1 if moving from the parent into this node counts as a split for the path length:
         # 0 only when this node holds points and its sibling holds none (a split that no longer
         # separates any window point, e.g. an old regime's, adds no depth).
@@ -169,7 +170,7 @@ class IncrementalIsolationForest(base.AnomalyDetector):
             self._roots[:, None] + np.arange(m - 2, 0, -2, dtype=np.int64)[None, :]
         ).astype(np.int32)
         self._n_free = np.full(t, pairs, dtype=np.int32)
-        self._leaf_of = np.full((t, window_size), -1, dtype=np.int32)
+        self._leaf_of = np.full((t, window_size), -1, dtype=np.int64)
 
     # ----------------------------------------------------------------------------------
     # Sizing and feature bookkeeping
@@ -324,7 +325,7 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         visited: list[np.ndarray] = []
         feature, left, threshold, hop = self._feature, self._left, self._threshold, self._hop
         for _ in range(self._deepest):
-            nxt = left[g] + (flat[offsets + feature[g]] >= threshold[g])
+            nxt = left.take(g) + (flat.take(offsets + feature.take(g)) >= threshold.take(g))
             moved = nxt != g
             if not moved.all():
                 stopped = ~moved
@@ -342,9 +343,9 @@ class IncrementalIsolationForest(base.AnomalyDetector):
                 visited.append(g)
             if hops:
                 if active is None:
-                    length += hop[g]
+                    length += hop.take(g)
                 else:
-                    length[active] += hop[g]
+                    length[active] += hop.take(g)
         if active is None:
             return g, visited, length
         leaves[active] = g
