@@ -35,7 +35,7 @@ class ConformalBands:
 
     __slots__ = (
         "horizon", "levels", "window", "symmetric", "adapt_rate",
-        "_errors", "_count", "_alpha", "_widths",
+        "_errors", "_count", "_alpha", "_widths", "_nominal", "_rows", "_started",
     )  # fmt: skip
 
     def __init__(
@@ -59,6 +59,9 @@ class ConformalBands:
         self._alpha = np.tile(1.0 - np.asarray(self.levels), (horizon, 1))
         # Cached (below, above) distances per (step, level); NaN until errors exist.
         self._widths = np.full((horizon, len(self.levels), 2), np.nan)
+        self._nominal = 1.0 - np.asarray(self.levels)[None, :]
+        self._rows = np.arange(horizon)[:, None]
+        self._started = 0  # steps 1..started all have errors (a band); only grows
 
     def ready(self, step: int, min_errors: int = 10) -> bool:
         return int(self._count[step - 1]) >= min_errors
@@ -104,16 +107,17 @@ class ConformalBands:
         """
         k = errors.size
         widths = self._widths[:k]
-        have_bands = bool(self._count[:k].min() > 0)
+        if self._started < k:
+            seen = self._count > 0
+            self._started = self.horizon if seen.all() else int(np.argmin(seen))
         covered = None
-        if have_bands:
+        if self._started >= k:
             e = errors[:, None]
             covered = ((-widths[:, :, 0] <= e) & (e <= widths[:, :, 1])).astype(np.float64)
             if self.adapt_rate > 0.0:
-                nominal = 1.0 - np.asarray(self.levels)[None, :]
-                alpha = self._alpha[:k] + self.adapt_rate * (nominal - (1.0 - covered))
-                self._alpha[:k] = np.clip(alpha, 0.0, 1.0)
-        self._errors[np.arange(k), self._count[:k] % self.window] = errors
+                alpha = self._alpha[:k] + self.adapt_rate * (self._nominal - (1.0 - covered))
+                self._alpha[:k] = np.minimum(np.maximum(alpha, 0.0), 1.0)
+        self._errors[self._rows[:k, 0], self._count[:k] % self.window] = errors
         self._count[:k] += 1
         return covered
 
@@ -122,18 +126,22 @@ class ConformalBands:
         n = np.minimum(self._count, self.window)
         if not n.any():
             return
-        filled = np.arange(self.window)[None, :] < n[:, None]
-        errs = self._errors.astype(np.float64)
+        full = bool(n.min() == self.window)  # every ring filled: no empty slots to mask
+        if not full:
+            filled = np.arange(self.window)[None, :] < n[:, None]
+        errs = self._errors  # float32; negation and abs are exact, so ranks and values match
         if self.symmetric:
             tails = [(np.abs(errs), 1.0 - self._alpha)]
         else:
             tails = [(-errs, 1.0 - self._alpha / 2.0), (errs, 1.0 - self._alpha / 2.0)]
+        top = np.maximum(n, 1)[:, None]
         for side, (values, level) in enumerate(tails):
-            ranked = np.sort(np.where(filled, values, np.inf), axis=1)
+            ranked = np.sort(values if full else np.where(filled, values, np.inf), axis=1)
             rank = np.ceil((n[:, None] + 1) * level).astype(np.int64)
-            rank = np.clip(rank, 1, np.maximum(n, 1)[:, None]) - 1
-            q = np.take_along_axis(ranked, rank, axis=1)
-            q = np.where(n[:, None] > 0, q, np.nan)
+            rank = np.minimum(np.maximum(rank, 1), top) - 1
+            q = ranked[self._rows, rank].astype(np.float64)
+            if not full:
+                q = np.where(n[:, None] > 0, q, np.nan)
             if self.symmetric:
                 self._widths[:, :, 0] = q
                 self._widths[:, :, 1] = q

@@ -57,11 +57,13 @@ class _Accuracy:
     n_levels: int
     window: int
     count: np.ndarray = field(init=False)
+    # the statistics `accuracy` averages, as rows of one table (no stacking per message)
+    table: np.ndarray = field(init=False)
     abs_err: np.ndarray = field(init=False)
-    abs_model: np.ndarray = field(init=False)
+    smape: np.ndarray = field(init=False)
     abs_snaive: np.ndarray = field(init=False)
     abs_naive: np.ndarray = field(init=False)
-    smape: np.ndarray = field(init=False)
+    abs_model: np.ndarray = field(init=False)
     coverage: np.ndarray = field(init=False)
     cov_count: np.ndarray = field(init=False)
     seasonal_count: int = 0  # truths scored against a real seasonal-naive forecast
@@ -69,11 +71,9 @@ class _Accuracy:
     def __post_init__(self) -> None:
         h = self.horizon
         self.count = np.zeros(h, dtype=np.int64)
-        self.abs_err = np.zeros(h)
+        self.table = np.zeros((4, h))
+        self.abs_err, self.smape, self.abs_snaive, self.abs_naive = self.table  # row views
         self.abs_model = np.zeros(h)
-        self.abs_snaive = np.zeros(h)
-        self.abs_naive = np.zeros(h)
-        self.smape = np.zeros(h)
         self.coverage = np.zeros((h, self.n_levels))
         self.cov_count = np.zeros(h, dtype=np.int64)
 
@@ -104,15 +104,8 @@ class _Accuracy:
 
     @property
     def nbytes(self) -> int:
-        arrays = (
-            self.count,
-            self.abs_err,
-            self.abs_model,
-            self.abs_snaive,
-            self.abs_naive,
-            self.smape,
-        )
-        return sum(a.nbytes for a in arrays) + self.coverage.nbytes + self.cov_count.nbytes
+        arrays = (self.count, self.table, self.abs_model, self.coverage, self.cov_count)
+        return sum(a.nbytes for a in arrays)
 
 
 class IntervalForecaster:
@@ -485,12 +478,15 @@ class IntervalForecaster:
         Steps with enough observed errors take their conformal widths (widened by
         sqrt(h / horizon) beyond the tracked horizon); the others a normal band from the
         one-step error scale."""
+        ready = self.bands.ready_steps()
+        if horizon == self.horizon and ready.all():  # the usual case: the cached widths
+            return self.bands.widths.copy()
         steps = np.minimum(np.arange(1, horizon + 1), self.horizon) - 1
         widths = self.bands.widths[steps]  # a copy (fancy indexing)
         if horizon > self.horizon:
             beyond = np.arange(self.horizon + 1, horizon + 1)
             widths[self.horizon :] *= np.sqrt(beyond / self.horizon)[:, None, None]
-        not_ready = np.flatnonzero(~self.bands.ready_steps()[steps])
+        not_ready = np.flatnonzero(~ready[steps])
         if not_ready.size:
             z_scores = [NormalDist().inv_cdf(0.5 + lvl / 2) for lvl in self.levels]
             for i in not_ready.tolist():
@@ -502,12 +498,11 @@ class IntervalForecaster:
     def accuracy(self) -> dict:
         """Rolling accuracy over the recent `accuracy_window` samples (averaged over steps)."""
         acc = self._accuracy
-        seen = acc.count > 0
-        if not seen.any():
+        seen = int(np.count_nonzero(acc.count))  # steps 1..seen have errors
+        if not seen:
             return {"n": 0}
-
-        stacked = np.stack((acc.abs_err, acc.smape, acc.abs_snaive, acc.abs_naive))
-        mae, smape, snaive, naive = stacked[:, seen].mean(axis=1).tolist()
+        # sum / count: what mean() computes, without its per-call overhead
+        mae, smape, snaive, naive = (np.add.reduce(acc.table[:, :seen], axis=1) / seen).tolist()
         out = {
             "n": int(acc.count[0]),
             "mae": mae,
@@ -515,9 +510,9 @@ class IntervalForecaster:
             "mase": mae / snaive if snaive > 0 else None,
             "mase_naive": mae / naive if naive > 0 else None,
         }
-        cov_seen = acc.cov_count > 0
-        if cov_seen.any():
-            means = acc.coverage[cov_seen].mean(axis=0).tolist()
+        covered = int(np.count_nonzero(acc.cov_count))
+        if covered:
+            means = (np.add.reduce(acc.coverage[:covered], axis=0) / covered).tolist()
             out["coverage"] = {level_key(lvl): m for lvl, m in zip(self.levels, means, strict=True)}
         return out
 
