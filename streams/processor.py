@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
 from models.engine import AnomalyEngine, Assessment, Sample
 from models.incidents import parse_incident_id
 from streams import telemetry
@@ -50,8 +52,9 @@ class Output:
     value: dict
 
     def encode(self) -> tuple[bytes | None, bytes]:
+        """Key and compact JSON value (a non-finite float, never expected, is written null)."""
         key = None if self.key is None else self.key.encode()
-        return key, json.dumps(self.value, separators=(",", ":"), allow_nan=False).encode()
+        return key, orjson.dumps(self.value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def stable_id(*parts: object) -> str:
