@@ -6,6 +6,7 @@ Run it with `novacron worker`; every setting comes from `NOVACRON_*` variables (
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import Awaitable
@@ -187,6 +188,19 @@ async def apply_feedback(stream: faust.StreamT) -> None:
 async def _on_revoked(sender: faust.App, revoked: set, **kwargs: object) -> None:
     lost = {tp.partition for tp in revoked if tp.topic == TOPICS["metrics"].name}
     processor.forget_partitions(lost)
+
+
+@app.task
+async def _restore_root_log_level() -> None:
+    """Undo the DEBUG root level Faust's worker leaves behind at WARN and above.
+
+    For its start-up spinner the worker lowers the root logger to DEBUG whenever the log level
+    is WARN or higher, and never raises it again: every debug call in Faust and aiokafka (one
+    per message sent) would build a log record for the handler to drop.
+    """
+    level = logging.getLevelName(settings.log_level.upper())
+    if isinstance(level, int):
+        logging.root.setLevel(level)
 
 
 @app.on_rebalance_complete.connect
