@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from statistics import NormalDist
 
 import numpy as np
@@ -31,6 +32,12 @@ METRICS: tuple[str, ...] = ("net_in_bps", "net_out_bps", "cpu_pct", "mem_pct")
 
 # Mean absolute deviation to standard deviation, for normal errors.
 _MAE_TO_SIGMA = math.sqrt(math.pi / 2.0)
+
+
+@cache
+def _normal_quantiles(levels: tuple[float, ...]) -> list[float]:
+    """Half-widths of central normal intervals at `levels`, in standard deviations."""
+    return [NormalDist().inv_cdf(0.5 + lvl / 2) for lvl in levels]
 
 
 def level_key(level: float) -> str:
@@ -488,7 +495,7 @@ class IntervalForecaster:
             widths[self.horizon :] *= np.sqrt(beyond / self.horizon)[:, None, None]
         not_ready = np.flatnonzero(~ready[steps])
         if not_ready.size:
-            z_scores = [NormalDist().inv_cdf(0.5 + lvl / 2) for lvl in self.levels]
+            z_scores = _normal_quantiles(self.levels)
             for i in not_ready.tolist():
                 sigma = _MAE_TO_SIGMA * self._scale * math.sqrt(i + 1)
                 widths[i] = [(z * sigma, z * sigma) for z in z_scores]
