@@ -372,6 +372,8 @@ def run_worker(
         "committed_all_after_s": committed_after_s,
         "committed_lag_at_end": lag,
         "worker_alert_stats": stats.get("alerts"),
+        "worker_forecasts": stats.get("forecasts"),
+        "worker_actions": stats.get("actions"),
         "profile": str(profile_path) if spy is not None and profile_path.exists() else None,
     }
 
