@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.throughput import QUICK
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [
@@ -73,6 +75,12 @@ def test_throughputs_count_every_record(results: dict) -> None:
     e2e = results["end_to_end"]
     assert e2e["single_all_models"]["samples"] == datasets["single"]["samples"]
     assert e2e["batch_all_models"]["samples"] == datasets["batch"]["samples"]
+    minute = e2e["batch_minute_cadence"]
+    assert minute["samples"] == datasets["minute"]["samples"]
+    # one sample per VM-minute: every VM is forecast once it has three closed windows
+    vms = datasets["minute"]["samples"] // QUICK["minute"]["ticks"]
+    assert minute["worker_forecasts"]["cpu_pct"] >= vms
+    assert _positive(results["summary"]["vms_per_worker_at_one_sample_per_minute"])
     for run in e2e.values():
         assert _positive(run["samples_per_s"])
     ratios = results["summary"]["ratios_to_limit"]
