@@ -64,7 +64,8 @@ class _Accuracy:
     n_levels: int
     window: int
     count: np.ndarray = field(init=False)
-    # the statistics `accuracy` averages, as rows of one table (no stacking per message)
+    # all five statistics as rows of one table, updated in one step; `accuracy` averages the
+    # first four (no stacking per message)
     table: np.ndarray = field(init=False)
     abs_err: np.ndarray = field(init=False)
     smape: np.ndarray = field(init=False)
@@ -78,9 +79,9 @@ class _Accuracy:
     def __post_init__(self) -> None:
         h = self.horizon
         self.count = np.zeros(h, dtype=np.int64)
-        self.table = np.zeros((4, h))
-        self.abs_err, self.smape, self.abs_snaive, self.abs_naive = self.table  # row views
-        self.abs_model = np.zeros(h)
+        self.table = np.zeros((5, h))
+        # row views
+        self.abs_err, self.smape, self.abs_snaive, self.abs_naive, self.abs_model = self.table
         self.coverage = np.zeros((h, self.n_levels))
         self.cov_count = np.zeros(h, dtype=np.int64)
 
@@ -99,11 +100,14 @@ class _Accuracy:
         self.count[:k] += 1
         self.seasonal_count += seasonal
         rate = np.maximum(1.0 / self.count[:k], 1.0 / self.window)
-        self.abs_err[:k] += rate * (np.abs(err) - self.abs_err[:k])
-        self.abs_model[:k] += rate * (np.abs(model_err) - self.abs_model[:k])
-        self.smape[:k] += rate * (smape - self.smape[:k])
-        self.abs_naive[:k] += rate * (naive_err - self.abs_naive[:k])
-        self.abs_snaive[:k] += rate * (snaive_err - self.abs_snaive[:k])
+        new = np.empty((5, k))  # in the table's row order
+        new[0] = np.abs(err)
+        new[1] = smape
+        new[2] = snaive_err
+        new[3] = naive_err
+        new[4] = np.abs(model_err)
+        stats = self.table[:, :k]
+        stats += rate * (new - stats)
         if covered is not None:
             self.cov_count[:k] += 1
             cov_rate = np.maximum(1.0 / self.cov_count[:k], 1.0 / self.window)[:, None]
@@ -111,7 +115,7 @@ class _Accuracy:
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.count, self.table, self.abs_model, self.coverage, self.cov_count)
+        arrays = (self.count, self.table, self.coverage, self.cov_count)
         return sum(a.nbytes for a in arrays)
 
 
@@ -509,7 +513,7 @@ class IntervalForecaster:
         if not seen:
             return {"n": 0}
         # sum / count: what mean() computes, without its per-call overhead
-        mae, smape, snaive, naive = (np.add.reduce(acc.table[:, :seen], axis=1) / seen).tolist()
+        mae, smape, snaive, naive = (np.add.reduce(acc.table[:4, :seen], axis=1) / seen).tolist()
         out = {
             "n": int(acc.count[0]),
             "mae": mae,
