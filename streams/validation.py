@@ -118,7 +118,8 @@ class Validator:
     @staticmethod
     def _decode_slowly(raw: bytes) -> object:
         """The standard library's parser: precise reasons, and what orjson declines to parse
-        but JSON allows (integers beyond 64 bits, lone surrogate escapes)."""
+        but JSON allows (lone surrogate escapes). orjson reads integers beyond 64 bits as
+        floats, which lie outside every range of the contract either way."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

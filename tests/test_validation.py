@@ -75,10 +75,21 @@ def test_rejections_name_their_reason(doc: object, reason: str) -> None:
         (b'{"vm_id": "a", "ts": 1800000000, "cpu_pct": Infinity}', "not_finite"),
         (b'{"vm_id": "a", "ts": 1800000000, "cpu_pct": 1e999}', "not_finite"),
         (b'{"pad": "' + b"x" * 5000 + b'"}', "oversized"),
+        # beyond 64 bits: out of range whichever parser reads it
+        (b'{"vm_id": "a", "ts": 1800000000, "cpu_pct": 100000000000000000000000}', "out_of_range"),
+        # valid JSON the fast parser declines: the standard library reads it, then the contract
+        (b'{"vm_id": "\\ud800", "ts": 1800000000, "cpu_pct": 5.0}', "out_of_range"),
     ],
 )
 def test_raw_rejections(raw: bytes, reason: str) -> None:
     assert [r.reason for r in V.parse(raw, now=NOW).rejections] == [reason]
+
+
+def test_valid_json_beyond_the_fast_parser_is_still_read() -> None:
+    raw = b'{"vm_id": "a", "ts": 1800000000, "cpu_pct": 5.0, "trace": "\\ud800"}'
+    parsed = V.parse(raw, now=NOW)
+    assert parsed.rejections == []
+    assert parsed.samples[0].sample.values == {"cpu_pct": 5.0}
 
 
 def test_none_value_is_rejected_not_raised() -> None:
