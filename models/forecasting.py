@@ -40,6 +40,19 @@ def _normal_quantiles(levels: tuple[float, ...]) -> list[float]:
     return [NormalDist().inv_cdf(0.5 + lvl / 2) for lvl in levels]
 
 
+@cache
+def _pending_cells(horizon: int, k: int, phase: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1..k and where the forecasts for the current sample made 1..k steps ago sit in
+    the (origin ring, step) pending table; `phase` is the sample count modulo `horizon`."""
+    steps = np.arange(1, k + 1)
+    rows = (phase - steps) % horizon
+    for array in (steps, rows):
+        array.flags.writeable = False
+    columns = steps - 1
+    columns.flags.writeable = False
+    return steps, rows, columns
+
+
 def level_key(level: float) -> str:
     """'80' for 0.8, '97.5' for 0.975: the suffix of per-level keys in messages."""
     return f"{level * 100:g}"
@@ -327,11 +340,11 @@ class IntervalForecaster:
     def _score_pending(self, y: float) -> None:
         """Compare the forecasts made 1..H steps ago for this sample with the truth."""
         k = min(self.horizon, self.n)
-        steps = np.arange(1, k + 1)
+        steps, rows, columns = _pending_cells(self.horizon, k, self.n % self.horizon)
         origins = self.n - steps  # sample index each forecast was issued after
-        forecasts = self._pending[origins % self.horizon, steps - 1].astype(np.float64)
+        forecasts = self._pending[rows, columns].astype(np.float64)
         err = y - forecasts
-        model_err = y - self._pending_model[origins % self.horizon, steps - 1]
+        model_err = y - self._pending_model[rows, columns]
         covered = self.bands.update_many(err)
         denom = np.abs(y) + np.abs(forecasts)
         smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
