@@ -572,11 +572,12 @@ def forecast_message(
         path, lower, upper = forecaster.forecast_arrays(horizon)
         rows = zip(path.tolist(), lower.tolist(), upper.tolist(), strict=True)
         times = forecaster._step_times(horizon)
+        names = [(f"lower_{key}", f"upper_{key}") for key in keys]
         for step, ((yhat, low, high), ts) in enumerate(zip(rows, times, strict=True), start=1):
             point = {"step": step, "ts": ts, "yhat": yhat}
-            for key, lo, hi in zip(keys, low, high, strict=True):
-                point[f"lower_{key}"] = lo
-                point[f"upper_{key}"] = hi
+            for (low_name, high_name), lo, hi in zip(names, low, high, strict=True):
+                point[low_name] = lo
+                point[high_name] = hi
             points.append(point)
     return {
         "vm_id": vm_id,
