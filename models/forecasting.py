@@ -45,12 +45,10 @@ def _pending_cells(horizon: int, k: int, phase: int) -> tuple[np.ndarray, np.nda
     """Steps 1..k and where the forecasts for the current sample made 1..k steps ago sit in
     the (origin ring, step) pending table; `phase` is the sample count modulo `horizon`."""
     steps = np.arange(1, k + 1)
-    rows = (phase - steps) % horizon
-    for array in (steps, rows):
+    cells = (steps, (phase - steps) % horizon, steps - 1)
+    for array in cells:  # shared by every forecaster: read-only
         array.flags.writeable = False
-    columns = steps - 1
-    columns.flags.writeable = False
-    return steps, rows, columns
+    return cells
 
 
 def level_key(level: float) -> str:
