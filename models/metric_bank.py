@@ -259,9 +259,13 @@ def batch_rounds(slots: np.ndarray) -> list[np.ndarray]:
     """Row indices grouped so that no slot repeats within a group, in order of occurrence."""
     if len(slots) == 1 or len(np.unique(slots)) == len(slots):
         return [np.arange(len(slots))]
+    groups: list[list[int]] = []  # the k-th holds each slot's k-th occurrence
     seen: dict[int, int] = {}
-    occurrence = np.empty(len(slots), dtype=np.intp)
     for i, slot in enumerate(slots.tolist()):
-        occurrence[i] = seen.get(slot, 0)
-        seen[slot] = occurrence[i] + 1
-    return [np.flatnonzero(occurrence == k) for k in range(int(occurrence.max()) + 1)]
+        k = seen.get(slot, 0)
+        seen[slot] = k + 1
+        if k == len(groups):
+            groups.append([i])
+        else:
+            groups[k].append(i)
+    return [np.array(group, dtype=np.intp) for group in groups]
