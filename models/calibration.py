@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
 
 _BINS = 64
 _WIDTH = 0.125
@@ -101,42 +102,21 @@ class TailCalibrator:
             frac = 1.0
         else:
             frac = pos - b
-        if b < _BINS // 2:  # sum the shorter side
+        # Sum the shorter side: the lower bins upwards, the upper bins downwards from the top
+        # (the orders `calibration_bank` sums them in, vectorised).
+        if b < _BINS // 2:
             above = total - sum(counts[:b]) - counts[b] * frac
             if above < 0.0:
                 above = 0.0
         else:
-            above = sum(counts[b + 1 :]) + counts[b] * (1.0 - frac)
+            above = sum(counts[:b:-1]) + counts[b] * (1.0 - frac)
         # The tail holds `tail_mass` of the mass, and at least ~10 recent samples' worth, so a
         # young calibrator extrapolates from a wider, better estimated tail.
         tail = max(self.tail_mass * total, min(_MIN_TAIL * self.weight, 0.5 * total))
         if above >= tail:
             return (above + self.weight) / (total + self.weight)
-        # Peaks over threshold: find the quantile u with `tail_mass` above it and the mean
-        # excess over u, both in bin coordinates, then extrapolate exponentially.
-        mass = 0.0
-        moment = 0.0
-        k = self.top  # the bins above are empty and add nothing
-        while k >= 0:
-            c = counts[k]
-            if mass + c >= tail:
-                part = tail - mass  # the top `part` of bin k belongs to the tail
-                u = k + 1.0 - part / c
-                moment += part * (k + 1.0 - 0.5 * part / c)
-                mass = tail
-                break
-            mass += c
-            moment += c * (k + 0.5)
-            k -= 1
-        else:
-            return (above + self.weight) / (total + self.weight)
-        # Mean excess, shrunk toward a typical tail (`prior_excess` bins, `_MIN_TAIL` samples'
-        # worth) so a young calibrator does not extrapolate from a handful of points.
-        prior = _MIN_TAIL * self.weight
-        excess = (moment - mass * u + prior * self.prior_excess) / (mass + prior)
-        if excess < 0.25:
-            excess = 0.25  # a quarter bin: never extrapolate more steeply
-        return tail / total * math.exp(-max(0.0, pos - u) / excess)
+        weight = self.weight
+        return tail_p_value(counts, self.top, pos, above, tail, total, weight, self.prior_excess)
 
     def _learn_at(self, pos: float) -> None:
         b = int(pos)
@@ -173,3 +153,43 @@ class TailCalibrator:
         counts.frombytes(data[24:])
         self.counts = counts
         self.top = max((i for i, c in enumerate(counts) if c > 0.0), default=0)
+
+
+def tail_p_value(
+    counts: Sequence[float],
+    top: int,
+    pos: float,
+    above: float,
+    tail: float,
+    total: float,
+    weight: float,
+    prior_excess: float,
+) -> float:
+    """P-value at bin coordinate `pos`, which has `above` < `tail` of the `total` mass above
+    it: peaks over threshold.
+
+    Finds the quantile u with `tail` mass above it and the mean excess over u, both in bin
+    coordinates (bins above `top` are empty), then extrapolates exponentially."""
+    mass = 0.0
+    moment = 0.0
+    k = top
+    while k >= 0:
+        c = counts[k]
+        if mass + c >= tail:
+            part = tail - mass  # the top `part` of bin k belongs to the tail
+            u = k + 1.0 - part / c
+            moment += part * (k + 1.0 - 0.5 * part / c)
+            mass = tail
+            break
+        mass += c
+        moment += c * (k + 0.5)
+        k -= 1
+    else:  # less than `tail` in all bins: the empirical p-value
+        return (above + weight) / (total + weight)
+    # Mean excess, shrunk toward a typical tail (`prior_excess` bins, `_MIN_TAIL` samples'
+    # worth) so a young calibrator does not extrapolate from a handful of points.
+    prior = _MIN_TAIL * weight
+    excess = (moment - mass * u + prior * prior_excess) / (mass + prior)
+    if excess < 0.25:
+        excess = 0.25  # a quarter bin: never extrapolate more steeply
+    return tail / total * math.exp(-max(0.0, pos - u) / excess)

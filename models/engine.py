@@ -7,7 +7,7 @@ under 100 µs per sample. A River HalfSpaceTrees is ~1 MB of heap and ~46 ms to 
 forest can be per VM: everything kept *per VM* is a few scalars and small arrays, and
 everything big is *shared by the fleet*.
 
-Per VM (~12 KB resident, ~7.4 KB serialised by `dump_vm` for six metrics, restored in tens
+Per VM (~10 KB resident, ~7.4 KB serialised by `dump_vm` for six metrics, restored in tens
 of µs by `load_vm`):
 
 - per metric: a robust EW standardiser (typical value and spread; `normalizer`), a one-step
@@ -20,7 +20,8 @@ of µs by `load_vm`):
 - per detector channel, plus one for their combination: a `TailCalibrator` (`calibration`,
   a decayed 64-bin histogram of past raw scores with a fitted exponential tail) turning raw
   scores into tail probabilities, so that 99.9 means "one in a thousand" on every VM and
-  detector;
+  detector; kept for all VMs in one `calibration_bank.CalibrationBank`, which calibrates a
+  batch's scores with numpy operations;
 - an `AdaptiveThreshold` (`threshold`: kind penalties from operator feedback, alert rate) and
   an `IncidentTracker` (`incidents`: lifecycle, ids and kinds of the last incidents);
 - a `DailyRecurrence` (`recurrence`, 73 floats): per hour of the day, the largest surprise of
@@ -42,9 +43,10 @@ Per batch
    residuals against the state *before* each sample, drift check (a confirmed shift
    re-centres the metric), then learn the sample.
 2. Fleet pass, vectorised over the batch: forests score all rows, then learn them.
-3. VM-local pass, in order: each channel's raw score -> p-value (then learned); the largest
-   channel surprise (-ln p) is calibrated once more into the final p-value (uniform on a
-   stationary stream whatever the channels' correlation), minus what recurred at this time of
+3. Calibration, vectorised over the batch (in order per VM): each channel's raw score ->
+   p-value (then learned); the largest channel surprise (-ln p) is calibrated once more into
+   the final p-value (uniform on a stationary stream whatever the channels' correlation).
+4. VM-local pass, in order: the final p-value minus what recurred at this time of
    day on both previous days or, when no bigger, in both of the last two episodes of the day
    (above `recurrence_floor`); score = 100 * (1 - p); then
    attribution, kind, threshold, severity and the incident lifecycle. Inside an open incident
@@ -71,6 +73,7 @@ import numpy as np
 
 from models.attribution import attribute
 from models.calibration import TailCalibrator
+from models.calibration_bank import CalibrationBank
 from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, severity
 from models.daily_profile import DailyProfiles
 from models.drift import CompactPageHinkley
@@ -254,7 +257,6 @@ class _VMState:
     __slots__ = (
         "seen",
         "slot",
-        "calibrators",
         "threshold",
         "incident",
         "last_score",
@@ -266,30 +268,11 @@ class _VMState:
         "peaks",
     )
 
-    def __init__(self, config: EngineConfig, channels: tuple[str, ...], slot: int) -> None:
+    def __init__(self, config: EngineConfig, slot: int) -> None:
         c = config
         self.seen = 0
-        self.slot = slot  # row of the VM's per-metric state in the engine's `MetricBank`
-        self.calibrators = {
-            name: TailCalibrator(
-                _CHANNEL_SCALE.get(name, 1.0) if c.calibration_log_axis else c.calibration_bin,
-                c.calibration_half_life,
-                c.calibration_tail,
-                c.calibration_min,
-                log_axis=c.calibration_log_axis,
-                prior_excess=c.calibration_prior_excess,
-            )
-            for name in channels
-        }
-        # The combined surprise (-ln p) has an exponential tail: a linear axis, 0.5 per bin.
-        self.calibrators[_COMBINED] = TailCalibrator(
-            1.0 if c.combined_log_axis else 0.25,
-            c.calibration_half_life,
-            c.calibration_tail,
-            c.calibration_min,
-            log_axis=c.combined_log_axis,
-            prior_excess=1.5 if c.combined_log_axis else 2.0,
-        )
+        # row of the VM's state in the engine's banks (`MetricBank`, `CalibrationBank`, ...)
+        self.slot = slot
         self.threshold = AdaptiveThreshold()
         self.incident = IncidentTracker()
         self.last_score = 0.0
@@ -369,6 +352,32 @@ class AnomalyEngine:
             _LOCAL_CHANNELS + ((_DAILY,) if c.daily_profile else ()) + self._fleet.names
         )
         self._vms: dict[str, _VMState] = {}
+        # One calibrator per channel and one for their combination, for every VM.
+        self._columns = {name: j for j, name in enumerate((*self.channels, _COMBINED))}
+        self._calibration = CalibrationBank(
+            [
+                TailCalibrator(
+                    _CHANNEL_SCALE.get(name, 1.0) if c.calibration_log_axis else c.calibration_bin,
+                    c.calibration_half_life,
+                    c.calibration_tail,
+                    c.calibration_min,
+                    log_axis=c.calibration_log_axis,
+                    prior_excess=c.calibration_prior_excess,
+                )
+                for name in self.channels
+            ]
+            # The combined surprise (-ln p) has an exponential tail: a linear axis, 0.5 per bin.
+            + [
+                TailCalibrator(
+                    1.0 if c.combined_log_axis else 0.25,
+                    c.calibration_half_life,
+                    c.calibration_tail,
+                    c.calibration_min,
+                    log_axis=c.combined_log_axis,
+                    prior_excess=1.5 if c.combined_log_axis else 2.0,
+                )
+            ]
+        )
         self._bank = MetricBank(
             _N_FEATURES,
             EWStandardizer(c.scaler_alpha, c.scaler_clip),
@@ -405,9 +414,16 @@ class AnomalyEngine:
         local, Z = self._local_pass(samples)
         # Python floats: the per-sample decision reads them one at a time
         fleet_scores = {name: arr.tolist() for name, arr in self._fleet_pass(local, Z).items()}
+        raws = [
+            self._raw_scores(loc, {name: col[i] for name, col in fleet_scores.items()})
+            if loc.scored
+            else None
+            for i, loc in enumerate(local)
+        ]
+        calibrated = self._calibrate(local, raws)
         return [
-            self._decide(sample, loc, {name: col[i] for name, col in fleet_scores.items()})
-            for i, (sample, loc) in enumerate(zip(samples, local, strict=True))
+            self._decide(sample, loc, cal)
+            for sample, loc, cal in zip(samples, local, calibrated, strict=True)
         ]
 
     def feedback(self, incident_id: str, verdict: str) -> bool:
@@ -483,7 +499,10 @@ class AnomalyEngine:
         """Compact serialisation of one VM's state (scalars as float64, reservoirs as float32)."""
         state = self._vms[vm_id]
         scalars = state.scalar_state(self._bank)
-        blobs = {name: state.calibrators[name].to_bytes() for name in (*self.channels, _COMBINED)}
+        blobs = {
+            name: self._calibration.to_bytes(state.slot, column)
+            for name, column in self._columns.items()
+        }
         if self._profiles is not None:
             profile_scalars, blobs[_PROFILE_BLOB] = self._profiles.state(state.slot)
             scalars.extend(profile_scalars)  # v4
@@ -505,7 +524,7 @@ class AnomalyEngine:
         previous = self._vms.pop(vm_id, None)
         if previous is not None:
             self._bank.release(previous.slot)
-        state = _VMState(self.config, self.channels, self._allocate())
+        state = _VMState(self.config, self._allocate())
         used = state.load_scalar_state(scalars, self._bank)
         profile_scalars = scalars[used:] if version >= 4 else ()
         for _ in range(n_channels):
@@ -515,8 +534,8 @@ class AnomalyEngine:
             offset += klen
             blob = data[offset : offset + blen]
             offset += blen
-            if name in state.calibrators:
-                state.calibrators[name].load_bytes(blob)
+            if name in self._columns:
+                self._calibration.load_bytes(state.slot, self._columns[name], blob)
             elif name == _PROFILE_BLOB and self._profiles is not None and profile_scalars:
                 self._profiles.load_state(state.slot, profile_scalars, blob)
         self._vms[vm_id] = state
@@ -530,7 +549,7 @@ class AnomalyEngine:
     def _state(self, vm_id: str) -> _VMState:
         state = self._vms.get(vm_id)
         if state is None:
-            state = self._vms[vm_id] = _VMState(self.config, self.channels, self._allocate())
+            state = self._vms[vm_id] = _VMState(self.config, self._allocate())
         return state
 
     def _usual(self, state: _VMState, metrics: Iterable[int], ts: float) -> dict[str, float]:
@@ -542,6 +561,7 @@ class AnomalyEngine:
 
     def _allocate(self) -> int:
         slot = self._bank.allocate()
+        self._calibration.reset(slot)
         if self._profiles is not None:
             self._profiles.reset(slot)
         return slot
@@ -625,17 +645,13 @@ class AnomalyEngine:
         rows = np.fromiter((len(loc.present) >= need for loc in local), bool, len(local))
         return self._fleet.score_and_learn(Z, rows)
 
-    def _decide(self, sample: Sample, loc: _Local, fleet: dict[str, float]) -> Assessment:
-        c = self.config
+    def _raw_scores(self, loc: _Local, fleet: dict[str, float]) -> dict[str, float]:
+        """Each channel's raw score of a scored sample (in `channels` order)."""
         state = loc.state
-        if not loc.scored:
-            state.last_score = 0.0
-            return Assessment(sample.vm_id, sample.ts, 0.0, state.last_threshold, loc.values)
-
         residual = max(loc.residual)
         # shift: EW mean of signed z per metric, in units of its own noise level on pure
         # noise; a sustained moderate move accumulates, noise averages out.
-        a = c.shift_alpha
+        a = self.config.shift_alpha
         smooth = state.smooth_z
         shift = 0.0
         for i, z in zip(loc.present, loc.z, strict=True):
@@ -654,34 +670,94 @@ class AnomalyEngine:
         for name, s in fleet.items():
             if s == s:  # NaN: that forest did not score this sample
                 raw[name] = -math.log(max(1e-12, 1.0 - s))
-        surprises: dict[str, float] = {}
-        calibrators = state.calibrators
-        top = 0.0
-        ready = True  # every counted channel's calibrator gives p-values
-        for name in self.channels:
-            if name not in raw:
-                continue
-            cal = calibrators[name]
-            p = cal.observe(float(raw[name]))
-            if cal.n <= c.calibration_min:
-                if name in _OPTIONAL_CHANNELS:
-                    continue  # an optional channel counts once its calibrator gives p-values
-                ready = False
-            s = -math.log(p if p > _P_FLOOR else _P_FLOOR)
-            surprises[name] = s
-            if s > top:
-                top = s
-        if c.combine == "sum":
-            top = sum(surprises.values())
-        # The largest channel surprise, calibrated once more on its own recent history: the
-        # final p-value is uniform on a stationary stream whatever the channels' correlation.
-        # It starts once every channel's reservoir is filled enough to give p-values.
-        final = calibrators[_COMBINED]
-        if ready:
-            p = final.observe(top)
-            p = min(1.0, max(p, _P_FLOOR))
-        else:
-            p = 1.0
+        return raw
+
+    def _calibrate(
+        self, local: list[_Local], raws: list[dict[str, float] | None]
+    ) -> list[tuple[dict[str, float], float] | None]:
+        """Per scored sample, each counted channel's surprise (-ln p) and the final p-value.
+
+        Every channel's raw score becomes a p-value under the VM's calibrator for it (then is
+        learned); the largest surprise, calibrated once more on its own recent history, gives
+        the final p-value: uniform on a stationary stream whatever the channels' correlation.
+        It starts once every channel's calibrator gives p-values (an optional channel counts
+        once its own does). All calibrators of a batch run in the bank together, in rounds in
+        which no VM repeats (which equals sample order: VMs are independent)."""
+        out: list[tuple[dict[str, float], float] | None] = [None] * len(local)
+        scored = [i for i, raw in enumerate(raws) if raw is not None]
+        if not scored:
+            return out
+        bank, columns = self._calibration, self._columns
+        combined = columns[_COMBINED]
+        channels = self.channels
+        sum_combine = self.config.combine == "sum"
+        log = math.log
+        rounds: list[list[int]] = []  # the k-th round holds each VM's k-th sample
+        seen: dict[int, int] = {}
+        for i in scored:
+            slot = local[i].state.slot
+            k = seen.get(slot, 0)
+            seen[slot] = k + 1
+            if k == len(rounds):
+                rounds.append([i])
+            else:
+                rounds[k].append(i)
+        for members in rounds:
+            pair_slots: list[int] = []
+            pair_columns: list[int] = []
+            pair_raws: list[float] = []
+            names_of: list[list[str]] = []
+            for i in members:
+                raw = raws[i]
+                names = [name for name in channels if name in raw]
+                slot = local[i].state.slot
+                for name in names:
+                    pair_slots.append(slot)
+                    pair_columns.append(columns[name])
+                    pair_raws.append(float(raw[name]))
+                names_of.append(names)
+            ps, counted = bank.observe(pair_slots, pair_columns, pair_raws)
+            ready_slots: list[int] = []
+            ready_tops: list[float] = []
+            ready_members: list[int] = []
+            k = 0
+            for i, names in zip(members, names_of, strict=True):
+                surprises: dict[str, float] = {}
+                top = 0.0
+                ready = True  # every counted channel's calibrator gives p-values
+                for name in names:
+                    p, ok = ps[k], counted[k]
+                    k += 1
+                    if not ok:
+                        if name in _OPTIONAL_CHANNELS:
+                            continue
+                        ready = False
+                    s = -log(p if p > _P_FLOOR else _P_FLOOR)
+                    surprises[name] = s
+                    if s > top:
+                        top = s
+                if sum_combine:
+                    top = sum(surprises.values())
+                out[i] = (surprises, 1.0)
+                if ready:
+                    ready_slots.append(local[i].state.slot)
+                    ready_tops.append(top)
+                    ready_members.append(i)
+            if ready_slots:
+                finals, _ = bank.observe(ready_slots, [combined] * len(ready_slots), ready_tops)
+                for i, p in zip(ready_members, finals, strict=True):
+                    out[i] = (out[i][0], min(1.0, max(p, _P_FLOOR)))
+        return out
+
+    def _decide(
+        self, sample: Sample, loc: _Local, calibrated: tuple[dict[str, float], float] | None
+    ) -> Assessment:
+        c = self.config
+        state = loc.state
+        if calibrated is None:  # not scored
+            state.last_score = 0.0
+            return Assessment(sample.vm_id, sample.ts, 0.0, state.last_threshold, loc.values)
+        surprises, p = calibrated
         surprise = -math.log10(p)
         if c.daily_recurrence or c.recent_recurrence:
             expected = 0.0

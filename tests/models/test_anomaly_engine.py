@@ -484,7 +484,12 @@ def test_the_fleet_forests_only_see_samples_with_two_metrics_or_more():
     run(single, engine)
     assert engine._fleet.iforest._n_learned == 0
     assert engine._fleet.hst.hst.counter == 0
-    assert all(len(engine._vms["one"].calibrators[name]) == 0 for name in engine._fleet.names)
+
+    def learned(vm: str, channel: str) -> int:
+        return engine._calibration.count(engine._vms[vm].slot, engine._columns[channel])
+
+    assert all(learned("one", name) == 0 for name in engine._fleet.names)
+    assert learned("one", "level") == 300 - engine.config.warmup
     run(stream(300, vm="many"), engine)
     assert engine._fleet.iforest._n_learned == 300
-    assert len(engine._vms["many"].calibrators["iforest"]) > 0
+    assert learned("many", "iforest") > 0
