@@ -315,7 +315,7 @@ class _VMState:
         return i
 
 
-@dataclass
+@dataclass(slots=True)
 class _Local:
     """Result of the VM-local pass for one sample."""
 
@@ -646,7 +646,7 @@ class AnomalyEngine:
         return self._fleet.score_and_learn(Z, rows)
 
     def _raw_scores(self, loc: _Local, fleet: dict[str, float]) -> dict[str, float]:
-        """Each channel's raw score of a scored sample (in `channels` order)."""
+        """Each channel's raw score (a float) of a scored sample, in `channels` order."""
         state = loc.state
         residual = max(loc.residual)
         # shift: EW mean of signed z per metric, in units of its own noise level on pure
@@ -689,7 +689,6 @@ class AnomalyEngine:
             return out
         bank, columns = self._calibration, self._columns
         combined = columns[_COMBINED]
-        channels = self.channels
         sum_combine = self.config.combine == "sum"
         log = math.log
         rounds: list[list[int]] = []  # the k-th round holds each VM's k-th sample
@@ -706,26 +705,21 @@ class AnomalyEngine:
             pair_slots: list[int] = []
             pair_columns: list[int] = []
             pair_raws: list[float] = []
-            names_of: list[list[str]] = []
             for i in members:
                 raw = raws[i]
-                names = [name for name in channels if name in raw]
-                slot = local[i].state.slot
-                for name in names:
-                    pair_slots.append(slot)
-                    pair_columns.append(columns[name])
-                    pair_raws.append(float(raw[name]))
-                names_of.append(names)
+                pair_slots.extend([local[i].state.slot] * len(raw))
+                pair_columns.extend([columns[name] for name in raw])
+                pair_raws.extend(raw.values())
             ps, counted = bank.observe(pair_slots, pair_columns, pair_raws)
             ready_slots: list[int] = []
             ready_tops: list[float] = []
             ready_members: list[int] = []
             k = 0
-            for i, names in zip(members, names_of, strict=True):
+            for i in members:
                 surprises: dict[str, float] = {}
                 top = 0.0
                 ready = True  # every counted channel's calibrator gives p-values
-                for name in names:
+                for name in raws[i]:
                     p, ok = ps[k], counted[k]
                     k += 1
                     if not ok:
