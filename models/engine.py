@@ -13,8 +13,9 @@ of µs by `load_vm`):
 - per metric: a robust EW standardiser (typical value and spread; `normalizer`), a one-step
   damped-trend forecaster with a residual scale (`residual`), a two-sided Page-Hinkley on the
   z-score (`drift`, 2 floats where River's PageHinkley is ~880 B) and a growth index
-  (`classification`): 13 floats, kept for all VMs in one `metric_bank.MetricBank` (a row per
-  VM) so that a batch updates them with numpy operations;
+  (`classification`): 13 floats, and the running mean of the clipped z-score for the `shift`
+  channel, kept for all VMs in one `metric_bank.MetricBank` (a row per VM) so that a batch
+  updates them with numpy operations;
 - per metric, a time-of-day profile (`daily_profile.DailyProfiles`, 24 hourly bins of 3
   floats and 5 more): what the metric usually reads at this hour, for the `daily` channel;
 - per detector channel, plus one for their combination: a `TailCalibrator` (`calibration`,
@@ -263,7 +264,6 @@ class _VMState:
         "last_threshold",
         "last_ts",
         "alerts",
-        "smooth_z",
         "recurrence",
         "peaks",
     )
@@ -279,13 +279,13 @@ class _VMState:
         self.last_threshold = c.threshold
         self.last_ts = 0.0
         self.alerts = 0
-        self.smooth_z = [0.0] * _N_FEATURES  # EW mean of each metric's signed z-score
         self.recurrence = DailyRecurrence()
         self.peaks = RecentPeaks()
 
     def scalar_state(self, bank: MetricBank) -> list[float]:
         out = [float(self.seen), self.last_score, self.last_threshold, self.last_ts]
-        out.extend((float(self.alerts), *self.smooth_z))
+        out.append(float(self.alerts))
+        out.extend(bank.shift_state(self.slot))  # EW mean of each metric's signed z-score
         out.extend(bank.state(self.slot))
         out.extend(self.recurrence.state())
         out.extend(self.threshold.state())
@@ -298,7 +298,7 @@ class _VMState:
         self.seen = int(values[0])
         self.last_score, self.last_threshold, self.last_ts = values[1], values[2], values[3]
         self.alerts = int(values[4])
-        self.smooth_z = list(values[5 : 5 + _N_FEATURES])
+        bank.load_shift_state(self.slot, values[5 : 5 + _N_FEATURES])
         i = 5 + _N_FEATURES
         size = MetricBank.N_STATE_PER_METRIC * _N_FEATURES
         bank.load_state(self.slot, values[i : i + size])
@@ -328,6 +328,7 @@ class _Local:
     daily: list[float]  # profile scores of the present metrics (-1: none)
     shifted: bool
     scored: bool
+    shift: float  # largest |EW mean of a metric's clipped z-score|
 
 
 class AnomalyEngine:
@@ -386,6 +387,7 @@ class AnomalyEngine:
             ),
             CompactPageHinkley(c.drift_delta, c.drift_threshold),
             GrowthTracker(),
+            shift_alpha=c.shift_alpha,
         )
         self._profiles = (
             DailyProfiles(
@@ -607,13 +609,13 @@ class AnomalyEngine:
             state.last_ts = sample.ts  # in order, so a VM's next sample in the batch sees it
         slot_array = np.array(slots, dtype=np.intp)
         X = np.array(rows)
-        Z, R, T, shifted = self._bank.observe(slot_array, X, np.array(warm, dtype=bool))
+        Z, R, T, shifted, shift = self._bank.observe(slot_array, X, np.array(warm, dtype=bool))
         if self._profiles is not None:
             P = self._profiles.observe(slot_array, np.array(times), np.array(gaps), X)
         else:
             P = np.full(X.shape, -1.0)
         local = []
-        for state, values, present, z, r, t, d, is_warm, is_shifted in zip(
+        for state, values, present, z, r, t, d, is_warm, is_shifted, s in zip(
             states,
             values_of,
             presents,
@@ -623,6 +625,7 @@ class AnomalyEngine:
             P.tolist(),
             warm,
             shifted.tolist(),
+            shift.tolist(),
             strict=True,
         ):
             if len(present) < _N_FEATURES:  # keep the present metrics' entries only
@@ -630,9 +633,8 @@ class AnomalyEngine:
                 r = [r[i] for i in present]
                 t = [t[i] for i in present]
                 d = [d[i] for i in present]
-            local.append(
-                _Local(state, values, present, z, r, t, d, is_shifted, is_warm and bool(present))
-            )
+            scored = is_warm and bool(present)
+            local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored, s))
         return local, Z
 
     def _fleet_pass(self, local: list[_Local], Z: np.ndarray) -> dict[str, np.ndarray]:
@@ -647,22 +649,12 @@ class AnomalyEngine:
 
     def _raw_scores(self, loc: _Local, fleet: dict[str, float]) -> dict[str, float]:
         """Each channel's raw score (a float) of a scored sample, in `channels` order."""
-        state = loc.state
-        residual = max(loc.residual)
-        # shift: EW mean of signed z per metric, in units of its own noise level on pure
-        # noise; a sustained moderate move accumulates, noise averages out.
-        a = self.config.shift_alpha
-        smooth = state.smooth_z
-        shift = 0.0
-        for i, z in zip(loc.present, loc.z, strict=True):
-            z = 8.0 if z > 8.0 else (-8.0 if z < -8.0 else z)
-            v = smooth[i] = smooth[i] + a * (z - smooth[i])
-            if abs(v) > shift:
-                shift = abs(v)
+        # shift: EW mean of signed z per metric (kept in the metric bank), in units of its own
+        # noise level on pure noise; a sustained moderate move accumulates, noise averages out.
         raw = {
-            "residual": residual,
+            "residual": max(loc.residual),
             "level": max(map(abs, loc.z)),
-            "shift": shift * self._shift_norm,
+            "shift": loc.shift * self._shift_norm,
         }
         daily = max(loc.daily) if loc.daily else -1.0
         if daily >= 0.0:  # some metric has a daily rhythm and a ready bin

@@ -2,7 +2,8 @@
 
 The engine keeps, for each VM and metric, a robust standardiser (`normalizer.EWStandardizer`),
 a damped-trend forecaster (`residual.DampedTrendForecaster`), a Page-Hinkley test
-(`drift.CompactPageHinkley`) and a growth index (`classification.GrowthTracker`): 13 floats.
+(`drift.CompactPageHinkley`) and a growth index (`classification.GrowthTracker`): 13 floats,
+plus the running mean of the clipped z-score that the engine's `shift` channel reads.
 Called one sample and one metric at a time they cost ~24 Python calls per sample; here the same
 updates run as numpy operations over all samples of a batch, one row per VM slot and one column
 per metric. The arithmetic is written in the same order as those classes, so the results are
@@ -30,6 +31,11 @@ FORECASTER = ("f_n", "f_level", "f_trend", "f_mae", "f_last")
 DRIFT = ("d_up", "d_down")
 GROWTH = ("g_last", "g_index", "g_n")
 FIELDS = SCALER + FORECASTER + DRIFT + GROWTH
+# The shift channel's running mean of the clipped z-score: checkpointed by the engine on its
+# own (`shift_state`), after the fields above.
+SHIFT = "z_shift"
+_ROWS = (*FIELDS, SHIFT)
+_Z_CLIP = 8.0
 _GROUP_ROWS = [[FIELDS.index(f) for f in group] for group in (SCALER, FORECASTER, DRIFT, GROWTH)]
 _MIN_ROUND = 8
 
@@ -45,21 +51,24 @@ class MetricBank:
         drift: CompactPageHinkley | None = None,
         growth: GrowthTracker | None = None,
         capacity: int = 64,
+        shift_alpha: float = 0.2,
     ) -> None:
-        """The scalar objects give every setting (and serve the small batches, see above)."""
+        """The scalar objects give every setting (and serve the small batches, see above);
+        `shift_alpha` is the rate of the running mean of each metric's clipped z-score."""
         self.n_metrics = n_metrics
+        self.shift_alpha = shift_alpha
         self._scalar = (
             scaler if scaler is not None else EWStandardizer(),
             forecaster if forecaster is not None else DampedTrendForecaster(),
             drift if drift is not None else CompactPageHinkley(),
             growth if growth is not None else GrowthTracker(),
         )
-        self._state = np.zeros((len(FIELDS), capacity, n_metrics))
+        self._state = np.zeros((len(_ROWS), capacity, n_metrics))
         self._free: list[int] = list(range(capacity - 1, -1, -1))
 
     def column(self, field: str, slot: int, metric: int) -> float:
         """One float of one slot, e.g. `column("s_mean", slot, 0)` (the typical value)."""
-        return float(self._state[FIELDS.index(field), slot, metric])
+        return float(self._state[_ROWS.index(field), slot, metric])
 
     # ------------------------------------------------------------------ slots
 
@@ -67,7 +76,7 @@ class MetricBank:
         """A fresh slot (all state zero)."""
         if not self._free:
             capacity = self._state.shape[1]
-            grown = np.zeros((len(FIELDS), 2 * capacity, self.n_metrics))
+            grown = np.zeros((len(_ROWS), 2 * capacity, self.n_metrics))
             grown[:, :capacity] = self._state
             self._state = grown
             self._free = list(range(2 * capacity - 1, capacity - 1, -1))
@@ -94,17 +103,26 @@ class MetricBank:
 
     N_STATE_PER_METRIC = len(FIELDS)
 
+    def shift_state(self, slot: int) -> list[float]:
+        """The slot's running means of the clipped z-score, one per metric."""
+        return self._state[-1, slot].tolist()
+
+    def load_shift_state(self, slot: int, values: list[float] | tuple[float, ...]) -> None:
+        self._state[-1, slot] = values
+
     # ------------------------------------------------------------------ batch update
 
     def observe(
         self, slots: np.ndarray, X: np.ndarray, warm: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Score each sample against its VM's state before it, then learn it, in order.
 
         `X` holds one row per sample (NaN: metric absent), `slots` the rows' VM slots and
-        `warm` whether the VM is past its warm-up (drift is tested only then). Returns z-scores,
-        forecast residual scores and typical values (0 where absent) and, per row, whether a
-        level shift was confirmed (the metric's level is then re-centred on the sample).
+        `warm` whether the VM is past its warm-up (drift is tested and the running means of z
+        are learned only then). Returns z-scores, forecast residual scores and typical values
+        (0 where absent) and, per row, whether a level shift was confirmed (the metric's level
+        is then re-centred on the sample) and the largest |running mean of z| over its metrics
+        (0 before warm-up).
         """
         n = len(slots)
         rounds = batch_rounds(slots)
@@ -115,24 +133,33 @@ class MetricBank:
                     slots.tolist(), X.tolist(), warm.tolist(), strict=True
                 )
             ]
-            z, residual, typical, shifted = zip(*rows, strict=True)
-            return np.array(z), np.array(residual), np.array(typical), np.array(shifted)
+            z, residual, typical, shifted, shift = zip(*rows, strict=True)
+            return (
+                np.array(z),
+                np.array(residual),
+                np.array(typical),
+                np.array(shifted),
+                np.array(shift),
+            )
         z = np.zeros(X.shape)
         residual = np.zeros(X.shape)
         typical = np.zeros(X.shape)
         shifted = np.zeros(n, dtype=bool)
+        shift = np.zeros(n)
         present = ~np.isnan(X)
+        outputs = (z, residual, typical, shifted, shift)
         for rows in rounds:
-            self._observe_round(
-                rows, slots[rows], X[rows], present[rows], warm[rows], z, residual, typical, shifted
-            )
-        return z, residual, typical, shifted
+            self._observe_round(rows, slots[rows], X[rows], present[rows], warm[rows], outputs)
+        return outputs
 
     def _observe_one(
         self, slot: int, x_row: list[float], warm: bool
-    ) -> tuple[list[float], list[float], list[float], bool]:
-        """One sample through the scalar classes (small batches): z, residual, typical, shift."""
+    ) -> tuple[list[float], list[float], list[float], bool, float]:
+        """One sample through the scalar classes (small batches): z, residual, typical,
+        shifted, |running mean of z|."""
         scaler, forecaster, drift, growth = self._scalar
+        a = self.shift_alpha
+        shift = 0.0
         block = self._state[:, slot]  # (fields, metrics), a view
         columns = block.T.tolist()
         m = len(x_row)
@@ -155,16 +182,29 @@ class MetricBank:
                 scaler.reset_level(x)
                 forecaster.reset_level(x)
             growth.learn_one(x)
-            columns[i] = (*scaler.state(), *forecaster.state(), *drift.state(), *growth.state())
+            mean_z = v[13]
+            if warm:
+                z = _Z_CLIP if z > _Z_CLIP else (-_Z_CLIP if z < -_Z_CLIP else z)
+                mean_z = mean_z + a * (z - mean_z)
+                if abs(mean_z) > shift:
+                    shift = abs(mean_z)
+            columns[i] = (
+                *scaler.state(),
+                *forecaster.state(),
+                *drift.state(),
+                *growth.state(),
+                mean_z,
+            )
             updated.append(i)
         if len(updated) > 3:  # one bulk write beats several column writes
             block[:] = np.array(columns).T
         else:
             for i in updated:
                 block[:, i] = columns[i]
-        return z_out, res_out, typ_out, shifted
+        return z_out, res_out, typ_out, shifted, shift
 
-    def _observe_round(self, rows, slots, X, present, warm, z_out, res_out, typ_out, shifted):
+    def _observe_round(self, rows, slots, X, present, warm, outputs):
+        z_out, res_out, typ_out, shifted, shift_out = outputs
         scaler, forecaster, drift, growth = self._scalar
         S = self._state[:, slots]  # (fields, rows, metrics): a copy, written back at the end
         x = np.where(present, X, 0.0)
@@ -182,6 +222,7 @@ class MetricBank:
             g_last,
             g_index,
             g_n,
+            z_shift,
         ) = S
 
         # standardiser (EWStandardizer.observe)
@@ -252,6 +293,13 @@ class MetricBank:
         S[11] = np.where(grow, g_index + growth.alpha * (step - g_index), g_index)
         S[10] = np.where(present, x, g_last)
         S[12] = np.where(present, g_n + 1.0, g_n)
+
+        # running mean of the clipped z-score (the shift channel), once the VM is warm
+        mean_z = np.where(
+            test, z_shift + self.shift_alpha * (np.clip(z, -_Z_CLIP, _Z_CLIP) - z_shift), z_shift
+        )
+        S[13] = mean_z
+        shift_out[rows] = np.max(np.where(test, np.abs(mean_z), 0.0), axis=1)
         self._state[:, slots] = S
 
 

@@ -22,9 +22,10 @@ class _ScalarVM:
         self.forecasters = [DampedTrendForecaster() for _ in range(M)]
         self.drifts = [CompactPageHinkley() for _ in range(M)]
         self.growth = [GrowthTracker() for _ in range(M)]
+        self.mean_z = [0.0] * M  # the shift channel's running means, as the engine kept them
 
-    def observe(self, x_row: list[float], warm: bool) -> tuple[list, list, list, bool]:
-        z, r, t, shifted = [0.0] * M, [0.0] * M, [0.0] * M, False
+    def observe(self, x_row: list[float], warm: bool) -> tuple[list, list, list, bool, float]:
+        z, r, t, shifted, shift = [0.0] * M, [0.0] * M, [0.0] * M, False, 0.0
         for i, x in enumerate(x_row):
             if x != x:
                 continue
@@ -36,7 +37,11 @@ class _ScalarVM:
                 self.scalers[i].reset_level(x)
                 self.forecasters[i].reset_level(x)
             self.growth[i].learn_one(x)
-        return z, r, t, shifted
+            if warm:
+                clipped = min(8.0, max(-8.0, z[i]))
+                self.mean_z[i] += 0.2 * (clipped - self.mean_z[i])
+                shift = max(shift, abs(self.mean_z[i]))
+        return z, r, t, shifted, shift
 
     def state(self) -> list[float]:
         out: list[float] = []
@@ -79,16 +84,17 @@ def test_bank_equals_the_scalar_classes_with_repeats_gaps_and_shifts(batch, n_vm
         warm = np.array([seen[vm] >= 30 for vm in vms])
         for vm in vms:
             seen[vm] += 1
-        z, r, t, shifted = bank.observe(np.array([slots[vm] for vm in vms]), X, warm)
+        z, r, t, shifted, mean_z = bank.observe(np.array([slots[vm] for vm in vms]), X, warm)
         for j, (vm, x) in enumerate(chunk):
-            ez, er, et, eshift = scalar[vm].observe(x.tolist(), bool(warm[j]))
+            ez, er, et, eshifted, emean_z = scalar[vm].observe(x.tolist(), bool(warm[j]))
             assert z[j].tolist() == ez and r[j].tolist() == er and t[j].tolist() == et
-            assert bool(shifted[j]) == eshift
-            shifts += eshift
+            assert bool(shifted[j]) == eshifted and float(mean_z[j]) == emean_z
+            shifts += eshifted
     assert shifts > 0
     assert bool(rounds) == (batch >= 64)  # which path ran
     for vm in range(n_vms):
         assert bank.state(slots[vm]) == scalar[vm].state()
+        assert bank.shift_state(slots[vm]) == scalar[vm].mean_z
 
 
 def test_state_round_trips_and_released_slots_come_back_empty():
@@ -96,7 +102,9 @@ def test_state_round_trips_and_released_slots_come_back_empty():
     slot = bank.allocate()
     values = [float(i) for i in range(MetricBank.N_STATE_PER_METRIC * M)]
     bank.load_state(slot, values)
-    assert bank.state(slot) == values
+    bank.load_shift_state(slot, [0.5, -1.5, 2.5])
+    assert bank.state(slot) == values and bank.shift_state(slot) == [0.5, -1.5, 2.5]
     bank.release(slot)
     again = bank.allocate()
     assert again == slot and bank.state(again) == [0.0] * len(values)
+    assert bank.shift_state(again) == [0.0] * M
