@@ -80,7 +80,7 @@ from models.daily_profile import DailyProfiles
 from models.drift import CompactPageHinkley
 from models.fleet import FleetForests
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
-from models.metric_bank import MetricBank
+from models.metric_bank import MetricBank, occurrence_groups
 from models.normalizer import EWStandardizer
 from models.peaks import RecentPeaks
 from models.recurrence import DailyRecurrence
@@ -683,16 +683,9 @@ class AnomalyEngine:
         combined = columns[_COMBINED]
         sum_combine = self.config.combine == "sum"
         log = math.log
-        rounds: list[list[int]] = []  # the k-th round holds each VM's k-th sample
-        seen: dict[int, int] = {}
-        for i in scored:
-            slot = local[i].state.slot
-            k = seen.get(slot, 0)
-            seen[slot] = k + 1
-            if k == len(rounds):
-                rounds.append([i])
-            else:
-                rounds[k].append(i)
+        # the k-th round holds each VM's k-th scored sample
+        slots = [local[i].state.slot for i in scored]
+        rounds = [[scored[j] for j in group] for group in occurrence_groups(slots)]
         for members in rounds:
             pair_slots: list[int] = []
             pair_columns: list[int] = []

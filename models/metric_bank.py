@@ -18,6 +18,8 @@ live samples) runs through the scalar classes themselves, loaded from and stored
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
+
 import numpy as np
 
 from models.classification import GrowthTracker
@@ -307,13 +309,18 @@ def batch_rounds(slots: np.ndarray) -> list[np.ndarray]:
     """Row indices grouped so that no slot repeats within a group, in order of occurrence."""
     if len(slots) == 1 or len(np.unique(slots)) == len(slots):
         return [np.arange(len(slots))]
-    groups: list[list[int]] = []  # the k-th holds each slot's k-th occurrence
-    seen: dict[int, int] = {}
-    for i, slot in enumerate(slots.tolist()):
-        k = seen.get(slot, 0)
-        seen[slot] = k + 1
+    return [np.array(group, dtype=np.intp) for group in occurrence_groups(slots.tolist())]
+
+
+def occurrence_groups(keys: Iterable[Hashable]) -> list[list[int]]:
+    """Positions of `keys` grouped so that the k-th group holds each key's k-th occurrence."""
+    groups: list[list[int]] = []
+    seen: dict[Hashable, int] = {}
+    for i, key in enumerate(keys):
+        k = seen.get(key, 0)
+        seen[key] = k + 1
         if k == len(groups):
             groups.append([i])
         else:
             groups[k].append(i)
-    return [np.array(group, dtype=np.intp) for group in groups]
+    return groups
