@@ -258,10 +258,6 @@ class CalibrationBank:
         meta[_TOTAL] *= inv
         meta[_WEIGHT] = 1.0
 
-    @property
-    def nbytes(self) -> int:
-        return int(self._counts.nbytes + self._meta.nbytes)
-
 
 def _masked(block: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """`block` where `keep`, else 0, as a new C-contiguous array (whatever `block`'s layout):

@@ -37,6 +37,7 @@ FIELDS = SCALER + FORECASTER + DRIFT + GROWTH
 # own (`shift_state`), after the fields above.
 SHIFT = "z_shift"
 _ROWS = (*FIELDS, SHIFT)
+_SHIFT_ROW = _ROWS.index(SHIFT)
 _Z_CLIP = 8.0
 _GROUP_ROWS = [[FIELDS.index(f) for f in group] for group in (SCALER, FORECASTER, DRIFT, GROWTH)]
 _MIN_ROUND = 8
@@ -107,10 +108,10 @@ class MetricBank:
 
     def shift_state(self, slot: int) -> list[float]:
         """The slot's running means of the clipped z-score, one per metric."""
-        return self._state[-1, slot].tolist()
+        return self._state[_SHIFT_ROW, slot].tolist()
 
     def load_shift_state(self, slot: int, values: list[float] | tuple[float, ...]) -> None:
-        self._state[-1, slot] = values
+        self._state[_SHIFT_ROW, slot] = values
 
     # ------------------------------------------------------------------ batch update
 
@@ -184,7 +185,7 @@ class MetricBank:
                 scaler.reset_level(x)
                 forecaster.reset_level(x)
             growth.learn_one(x)
-            mean_z = v[13]
+            mean_z = v[_SHIFT_ROW]
             if warm:
                 z = _Z_CLIP if z > _Z_CLIP else (-_Z_CLIP if z < -_Z_CLIP else z)
                 mean_z = mean_z + a * (z - mean_z)
@@ -300,7 +301,7 @@ class MetricBank:
         mean_z = np.where(
             test, z_shift + self.shift_alpha * (np.clip(z, -_Z_CLIP, _Z_CLIP) - z_shift), z_shift
         )
-        S[13] = mean_z
+        S[_SHIFT_ROW] = mean_z
         shift_out[rows] = np.max(np.where(test, np.abs(mean_z), 0.0), axis=1)
         self._state[:, slots] = S
 
