@@ -409,12 +409,9 @@ class IntervalForecaster:
 
     def _set_period(self, period: int | None) -> None:
         self._period = period
-        if not period:
-            self._season = None
-            return
-        profile = self._detector.profile(period)
-        # Profile phase 0 is the detector's first sample; the model's phase 0 is sample 0.
-        self._season = np.roll(profile, self._detector_origin % period).astype(np.float32)
+        self._season = (
+            seasonal_profile(self._detector, self._detector_origin, period) if period else None
+        )
 
     # ------------------------------------------------------------------ forecasting
     def _path(self, horizon: int) -> np.ndarray:
@@ -551,6 +548,31 @@ class IntervalForecaster:
         return int(total)
 
 
+def seasonal_profile(detector: SeasonalityDetector, origin: int, period: int) -> np.ndarray:
+    """The detector's profile for `period`, re-phased so that phase 0 is the model's sample 0
+    (the detector's phase 0 is the sample it started at, `origin`)."""
+    return np.roll(detector.profile(period), origin % period).astype(np.float32)
+
+
+def forecast_points(
+    path: list[float],
+    lower: list[list[float]],
+    upper: list[list[float]],
+    times: list[float | None],
+    keys: list[str],
+) -> list[dict]:
+    """A message's points: step, ts, yhat and flat per-level bounds (`lower_80`, ...)."""
+    names = [(f"lower_{key}", f"upper_{key}") for key in keys]
+    points = []
+    for step, (yhat, low, high, ts) in enumerate(zip(path, lower, upper, times, strict=True), 1):
+        point = {"step": step, "ts": ts, "yhat": yhat}
+        for (low_name, high_name), lo, hi in zip(names, low, high, strict=True):
+            point[low_name] = lo
+            point[high_name] = hi
+        points.append(point)
+    return points
+
+
 def forecast_message(
     vm_id: str,
     metric: str,
@@ -568,15 +590,8 @@ def forecast_message(
     points = []
     if forecaster.n:
         path, lower, upper = forecaster.forecast_arrays(horizon)
-        rows = zip(path.tolist(), lower.tolist(), upper.tolist(), strict=True)
         times = forecaster._step_times(horizon)
-        names = [(f"lower_{key}", f"upper_{key}") for key in keys]
-        for step, ((yhat, low, high), ts) in enumerate(zip(rows, times, strict=True), start=1):
-            point = {"step": step, "ts": ts, "yhat": yhat}
-            for (low_name, high_name), lo, hi in zip(names, low, high, strict=True):
-                point[low_name] = lo
-                point[high_name] = hi
-            points.append(point)
+        points = forecast_points(path.tolist(), lower.tolist(), upper.tolist(), times, keys)
     return {
         "vm_id": vm_id,
         "metric": metric,

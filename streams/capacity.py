@@ -5,14 +5,20 @@ resolution of a minute is what capacity decisions need, and it keeps the cost pe
 Every `forecast_every` windows a VM publishes one forecast message per metric, and the scaling
 policy looks at its host: the VMs of a host are decided together once per window, with each
 VM's latest view, so a host that is forecast to saturate yields one `migrate`.
+
+The forecasters of all VMs are rows of one `ForecasterBank`: the windows a batch of records
+closes are learnt and forecast together, in rounds in which no VM repeats.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from models.forecasting import IntervalForecaster, forecast_message, level_key
+from models.forecaster_bank import ForecasterBank
+from models.forecasting import level_key
+from models.metric_bank import occurrence_groups
 from models.scaling import HostView, ResourceView, ScalingConfig, ScalingPolicy, VMView
 from streams.windows import ClosedWindow
 
@@ -39,11 +45,21 @@ class CapacityConfig:
 
 @dataclass
 class _VMPlan:
-    forecasters: dict[str, IntervalForecaster]
+    rows: dict[str, int]  # metric -> its forecaster's row in the bank
     allocation: dict[str, float]
     history: dict[str, deque]
     host: str | None = None
     windows: int = 0
+
+
+@dataclass
+class _Learnt:
+    """What learning one window left for the decisions taken in window order."""
+
+    means: dict[str, float]
+    forecasts: list[dict] = field(default_factory=list)
+    act: bool = False
+    period: int | None = None  # the cpu forecaster's seasonal period
 
 
 def _usage(resource: str, metrics: dict[str, float], allocation: dict[str, float]) -> float | None:
@@ -67,6 +83,7 @@ class CapacityPlanner:
     _views: dict[str, VMView] = field(default_factory=dict)
     _host_members: dict[str, set[str]] = field(default_factory=dict)
     _host_decided: dict[str, float] = field(default_factory=dict)
+    _forecasters: ForecasterBank | None = None
 
     def __post_init__(self) -> None:
         self.policy = ScalingPolicy(self.config.scaling)
@@ -77,11 +94,22 @@ class CapacityPlanner:
         if plan is None:
             c = self.config
             plan = self._vms[vm_id] = _VMPlan(
-                forecasters={},
+                rows={},
                 allocation=dict(c.default_allocation),
                 history={r: deque(maxlen=c.history) for r in c.default_allocation},
             )
         return plan
+
+    def _bank(self, window: ClosedWindow) -> ForecasterBank:
+        """The forecasters' bank, made for the size of the first window (a worker's forecast
+        windows all have one size; it is the sampling interval assumed until one is seen)."""
+        if self._forecasters is None:
+            self._forecasters = ForecasterBank(
+                horizon=self.config.horizon,
+                levels=self.config.levels,
+                default_step_seconds=window.size_s,
+            )
+        return self._forecasters
 
     def set_allocation(self, vm_id: str, allocation: dict[str, float]) -> None:
         """The VM's current allocation as its samples report it (vcpus, mem_mib, net_mbps)."""
@@ -92,42 +120,89 @@ class CapacityPlanner:
 
     def on_window(self, window: ClosedWindow) -> tuple[list[dict], list[dict]]:
         """Learn a closed window; returns (forecast messages, scaling actions) now due."""
+        _, forecasts, actions = self.on_windows([(window.vm_id, None, [window])])[0]
+        return forecasts, actions
+
+    def on_windows(
+        self, samples: Sequence[tuple[str, dict[str, float] | None, Sequence[ClosedWindow]]]
+    ) -> list[tuple[ClosedWindow, list[dict], list[dict]]]:
+        """Learn the windows closed by consecutive samples, each given as (vm_id, allocation it
+        reported or None, windows it closed); returns (window, forecasts, actions) per window,
+        in order. The same as `set_allocation` and `on_window` sample by sample."""
+        windows = [w for _, _, closed in samples for w in closed]
+        learnt = self._learn(windows)
+        out = []
+        i = 0
+        for vm_id, allocation, closed in samples:
+            if allocation:
+                self.set_allocation(vm_id, allocation)
+            for window in closed:
+                out.append((window, learnt[i].forecasts, self._act(window, learnt[i])))
+                i += 1
+        return out
+
+    def _learn(self, windows: list[ClosedWindow]) -> list[_Learnt]:
+        """Feed every window's means to its VM's forecasters, and forecast those now due."""
+        learnt = [
+            _Learnt({name: s.mean for name, s in w.metrics.items() if s.count}) for w in windows
+        ]
+        c = self.config
+        for group in occurrence_groups(w.vm_id for w in windows):
+            bank = self._bank(windows[group[0]])
+            rows, ys, ts = [], [], []
+            for i in group:
+                plan = self._plan(windows[i].vm_id)
+                for metric in FORECAST_METRICS:
+                    if metric in learnt[i].means:
+                        row = plan.rows.get(metric)
+                        if row is None:
+                            row = plan.rows[metric] = bank.add()
+                        rows.append(row)
+                        ys.append(learnt[i].means[metric])
+                        ts.append(windows[i].end)
+            bank.learn(rows, ys, ts)
+            due: list[tuple[int, str, int]] = []
+            for i in group:
+                plan = self._vms[windows[i].vm_id]
+                plan.windows += 1
+                counts = {m: int(bank.n[row]) for m, row in plan.rows.items()}
+                ready = sorted(m for m, n in counts.items() if n >= c.min_windows)
+                if not ready or plan.windows % c.forecast_every:
+                    continue
+                due.extend((i, m, plan.rows[m]) for m in ready)
+                learnt[i].act = min(counts[m] for m in ready) >= c.act_after_windows
+                cpu = plan.rows.get("cpu_pct")
+                learnt[i].period = None if cpu is None else bank.period(cpu)
+            if due:
+                messages = bank.messages(
+                    [row for _, _, row in due],
+                    [windows[i].vm_id for i, _, _ in due],
+                    [m for _, m, _ in due],
+                    [windows[i].end for i, _, _ in due],
+                )
+                for (i, _, _), message in zip(due, messages, strict=True):
+                    learnt[i].forecasts.append(message)
+        return learnt
+
+    def _act(self, window: ClosedWindow, learnt: _Learnt) -> list[dict]:
+        """Usage history, host membership and, when due, the scaling decisions of a window."""
         plan = self._plan(window.vm_id)
         if window.host is not None and window.host != plan.host:
             if plan.host is not None:
                 self._host_members.get(plan.host, set()).discard(window.vm_id)
             plan.host = window.host
             self._host_members.setdefault(window.host, set()).add(window.vm_id)
-        means = {name: s.mean for name, s in window.metrics.items() if s.count}
-        for metric in FORECAST_METRICS:
-            if metric in means:
-                forecaster = plan.forecasters.get(metric)
-                if forecaster is None:
-                    forecaster = plan.forecasters[metric] = IntervalForecaster(
-                        horizon=self.config.horizon,
-                        levels=self.config.levels,
-                        default_step_seconds=window.size_s,
-                    )
-                forecaster.learn_one(means[metric], ts=window.end)
         for resource, history in plan.history.items():
-            usage = _usage(resource, means, plan.allocation)
+            usage = _usage(resource, learnt.means, plan.allocation)
             if usage is not None:
                 history.append(usage)
-        plan.windows += 1
-        ready = {m: f for m, f in plan.forecasters.items() if f.n >= self.config.min_windows}
-        if not ready or plan.windows % self.config.forecast_every:
-            return [], []
-        forecasts = [
-            forecast_message(window.vm_id, m, f, issued_at=window.end)
-            for m, f in sorted(ready.items())
-        ]
-        if min(f.n for f in ready.values()) < self.config.act_after_windows:
-            return forecasts, []
-        self._views[window.vm_id] = self._view(window.vm_id, plan, forecasts)
-        return forecasts, self._decide(window.vm_id, plan.host, window.end)
+        if not learnt.act:
+            return []
+        self._views[window.vm_id] = self._view(window.vm_id, plan, learnt)
+        return self._decide(window.vm_id, plan.host, window.end)
 
-    def _view(self, vm_id: str, plan: _VMPlan, forecasts: list[dict]) -> VMView:
-        by_metric = {f["metric"]: f["points"] for f in forecasts}
+    def _view(self, vm_id: str, plan: _VMPlan, learnt: _Learnt) -> VMView:
+        by_metric = {f["metric"]: f["points"] for f in learnt.forecasts}
         upper = f"upper_{self._level}"
         resources = {}
         for resource, allocation in plan.allocation.items():
@@ -154,14 +229,13 @@ class CapacityPlanner:
                 points = by_metric.get(metric, [])
                 point = [max(0.0, p["yhat"]) * scale for p in points]
                 high = [max(0.0, p[upper]) * scale for p in points]
-            forecaster = plan.forecasters.get("cpu_pct")
             resources[resource] = ResourceView(
                 allocation=allocation,
                 usage=plan.history[resource][-1],
                 forecast=point,
                 upper=high,
                 history=list(plan.history[resource]),
-                period=forecaster.period if forecaster else None,
+                period=learnt.period,
             )
         return VMView(vm_id, plan.host or "", resources)
 
@@ -181,4 +255,7 @@ class CapacityPlanner:
         self._views.pop(vm_id, None)
         if plan is not None and plan.host is not None:
             self._host_members.get(plan.host, set()).discard(vm_id)
+        if plan is not None and self._forecasters is not None:
+            for row in plan.rows.values():
+                self._forecasters.remove(row)
         self.policy.forget(vm_id)

@@ -183,8 +183,13 @@ class MetricsProcessor:
         learning = self._not_yet_learned(accepted) if self._replay_through else accepted
         if learning:
             outputs.extend(self._assess(learning))
+        planned = []
         for valid, _ in accepted:
-            outputs.extend(self._windows(valid.sample, valid.host, valid.allocation))
+            closed = self._windows(valid.sample, valid.host)
+            if self.planner is not None:
+                planned.append((valid.sample.vm_id, valid.allocation, closed))
+        if planned:
+            outputs.extend(self._plan(planned))
         for out in outputs:
             self.history.published(out.topic_id, out.key, out.value)
         return outputs
@@ -252,8 +257,8 @@ class MetricsProcessor:
         """The input partition this worker last saw `vm_id` on."""
         return self._partition_of.get(vm_id)
 
-    def _windows(self, sample: Sample, host: str | None, allocation: dict | None) -> list[Output]:
-        """Feed the event-time windows; closed ones drive forecasts and scaling actions."""
+    def _windows(self, sample: Sample, host: str | None) -> list[ClosedWindow]:
+        """Feed the event-time windows; returns the forecast windows the sample closed."""
         closed: list[ClosedWindow] = []
         for windows in self.aggregate_windows:
             done = windows.add(sample, host)
@@ -263,13 +268,12 @@ class MetricsProcessor:
                     closed = done
         if not any(w is self.forecast_windows for w in self.aggregate_windows):
             closed = self.forecast_windows.add(sample, host)
-        if self.planner is None:
-            return []
-        if allocation:
-            self.planner.set_allocation(sample.vm_id, allocation)
+        return closed
+
+    def _plan(self, samples: list[tuple[str, dict | None, list[ClosedWindow]]]) -> list[Output]:
+        """Forecasts and scaling actions of the windows these samples closed, learnt together."""
         outputs = []
-        for window in closed:
-            forecasts, actions = self.planner.on_window(window)
+        for window, forecasts, actions in self.planner.on_windows(samples):
             for message in forecasts:
                 message["message_id"] = stable_id(
                     message["vm_id"], message["metric"], message["issued_at"]

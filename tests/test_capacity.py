@@ -72,3 +72,32 @@ def test_vms_without_a_host_are_decided_alone_and_forgetting_drops_them() -> Non
     planner.forget("vm-x")
     f, _ = planner.on_window(window("vm-x", 60.0 * 9, 30.0, 100.0, host=None))
     assert f == [], "a forgotten VM starts over"
+
+
+def test_windows_learnt_in_batches_give_what_they_give_one_at_a_time() -> None:
+    """A batch's windows are learnt together, in rounds in which no VM repeats; allocations
+    reported mid-batch apply from their sample on. Outputs must equal the one-by-one path."""
+    config = CapacityConfig(min_windows=3, act_after_windows=12)
+    one_by_one, batched = CapacityPlanner(config), CapacityPlanner(config)
+    samples = []
+    for k in range(60):
+        for v in range(6):
+            vm = f"vm-{v}"
+            mbps = 150.0 * (v + 1) * (1 + 0.1 * math.sin(k / 4 + v)) * (1 + (k > 35) * v / 3)
+            allocation = {"net_mbps": 800.0 + 100 * (k // 20)} if (k + v) % 7 == 0 else None
+            closed = [window(vm, 60.0 * k, 20.0 + v, mbps, host=f"host-{v % 2}")]
+            samples.append((vm, allocation, closed if (k + v) % 5 else []))
+            if (k + v) % 5 == 0:  # this VM's window closes with its next sample
+                samples[-1] = (vm, allocation, [])
+                samples.append((vm, None, closed))
+    expected = []
+    for vm, allocation, closed in samples:
+        if allocation:
+            one_by_one.set_allocation(vm, allocation)
+        for w in closed:
+            expected.append((w, *one_by_one.on_window(w)))
+    got = []
+    for start in range(0, len(samples), 17):  # batches that hold several windows of a VM
+        got += batched.on_windows(samples[start : start + 17])
+    assert got == expected
+    assert sum(len(actions) for _, _, actions in got) > 0, "scaling decisions were compared"

@@ -1,0 +1,567 @@
+"""Many `IntervalForecaster`s as rows of shared arrays, stepped together.
+
+A fleet's VMs close their windows together, and each forecaster's update is a few dozen numpy
+operations on arrays of `horizon` elements. The bank keeps every forecaster's state as one row
+of a set of arrays, so one window of a whole fleet costs those few dozen operations once, over
+all the rows it touches, instead of once per forecaster. The forecasts and messages are
+identical, bit for bit, to those of one `IntervalForecaster` per series.
+
+Rows in their ordinary state (learnt at least once, a regular next timestamp, the seasonal
+detector running or not needed) take the vectorised path. The rest — a first sample, a gap
+to fill, a sample without a timestamp, the first samples before the sampling interval is
+known — are rare; such a row is checked out as an `IntervalForecaster`, learns there, and is
+written back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.forecasting import (
+    _MAE_TO_SIGMA,
+    IntervalForecaster,
+    _normal_quantiles,
+    forecast_points,
+    level_key,
+    seasonal_profile,
+)
+
+_DIFFS = 9  # ring of recent sampling intervals, as in IntervalForecaster
+_NONE = -1  # season_length "None" (detect the period)
+
+
+class ForecasterBank:
+    """Forecasters of many series, one row each; same arguments as `IntervalForecaster`."""
+
+    def __init__(self, capacity: int = 64, **forecaster_args: Any) -> None:
+        self._args = forecaster_args
+        template = IntervalForecaster(**forecaster_args)
+        self._template = template
+        self.horizon = h = template.horizon
+        self.levels = template.levels
+        self._n_levels = len(self.levels)
+        self._window = template.bands.window
+        self._acc_window = template._accuracy.window
+        self._damp = template._damp
+        self._nominal = 1.0 - np.asarray(self.levels)
+        self._steps = np.arange(1, h + 1)
+        self._keys = [level_key(lvl) for lvl in self.levels]
+        self._free: list[int] = []
+        self._size = 0  # rows handed out so far (free ones included)
+        self._capacity = 0
+        self._history_width = template._history.size
+        self._grow(max(1, capacity))
+
+    # ------------------------------------------------------------------ rows
+    def _grow(self, capacity: int) -> None:
+        """(Re)allocate every array for `capacity` rows, keeping the rows in use."""
+        h, w, lv = self.horizon, self._window, self._n_levels
+        t = self._template
+        fields = {
+            "n": ((), np.int64, 0),
+            "last_ts": ((), np.float64, np.nan),
+            "n_diffs": ((), np.int64, 0),
+            "step_estimate": ((), np.float64, 0.0),
+            "diffs": ((_DIFFS,), np.float64, 0.0),
+            "level": ((), np.float64, 0.0),
+            "trend": ((), np.float64, 0.0),
+            "scale": ((), np.float64, 0.0),
+            "periods": ((), np.int64, 0),
+            "season_length": ((), np.int64, 0),
+            "detector_origin": ((), np.int64, 0),
+            "stale": ((), np.bool_, False),
+            "history_size": ((), np.int64, 0),
+            "history": ((self._history_width,), np.float32, 0.0),
+            "pending": ((h, h), np.float32, 0.0),
+            "pending_model": ((h, h), np.float32, 0.0),
+            "errors": ((h, w), np.float32, 0.0),
+            "error_count": ((h,), np.int64, 0),
+            "alpha": ((h, lv), np.float64, 0.0),
+            "widths": ((h, lv, 2), np.float64, np.nan),
+            "started": ((), np.int64, 0),
+            "acc_count": ((h,), np.int64, 0),
+            "acc_table": ((5, h), np.float64, 0.0),
+            "coverage": ((h, lv), np.float64, 0.0),
+            "cov_count": ((h,), np.int64, 0),
+            "seasonal_count": ((), np.int64, 0),
+        }
+        for name, (shape, dtype, fill) in fields.items():
+            array = np.full((capacity, *shape), fill, dtype=dtype)
+            old = getattr(self, name, None)
+            if old is not None:
+                array[: self._size] = old[: self._size]
+            setattr(self, name, array)
+        seasons = getattr(self, "seasons", [])
+        detectors = getattr(self, "detectors", [])
+        self.seasons: list[np.ndarray | None] = seasons + [None] * (capacity - len(seasons))
+        self.detectors: list[Any] = detectors + [None] * (capacity - len(detectors))
+        self._capacity = capacity
+        for row in range(self._size, capacity):
+            self._checkin(row, t)
+
+    def add(self) -> int:
+        """A row for a new series."""
+        if self._free:
+            return self._free.pop()
+        if self._size == self._capacity:
+            self._grow(2 * self._capacity)
+        self._size += 1
+        return self._size - 1
+
+    def remove(self, row: int) -> None:
+        """Forget a series; its row is reset and reused."""
+        self._checkin(row, self._template)
+        self._free.append(row)
+
+    def count(self, rows: np.ndarray) -> np.ndarray:
+        """Samples learnt by each row."""
+        return self.n[rows]
+
+    def period(self, row: int) -> int | None:
+        """Seasonal period in samples the row uses (None when non-seasonal)."""
+        return int(self.periods[row]) or None
+
+    # ------------------------------------------------------------------ object form
+    def checkout(self, row: int) -> IntervalForecaster:
+        """The row as an `IntervalForecaster` (a copy; `_checkin` writes it back)."""
+        f = IntervalForecaster(**self._args)
+        f.n = int(self.n[row])
+        last = float(self.last_ts[row])
+        f.last_ts = None if math.isnan(last) else last
+        f._diffs = self.diffs[row].copy()
+        f._n_diffs = int(self.n_diffs[row])
+        f._step_estimate = float(self.step_estimate[row])
+        f._level = float(self.level[row])
+        f._trend = float(self.trend[row])
+        f._scale = float(self.scale[row])
+        period = int(self.periods[row])
+        f._period = period or None
+        season_length = int(self.season_length[row])
+        f.season_length = None if season_length == _NONE else season_length
+        f._season = self.seasons[row]
+        f._detector = self.detectors[row]
+        f._detector_origin = int(self.detector_origin[row])
+        f._bands_stale = bool(self.stale[row])
+        f._history = self.history[row, : self.history_size[row]].copy()
+        f._pending = self.pending[row].copy()
+        f._pending_model = self.pending_model[row].copy()
+        b = f.bands
+        b._errors = self.errors[row].copy()
+        b._count = self.error_count[row].copy()
+        b._alpha = self.alpha[row].copy()
+        b._widths = self.widths[row].copy()
+        b._started = int(self.started[row])
+        a = f._accuracy
+        a.count = self.acc_count[row].copy()
+        a.table = self.acc_table[row].copy()
+        a.abs_err, a.smape, a.abs_snaive, a.abs_naive, a.abs_model = a.table
+        a.coverage = self.coverage[row].copy()
+        a.cov_count = self.cov_count[row].copy()
+        a.seasonal_count = int(self.seasonal_count[row])
+        return f
+
+    def _checkin(self, row: int, f: IntervalForecaster) -> None:
+        self.n[row] = f.n
+        self.last_ts[row] = np.nan if f.last_ts is None else f.last_ts
+        self.diffs[row] = f._diffs
+        self.n_diffs[row] = f._n_diffs
+        self.step_estimate[row] = f._step_estimate
+        self.level[row] = f._level
+        self.trend[row] = f._trend
+        self.scale[row] = f._scale
+        self.periods[row] = f._period or 0
+        self.season_length[row] = _NONE if f.season_length is None else f.season_length
+        self.seasons[row] = None if f._season is None else f._season.copy()
+        self.detectors[row] = f._detector if f is not self._template else None
+        self.detector_origin[row] = f._detector_origin
+        self.stale[row] = f._bands_stale
+        size = f._history.size
+        if size > self._history_width:
+            self._widen_history(size)
+        self.history_size[row] = size
+        self.history[row, :size] = f._history
+        self.pending[row] = f._pending
+        self.pending_model[row] = f._pending_model
+        b = f.bands
+        self.errors[row] = b._errors
+        self.error_count[row] = b._count
+        self.alpha[row] = b._alpha
+        self.widths[row] = b._widths
+        self.started[row] = b._started
+        a = f._accuracy
+        self.acc_count[row] = a.count
+        self.acc_table[row] = a.table
+        self.coverage[row] = a.coverage
+        self.cov_count[row] = a.cov_count
+        self.seasonal_count[row] = a.seasonal_count
+
+    def _widen_history(self, width: int) -> None:
+        grown = np.zeros((self._capacity, width), dtype=np.float32)
+        grown[:, : self._history_width] = self.history
+        self.history = grown
+        self._history_width = width
+
+    # ------------------------------------------------------------------ learning
+    def learn(
+        self, rows: Sequence[int] | np.ndarray, ys: Sequence[float], ts: Sequence[float]
+    ) -> None:
+        """Learn one sample per row (`rows` must not repeat), as `learn_one(y, ts)` would."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ys = np.asarray(ys, dtype=np.float64)
+        ts = np.asarray(ts, dtype=np.float64)
+        fast = self._fast_rows(rows, ys, ts)
+        for i in np.flatnonzero(~fast).tolist():
+            row = int(rows[i])
+            f = self.checkout(row)
+            f.learn_one(float(ys[i]), float(ts[i]))
+            self._checkin(row, f)
+        if fast.any():
+            self._learn_fast(rows[fast], ys[fast], ts[fast])
+
+    def _fast_rows(self, rows: np.ndarray, ys: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Rows whose sample takes the ordinary path: no first sample, skip or gap."""
+        t = self._template
+        n_diffs = self.n_diffs[rows]
+        last = self.last_ts[rows]
+        with np.errstate(invalid="ignore"):
+            later = ts > last  # False for NaN (no timestamp yet)
+        known = n_diffs >= 3 if not t.step_seconds else np.ones(rows.size, dtype=bool)
+        interval = (
+            np.full(rows.size, float(t.step_seconds))
+            if t.step_seconds
+            else np.where(n_diffs > 0, self.step_estimate[rows], t.default_step_seconds)
+        )
+        with np.errstate(invalid="ignore"):
+            steps = np.rint((ts - last) / interval)
+        regular = ~known | ~(steps > 1)  # a gap means missed samples: fill them one by one
+        detecting = self.season_length[rows] == _NONE
+        started = np.fromiter(
+            (self.detectors[r] is not None for r in rows.tolist()), bool, rows.size
+        )
+        season_length = self.season_length[rows]
+        return (
+            (self.n[rows] > 0)
+            & np.isfinite(ys)
+            & later
+            & regular
+            & (started | ~detecting)
+            & ((season_length <= 0) | (self.n[rows] + 1 != season_length))
+        )
+
+    def _learn_fast(self, rows: np.ndarray, y: np.ndarray, ts: np.ndarray) -> None:
+        self._note_intervals(rows, ts)
+        n = self.n[rows]
+        self._score_pending(rows, n, y)
+        learn_err = self._update_state(rows, n, y)
+        for i, row in enumerate(rows.tolist()):
+            season = self.seasons[row]
+            if season is not None:
+                season[int(n[i]) % int(self.periods[row])] += self._template.gamma * float(
+                    learn_err[i]
+                )
+            detector = self.detectors[row]
+            if detector is not None and detector.learn_one(float(y[i])):
+                self._set_period(row, detector)
+        self._advance(rows, n, y)
+
+    def _note_intervals(self, rows: np.ndarray, ts: np.ndarray) -> None:
+        n_diffs = self.n_diffs[rows]
+        self.diffs[rows, n_diffs % _DIFFS] = ts - self.last_ts[rows]
+        n_diffs = n_diffs + 1
+        self.n_diffs[rows] = n_diffs
+        self.last_ts[rows] = ts
+        due = (n_diffs <= _DIFFS) | (n_diffs % _DIFFS == 0)
+        for row, count in zip(rows[due].tolist(), n_diffs[due].tolist(), strict=True):
+            self.step_estimate[row] = float(np.median(self.diffs[row, : min(count, _DIFFS)]))
+
+    def _set_period(self, row: int, detector: Any) -> None:
+        period = detector.period
+        self.periods[row] = period or 0
+        self.seasons[row] = (
+            seasonal_profile(detector, int(self.detector_origin[row]), period) if period else None
+        )
+
+    def _lags(self, rows: np.ndarray) -> np.ndarray:
+        """Seasonal-naive lag per row (0 when there is none yet)."""
+        periods = self.periods[rows]
+        lags = periods.copy()
+        for i in np.flatnonzero(periods == 0).tolist():
+            detector = self.detectors[int(rows[i])]
+            if detector is not None:
+                lags[i] = detector.candidate_lags[0]
+        return lags
+
+    def _score_pending(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> None:
+        """Compare the forecasts made 1..H steps ago for these samples with the truth."""
+        h = self.horizon
+        steps = self._steps
+        k = np.minimum(h, n)
+        valid = steps[None, :] <= k[:, None]
+        ring = (n[:, None] - steps) % h
+        cell = (rows[:, None], ring, steps - 1)
+        forecasts = self.pending[cell].astype(np.float64)
+        yy = y[:, None]
+        err = yy - forecasts
+        model_err = y.astype(np.float32)[:, None] - self.pending_model[cell]
+        covered, has_band = self._update_bands(rows, k, valid, err)
+        denom = np.abs(yy) + np.abs(forecasts)
+        smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
+        size = self.history_size[rows][:, None]
+        naive = self.history[rows[:, None], (n[:, None] - steps) % size].astype(np.float64)
+        naive_err = np.abs(yy - naive)
+        lags = self._lags(rows)
+        seasonal = (lags > 0) & (n >= lags)
+        last_season = self.history[rows, (n - lags) % size[:, 0]].astype(np.float64)
+        snaive_err = np.where(seasonal[:, None], np.abs(yy - last_season[:, None]), naive_err)
+        # exponentially weighted statistics of steps 1..k
+        count = self.acc_count[rows] + valid
+        self.acc_count[rows] = count
+        self.seasonal_count[rows] += seasonal
+        with np.errstate(divide="ignore"):
+            rate = np.maximum(1.0 / count, 1.0 / self._acc_window)
+        new = np.stack((np.abs(err), smape, snaive_err, naive_err, np.abs(model_err)), axis=1)
+        stats = self.acc_table[rows]
+        self.acc_table[rows] = np.where(
+            valid[:, None, :], stats + rate[:, None, :] * (new - stats), stats
+        )
+        if has_band.any():
+            b = has_band
+            cov_count = self.cov_count[rows[b]] + valid[b]
+            self.cov_count[rows[b]] = cov_count
+            with np.errstate(divide="ignore"):
+                cov_rate = np.maximum(1.0 / cov_count, 1.0 / self._acc_window)[:, :, None]
+            old = self.coverage[rows[b]]
+            self.coverage[rows[b]] = np.where(
+                valid[b][:, :, None], old + cov_rate * (covered - old), old
+            )
+
+    def _update_bands(
+        self, rows: np.ndarray, k: np.ndarray, valid: np.ndarray, err: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Conformal bands' side of scoring: coverage of the cached bands, adaptive levels,
+        error rings. Returns coverage (rows with bands, steps, levels) and which rows had bands."""
+        h = self.horizon
+        started = self.started[rows]
+        for i in np.flatnonzero(started < k).tolist():
+            seen = self.error_count[rows[i]] > 0
+            started[i] = h if seen.all() else int(np.argmin(seen))
+        self.started[rows] = started
+        has_band = started >= k
+        covered = np.empty((0, h, self._n_levels))
+        if has_band.any():
+            b = rows[has_band]
+            widths = self.widths[b]
+            e = err[has_band][:, :, None]
+            covered = ((-widths[..., 0] <= e) & (e <= widths[..., 1])).astype(np.float64)
+            rate = self._template.bands.adapt_rate
+            if rate > 0.0:
+                alpha = self.alpha[b]
+                new = np.minimum(
+                    np.maximum(alpha + rate * (self._nominal - (1.0 - covered)), 0.0), 1.0
+                )
+                self.alpha[b] = np.where(valid[has_band][:, :, None], new, alpha)
+        count = self.error_count[rows]
+        r, s = np.nonzero(valid)
+        self.errors[rows[r], s, count[r, s] % self._window] = err[r, s]
+        self.error_count[rows] = count + valid
+        return covered, has_band
+
+    def _update_state(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Error-correction update of level, trend and scale; returns the innovations learnt."""
+        t = self._template
+        seasonal = np.zeros(rows.size)
+        for i, row in enumerate(rows.tolist()):
+            season = self.seasons[row]
+            if season is not None:
+                seasonal[i] = float(season[int(n[i]) % int(self.periods[row])])
+        level, trend, scale = self.level[rows], self.trend[rows], self.scale[rows]
+        err = y - (level + t.phi * trend + seasonal)
+        abs_err = np.abs(err)
+        scale = np.where(n == 1, abs_err, np.where(n == 2, 0.5 * (scale + abs_err), scale))
+        limit = t.clip_scales * _MAE_TO_SIGMA * scale
+        old = n > 20
+        learn_err = np.where(old & (limit > 0), np.maximum(-limit, np.minimum(limit, err)), err)
+        self.scale[rows] = scale + np.where(old, 0.05, 0.2) * (abs_err - scale)
+        self.level[rows] = level + t.phi * trend + t.alpha * learn_err
+        self.trend[rows] = t.phi * trend + t.beta * learn_err
+        return learn_err
+
+    def _advance(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> None:
+        """Store the samples, move the clocks on, record the forecasts issued now."""
+        h = self.horizon
+        self.history[rows, n % self.history_size[rows]] = y
+        n = n + 1
+        self.n[rows] = n
+        model_path = self._path(rows, n)
+        ring = (n - 1) % h
+        self.pending_model[rows, ring] = model_path
+        self.pending[rows, ring] = self._combine(rows, n, model_path)
+        self.stale[rows] = True
+        due = (n % self._template.refresh_every == 0) | (n <= h + 1)
+        if due.any():
+            self._refresh(rows[due])
+
+    def _path(self, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
+        path = self.level[rows][:, None] + self._damp * self.trend[rows][:, None]
+        for i, row in enumerate(rows.tolist()):
+            season = self.seasons[row]
+            if season is not None:
+                period = int(self.periods[row])
+                path[i] = path[i] + season[(int(n[i]) - 1 + self._steps) % period]
+        return path
+
+    def _switch_steps(self, rows: np.ndarray, n: np.ndarray, lags: np.ndarray) -> np.ndarray:
+        """Per row and step, whether seasonal-naive has lately beaten the model clearly."""
+        t = self._template
+        able = (lags > 0) & (n >= lags) & (self.seasonal_count[rows] >= self._acc_window)
+        table = self.acc_table[rows]
+        better = table[:, 2] < t.switch_ratio * table[:, 4]
+        return able[:, None] & better & (self._steps[None, :] <= lags[:, None])
+
+    def _combine(self, rows: np.ndarray, n: np.ndarray, model_path: np.ndarray) -> np.ndarray:
+        lags = self._lags(rows)
+        use = self._switch_steps(rows, n, lags)
+        if not use.any():
+            return model_path
+        path = model_path.copy()
+        for i in np.flatnonzero(use.any(axis=1)).tolist():
+            steps = np.flatnonzero(use[i]) + 1
+            row = int(rows[i])
+            size = int(self.history_size[row])
+            path[i, steps - 1] = self.history[row, (int(n[i]) - 1 + steps - int(lags[i])) % size]
+        return path
+
+    def _refresh(self, rows: np.ndarray) -> None:
+        """Recompute the band widths of stale rows from their error windows."""
+        rows = rows[self.stale[rows]]
+        if not rows.size:
+            return
+        self.stale[rows] = False
+        window = self._window
+        count = np.minimum(self.error_count[rows], window)[:, :, None]
+        filled = np.arange(window) < count
+        errors = self.errors[rows]
+        alpha = self.alpha[rows]
+        if self._template.bands.symmetric:
+            tails = [(np.abs(errors), 1.0 - alpha)]
+        else:
+            tails = [(-errors, 1.0 - alpha / 2.0), (errors, 1.0 - alpha / 2.0)]
+        top = np.maximum(count, 1)
+        widths = self.widths[rows]
+        for side, (values, level) in enumerate(tails):
+            ranked = np.sort(np.where(filled, values, np.inf), axis=2)
+            rank = np.ceil((count + 1) * level).astype(np.int64)
+            rank = np.minimum(np.maximum(rank, 1), top) - 1
+            q = np.take_along_axis(ranked, rank, axis=2).astype(np.float64)
+            q = np.where(count > 0, q, np.nan)
+            if len(tails) == 1:
+                widths[..., 0] = q
+                widths[..., 1] = q
+            else:
+                widths[..., side] = np.maximum(q, 0.0)
+        self.widths[rows] = widths
+
+    # ------------------------------------------------------------------ forecasting
+    def forecast_arrays(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Point paths (rows, H) and lower / upper bounds (rows, H, levels) of `rows`."""
+        self._refresh(rows)
+        n = self.n[rows]
+        path = self._combine(rows, n, self._path(rows, n))
+        widths = self.widths[rows]
+        not_ready = self.error_count[rows] < 10
+        if not_ready.any():
+            sigma = _MAE_TO_SIGMA * self.scale[rows][:, None] * np.sqrt(self._steps)
+            z = np.asarray(_normal_quantiles(self.levels))
+            normal = z[None, None, :] * sigma[:, :, None]
+            widths[not_ready] = np.stack((normal, normal), axis=-1)[not_ready]
+        return path, path[:, :, None] - widths[..., 0], path[:, :, None] + widths[..., 1]
+
+    def interval_seconds(self, rows: np.ndarray) -> np.ndarray:
+        t = self._template
+        if t.step_seconds:
+            return np.full(rows.size, float(t.step_seconds))
+        return np.where(self.n_diffs[rows] > 0, self.step_estimate[rows], t.default_step_seconds)
+
+    def messages(
+        self,
+        rows: Sequence[int],
+        vm_ids: Sequence[str],
+        metrics: Sequence[str],
+        issued_at: Sequence[float | None],
+    ) -> list[dict]:
+        """One `forecast_message` per row (rows must have learnt at least one sample)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        path, lower, upper = self.forecast_arrays(rows)
+        step_s = self.interval_seconds(rows)
+        times = (self.last_ts[rows][:, None] + self._steps * step_s[:, None]).tolist()
+        switched = self._switch_steps(rows, self.n[rows], self._lags(rows)).any(axis=1)
+        accuracy = self.accuracy(rows)
+        out = []
+        for i, row in enumerate(rows.tolist()):
+            period = int(self.periods[row]) or None
+            season = f"seasonal[{period}]" if period else "nonseasonal"
+            last_ts: float | None = float(self.last_ts[row])
+            if math.isnan(last_ts):
+                last_ts, times[i] = None, [None] * self.horizon
+            out.append(
+                {
+                    "vm_id": vm_ids[i],
+                    "metric": metrics[i],
+                    "issued_at": issued_at[i] if issued_at[i] is not None else last_ts,
+                    "model": f"ets-damped-{season}{'+snaive' if switched[i] else ''}+conformal",
+                    "period": period,
+                    "step_seconds": float(step_s[i]),
+                    "levels": list(self._keys),
+                    "points": forecast_points(
+                        path[i].tolist(), lower[i].tolist(), upper[i].tolist(), times[i], self._keys
+                    ),
+                    "accuracy": accuracy[i],
+                }
+            )
+        return out
+
+    def accuracy(self, rows: np.ndarray) -> list[dict]:
+        """`IntervalForecaster.accuracy()` of each row."""
+        h = self.horizon
+        counts = self.acc_count[rows]
+        seen = np.count_nonzero(counts, axis=1)
+        covered = np.count_nonzero(self.cov_count[rows], axis=1)
+        whole = (seen == h) & ((covered == h) | (covered == 0))
+        means = np.add.reduce(self.acc_table[rows, :4], axis=2) / h
+        coverage = np.add.reduce(self.coverage[rows], axis=1) / h
+        out = []
+        for i, row in enumerate(rows.tolist()):
+            if not seen[i]:
+                out.append({"n": 0})
+                continue
+            if whole[i]:
+                mae, smape, snaive, naive = means[i].tolist()
+                cover = coverage[i].tolist()
+            else:  # young rows: the same sums over the steps seen so far
+                table = self.acc_table[row, :4, : seen[i]]
+                mae, smape, snaive, naive = (np.add.reduce(table, axis=1) / seen[i]).tolist()
+                rates = self.coverage[row, : covered[i]]
+                cover = (np.add.reduce(rates, axis=0) / max(1, covered[i])).tolist()
+            figures = {
+                "n": int(counts[i, 0]),
+                "mae": mae,
+                "smape": smape,
+                "mase": mae / snaive if snaive > 0 else None,
+                "mase_naive": mae / naive if naive > 0 else None,
+            }
+            if covered[i]:
+                figures["coverage"] = dict(zip(self._keys, cover, strict=True))
+            out.append(figures)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays and of the per-row seasonal profiles and detectors."""
+        total = sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
+        total += sum(s.nbytes for s in self.seasons if s is not None)
+        total += sum(d.nbytes for d in self.detectors if d is not None)
+        return int(total)

@@ -1,0 +1,106 @@
+"""The forecaster bank forecasts exactly as one `IntervalForecaster` per series would."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from models.forecaster_bank import ForecasterBank
+from models.forecasting import IntervalForecaster, forecast_message
+
+T0 = 1.7e9
+STEP = 60.0
+
+SETTINGS = (
+    # detected periods (two candidates); short accuracy window, so seasonal-naive takes over
+    {"candidate_periods": (48 * STEP, 24 * STEP), "accuracy_window": 30},
+    # other horizon, levels and refresh cadence
+    {
+        "candidate_periods": (48 * STEP,),
+        "horizon": 6,
+        "levels": (0.5, 0.9, 0.99),
+        "refresh_every": 3,
+    },
+    {"season_length": 24, "candidate_periods": (48 * STEP,)},  # a given period
+    {"season_length": 0, "symmetric": False},  # no season, asymmetric bands
+)
+
+
+def _value(kind: int, t: float, rng: np.random.Generator) -> float:
+    x = t / STEP
+    if rng.random() < 0.005:
+        return math.nan  # ignored by the forecaster
+    if kind == 0:
+        return 50 + 10 * math.sin(2 * math.pi * x / 48) + rng.normal()
+    if kind == 1:
+        return 1e6 * (1 + 0.3 * math.sin(2 * math.pi * x / 24)) + 1e4 * rng.normal()
+    if kind == 2:
+        return 20 + 0.01 * x + 2 * rng.normal()
+    return float(rng.exponential(5.0))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return json.dumps(a) == json.dumps(b)
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_the_bank_matches_one_forecaster_per_series_bit_for_bit(settings):
+    """Series of several shapes, learnt in varying subsets per call, with gaps, repeated
+    timestamps and missing values; a series forgotten half-way and its row reused. Every
+    message, young and old, must be identical to an independent forecaster's."""
+    rng = np.random.default_rng(len(json.dumps(settings)))
+    series = 24
+    bank = ForecasterBank(capacity=2, **settings)  # grows on the way
+    rows = [bank.add() for _ in range(series)]
+    reference = [IntervalForecaster(**settings) for _ in range(series)]
+    ts = np.full(series, T0)
+    kinds = rng.integers(0, 4, series)
+    checked = switched = 0
+    for t in range(360):
+        if t == 180:  # forget series 0: its row starts over for a new series
+            bank.remove(rows[0])
+            rows[0] = bank.add()
+            reference[0] = IntervalForecaster(**settings)
+        active = np.flatnonzero(rng.random(series) < 0.8)
+        ys, times = [], []
+        for i in active.tolist():
+            draw = rng.random()
+            ts[i] += STEP * (rng.integers(2, 5) if draw < 0.03 else (0 if draw < 0.04 else 1))
+            ys.append(_value(int(kinds[i]), ts[i], rng))
+            times.append(float(ts[i]))
+            reference[i].learn_one(ys[-1], times[-1])
+        bank.learn([rows[i] for i in active.tolist()], ys, times)
+        live = [i for i in range(series) if reference[i].n]
+        if t % 4 and t < 350 or not live:
+            continue
+        expected = [forecast_message(f"vm-{i}", "cpu_pct", reference[i]) for i in live]
+        got = bank.messages(
+            [rows[i] for i in live],
+            [f"vm-{i}" for i in live],
+            ["cpu_pct"] * len(live),
+            [None] * len(live),
+        )
+        for i, want, have in zip(live, expected, got, strict=True):
+            assert _same(want, have), (t, i, want, have)
+            checked += 1
+            switched += "+snaive" in have["model"]
+        assert [bank.period(rows[i]) for i in live] == [reference[i].period for i in live]
+    assert checked > 1500
+    if settings.get("accuracy_window") == 30:
+        assert switched, "the seasonal-naive switch was exercised"
+
+
+def test_a_checked_out_row_is_a_forecaster_in_the_same_state():
+    bank = ForecasterBank()
+    row = bank.add()
+    reference = IntervalForecaster()
+    for k in range(50):
+        y = 10 + math.sin(k / 3)
+        bank.learn([row], [y], [T0 + STEP * k])
+        reference.learn_one(y, T0 + STEP * k)
+    copy = bank.checkout(row)
+    assert _same(forecast_message("a", "m", copy), forecast_message("a", "m", reference))
+    assert bank.nbytes > 0
