@@ -7,7 +7,9 @@ Memory is bounded whatever the fleet size:
   doubles in a preallocated ring (8 bytes per value, NaN for a missing metric). When the budget
   is full a VM that raises an alert takes the series slot of the oldest VM without an open
   incident, so the VMs an operator wants to look at always have a chart;
-- alerts, incidents, forecasts and actions are capped lists or one entry per VM.
+- alerts, incidents, forecasts and actions are capped lists or one entry per VM; a VM's latest
+  forecast per metric is kept as its compact JSON (about a third of its size as Python objects)
+  with its accuracy figures.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from array import array
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import orjson
 
 from models.engine import FEATURES, Assessment
 
@@ -101,6 +106,14 @@ def _level_order(level: str) -> float:
         return math.inf
 
 
+_FIGURE_KEYS: dict[tuple[str, str], tuple[str, str]] = {}  # one key object per figure name
+
+
+def _figure_key(kind: str, name: str) -> tuple[str, str]:
+    key = (kind, name)
+    return _FIGURE_KEYS.setdefault(key, key)
+
+
 def _accuracy_figures(accuracy: object) -> dict[tuple[str, str], float]:
     """(kind, name) -> value for the numeric figures of a forecast's `accuracy` object."""
     out: dict[tuple[str, str], float] = {}
@@ -110,10 +123,15 @@ def _accuracy_figures(accuracy: object) -> dict[tuple[str, str], float]:
         if name == "coverage" and isinstance(v, dict):
             for level, c in v.items():
                 if isinstance(c, int | float) and math.isfinite(c):
-                    out[("coverage", str(level))] = float(c)
+                    out[_figure_key("coverage", str(level))] = float(c)
         elif name != "n" and isinstance(v, int | float) and math.isfinite(v):
-            out[("measure", name)] = float(v)
+            out[_figure_key("measure", name)] = float(v)
     return out
+
+
+class _KeptForecast(NamedTuple):
+    figures: dict[tuple[str, str], float]  # its accuracy figures, counted in the fleet means
+    message: bytes  # compact JSON
 
 
 @dataclass
@@ -133,7 +151,7 @@ class RecentHistory:
     vm_alerts: dict[str, deque] = field(default_factory=dict)
     open_incidents: dict[str, dict] = field(default_factory=dict)
     incidents: OrderedDict[str, dict] = field(default_factory=OrderedDict)
-    last_forecast: dict[str, dict[str, dict]] = field(default_factory=dict)
+    last_forecast: dict[str, dict[str, _KeptForecast]] = field(default_factory=dict)
     last_actions: dict[str, deque] = field(default_factory=dict)
     alert_counts: Counter = field(default_factory=Counter)
     forecast_counts: Counter = field(default_factory=Counter)
@@ -219,13 +237,16 @@ class RecentHistory:
             per_vm = self.last_forecast[vm_id] = {}
         previous = per_vm.get(metric)
         if previous is not None:
-            self._account(metric, previous.get("accuracy"), -1)
-        per_vm[metric] = value
-        self._account(metric, value.get("accuracy"), +1)
+            self._account(metric, previous.figures, -1)
+        figures = _accuracy_figures(value.get("accuracy"))
+        encoded = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        # a copy: orjson's own bytes object keeps its whole write buffer (~3x the length)
+        per_vm[metric] = _KeptForecast(figures, memoryview(encoded).tobytes())
+        self._account(metric, figures, +1)
         self.forecast_counts[metric] += 1
 
-    def _account(self, metric: str, accuracy: object, sign: int) -> None:
-        for (kind, name), v in _accuracy_figures(accuracy).items():
+    def _account(self, metric: str, figures: dict[tuple[str, str], float], sign: int) -> None:
+        for (kind, name), v in figures.items():
             acc = self.accuracy_sums.setdefault((metric, kind, name), [0.0, 0])
             acc[0] += sign * v
             acc[1] += sign
@@ -254,8 +275,8 @@ class RecentHistory:
     def _recount_accuracy(self) -> None:
         self.accuracy_sums = {}
         for metrics in self.last_forecast.values():
-            for metric, value in metrics.items():
-                self._account(metric, value.get("accuracy"), +1)
+            for metric, kept in metrics.items():
+                self._account(metric, kept.figures, +1)
 
     # ------------------------------------------------------------------ reading
 
@@ -310,7 +331,8 @@ class RecentHistory:
         return None if ring is None else ring.columns()
 
     def forecasts_of(self, vm_id: str) -> dict[str, dict]:
-        return {m: normalise_forecast(v) for m, v in self.last_forecast.get(vm_id, {}).items()}
+        kept = self.last_forecast.get(vm_id, {})
+        return {m: normalise_forecast(orjson.loads(k.message)) for m, k in kept.items()}
 
     def actions_of(self, vm_id: str) -> list[dict]:
         return list(self.last_actions.get(vm_id, ()))
