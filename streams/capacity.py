@@ -210,16 +210,11 @@ class CapacityPlanner:
                 continue
             if resource == "bandwidth":
                 series = [by_metric[m] for m in ("net_in_bps", "net_out_bps") if m in by_metric]
-                point = (
-                    [max(p[i]["yhat"] for p in series) * 8 / 1e6 for i in range(len(series[0]))]
-                    if series
-                    else []
-                )
-                high = (
-                    [max(p[i][upper] for p in series) * 8 / 1e6 for i in range(len(series[0]))]
-                    if series
-                    else []
-                )
+                # per step, the larger direction, in Mbit/s
+                yhats = zip(*[[p["yhat"] for p in points] for points in series], strict=True)
+                highs = zip(*[[p[upper] for p in points] for points in series], strict=True)
+                point = [max(step) * 8 / 1e6 for step in yhats]
+                high = [max(step) * 8 / 1e6 for step in highs]
             else:
                 metric, scale = (
                     ("cpu_pct", allocation / 100.0)
