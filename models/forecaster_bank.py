@@ -32,6 +32,7 @@ from models.forecasting import (
 
 _DIFFS = 9  # ring of recent sampling intervals, as in IntervalForecaster
 _NONE = -1  # season_length "None" (detect the period)
+_REFRESH_CHUNK = 256  # rows whose error windows are sorted at a time (stays in cache)
 
 
 class ForecasterBank:
@@ -223,10 +224,13 @@ class ForecasterBank:
             self._learn_fast(rows[fast], ys[fast], ts[fast])
 
     def _fast_rows(self, rows: np.ndarray, ys: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Rows whose sample takes the ordinary path: no first sample, skip or gap."""
+        """Rows whose sample takes the vectorised path: a first sample, or the next one at the
+        next interval; not a skip, a gap, a sample without timestamp or a detector's start."""
         t = self._template
+        n = self.n[rows]
         n_diffs = self.n_diffs[rows]
         last = self.last_ts[rows]
+        first = (n == 0) & np.isnan(last) & np.isfinite(ts)
         with np.errstate(invalid="ignore"):
             later = ts > last  # False for NaN (no timestamp yet)
         known = n_diffs >= 3 if not t.step_seconds else np.ones(rows.size, dtype=bool)
@@ -238,45 +242,59 @@ class ForecasterBank:
         with np.errstate(invalid="ignore"):
             steps = np.rint((ts - last) / interval)
         regular = ~known | ~(steps > 1)  # a gap means missed samples: fill them one by one
+        ordinary = (n > 0) & later & regular
         detecting = self.season_length[rows] == _NONE
         started = np.fromiter(
             (self.detectors[r] is not None for r in rows.tolist()), bool, rows.size
         )
+        # a detector starts once three intervals are known: the row's object does that
+        waiting = np.zeros(rows.size, dtype=bool) if t.step_seconds else n_diffs + ordinary < 3
         season_length = self.season_length[rows]
         return (
-            (self.n[rows] > 0)
+            (first | ordinary)
             & np.isfinite(ys)
-            & later
-            & regular
-            & (started | ~detecting)
-            & ((season_length <= 0) | (self.n[rows] + 1 != season_length))
+            & (started | ~detecting | waiting)
+            & ((season_length <= 0) | (n + 1 != season_length))
         )
 
     def _learn_fast(self, rows: np.ndarray, y: np.ndarray, ts: np.ndarray) -> None:
-        self._note_intervals(rows, ts)
         n = self.n[rows]
-        self._score_pending(rows, n, y)
+        later = n > 0
+        if later.all():
+            self._note_intervals(rows, ts)
+            self._score_pending(rows, n, y)
+        else:
+            self.last_ts[rows[~later]] = ts[~later]
+            if later.any():
+                self._note_intervals(rows[later], ts[later])
+                self._score_pending(rows[later], n[later], y[later])
         learn_err = self._update_state(rows, n, y)
+        gamma = self._template.gamma
         for i, row in enumerate(rows.tolist()):
+            if not later[i]:
+                continue
             season = self.seasons[row]
             if season is not None:
-                season[int(n[i]) % int(self.periods[row])] += self._template.gamma * float(
-                    learn_err[i]
-                )
+                season[int(n[i]) % int(self.periods[row])] += gamma * float(learn_err[i])
             detector = self.detectors[row]
             if detector is not None and detector.learn_one(float(y[i])):
                 self._set_period(row, detector)
         self._advance(rows, n, y)
 
     def _note_intervals(self, rows: np.ndarray, ts: np.ndarray) -> None:
+        """Record the sampling intervals; re-estimate the interval (the median of the ring) as
+        it fills and each time it has cycled."""
         n_diffs = self.n_diffs[rows]
         self.diffs[rows, n_diffs % _DIFFS] = ts - self.last_ts[rows]
         n_diffs = n_diffs + 1
         self.n_diffs[rows] = n_diffs
         self.last_ts[rows] = ts
-        due = (n_diffs <= _DIFFS) | (n_diffs % _DIFFS == 0)
-        for row, count in zip(rows[due].tolist(), n_diffs[due].tolist(), strict=True):
-            self.step_estimate[row] = float(np.median(self.diffs[row, : min(count, _DIFFS)]))
+        cycled = n_diffs % _DIFFS == 0
+        if cycled.any():  # whole rings: one median per row, as np.median of each ring
+            self.step_estimate[rows[cycled]] = np.median(self.diffs[rows[cycled]], axis=1)
+        filling = (n_diffs < _DIFFS) & ~cycled
+        for row, count in zip(rows[filling].tolist(), n_diffs[filling].tolist(), strict=True):
+            self.step_estimate[row] = float(np.median(self.diffs[row, :count]))
 
     def _set_period(self, row: int, detector: Any) -> None:
         period = detector.period
@@ -385,9 +403,17 @@ class ForecasterBank:
         limit = t.clip_scales * _MAE_TO_SIGMA * scale
         old = n > 20
         learn_err = np.where(old & (limit > 0), np.maximum(-limit, np.minimum(limit, err)), err)
-        self.scale[rows] = scale + np.where(old, 0.05, 0.2) * (abs_err - scale)
-        self.level[rows] = level + t.phi * trend + t.alpha * learn_err
-        self.trend[rows] = t.phi * trend + t.beta * learn_err
+        new_scale = scale + np.where(old, 0.05, 0.2) * (abs_err - scale)
+        new_level = level + t.phi * trend + t.alpha * learn_err
+        new_trend = t.phi * trend + t.beta * learn_err
+        first = n == 0  # a first sample only sets the level
+        if first.any():
+            new_scale = np.where(first, self.scale[rows], new_scale)
+            new_level = np.where(first, y, new_level)
+            new_trend = np.where(first, trend, new_trend)
+        self.scale[rows] = new_scale
+        self.level[rows] = new_level
+        self.trend[rows] = new_trend
         return learn_err
 
     def _advance(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> None:
@@ -441,23 +467,33 @@ class ForecasterBank:
         if not rows.size:
             return
         self.stale[rows] = False
-        window = self._window
-        count = np.minimum(self.error_count[rows], window)[:, :, None]
-        filled = np.arange(window) < count
-        errors = self.errors[rows]
+        counts = np.minimum(self.error_count[rows], self._window)
+        some = counts.any(axis=1)  # a row without errors keeps its widths (none yet)
+        rows, counts = rows[some], counts[some]
+        for start in range(0, rows.size, _REFRESH_CHUNK):
+            chunk = slice(start, start + _REFRESH_CHUNK)
+            self._refresh_rows(rows[chunk], counts[chunk][:, :, None])
+
+    def _refresh_rows(self, rows: np.ndarray, count: np.ndarray) -> None:
+        """Conformal quantiles of the error windows of `rows` (`count` errors per step)."""
+        errors = self.errors[rows]  # a copy, sorted in place below
         alpha = self.alpha[rows]
+        empty = None if (count == self._window).all() else np.arange(self._window) >= count
         if self._template.bands.symmetric:
-            tails = [(np.abs(errors), 1.0 - alpha)]
+            tails = [(np.abs(errors, out=errors), 1.0 - alpha)]
         else:
             tails = [(-errors, 1.0 - alpha / 2.0), (errors, 1.0 - alpha / 2.0)]
         top = np.maximum(count, 1)
         widths = self.widths[rows]
         for side, (values, level) in enumerate(tails):
-            ranked = np.sort(np.where(filled, values, np.inf), axis=2)
+            if empty is not None:
+                values[empty] = np.inf
+            values.sort(axis=2)
             rank = np.ceil((count + 1) * level).astype(np.int64)
             rank = np.minimum(np.maximum(rank, 1), top) - 1
-            q = np.take_along_axis(ranked, rank, axis=2).astype(np.float64)
-            q = np.where(count > 0, q, np.nan)
+            q = np.take_along_axis(values, rank, axis=2).astype(np.float64)
+            if empty is not None:
+                q = np.where(count > 0, q, np.nan)
             if len(tails) == 1:
                 widths[..., 0] = q
                 widths[..., 1] = q

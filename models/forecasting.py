@@ -18,7 +18,7 @@ State is a handful of small numpy arrays, bounded whatever the length of the str
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from statistics import NormalDist
@@ -554,23 +554,32 @@ def seasonal_profile(detector: SeasonalityDetector, origin: int, period: int) ->
     return np.roll(detector.profile(period), origin % period).astype(np.float32)
 
 
+@cache
+def _point_maker(keys: tuple[str, ...]) -> Callable[..., dict]:
+    """`make(step, ts, yhat, lower, upper)` -> one point dict with flat per-level bounds.
+
+    The bound names are written into the function as literal keys: building the dict in one
+    expression is several times faster than filling it name by name, and a fleet's forecast
+    messages carry millions of points.
+    """
+    bounds = ", ".join(
+        f"{f'lower_{key}'!r}: lo[{i}], {f'upper_{key}'!r}: hi[{i}]" for i, key in enumerate(keys)
+    )
+    source = f"lambda step, ts, yhat, lo, hi: {{'step': step, 'ts': ts, 'yhat': yhat, {bounds}}}"
+    return eval(source, {})  # keys are level_key() strings, quoted by repr above
+
+
 def forecast_points(
     path: list[float],
     lower: list[list[float]],
     upper: list[list[float]],
     times: list[float | None],
-    keys: list[str],
+    keys: Sequence[str],
 ) -> list[dict]:
     """A message's points: step, ts, yhat and flat per-level bounds (`lower_80`, ...)."""
-    names = [(f"lower_{key}", f"upper_{key}") for key in keys]
-    points = []
-    for step, (yhat, low, high, ts) in enumerate(zip(path, lower, upper, times, strict=True), 1):
-        point = {"step": step, "ts": ts, "yhat": yhat}
-        for (low_name, high_name), lo, hi in zip(names, low, high, strict=True):
-            point[low_name] = lo
-            point[high_name] = hi
-        points.append(point)
-    return points
+    make = _point_maker(tuple(keys))
+    rows = zip(range(1, len(path) + 1), times, path, lower, upper, strict=True)
+    return [make(step, ts, yhat, lo, hi) for step, ts, yhat, lo, hi in rows]
 
 
 def forecast_message(
