@@ -169,8 +169,8 @@ def planner(vms: int, windows: int) -> dict:
         "vms": vms,
         "windows_per_vm": windows,
         "how": "capacity planner fed closed one-minute windows, "
-        f"{PLANNER_BATCH} per call, its forecasts kept as the worker's recent history keeps "
-        "them (no daily season detected yet)",
+        f"{PLANNER_BATCH} per call, its forecasts published into a recent history as in the "
+        "worker (no daily season detected yet)",
         "us_per_window": feed_s / (vms * windows) * 1e6,
         "rss_bytes": rss,
         "baseline_rss_bytes": base,

@@ -464,17 +464,22 @@ class ForecasterBank:
     def _refresh(self, rows: np.ndarray) -> None:
         """Recompute the band widths of stale rows from their error windows."""
         rows = rows[self.stale[rows]]
-        if not rows.size:
-            return
-        self.stale[rows] = False
-        counts = np.minimum(self.error_count[rows], self._window)
-        some = counts.any(axis=1)  # a row without errors keeps its widths (none yet)
-        rows, counts = rows[some], counts[some]
-        for start in range(0, rows.size, _REFRESH_CHUNK):
-            chunk = slice(start, start + _REFRESH_CHUNK)
-            self._refresh_rows(rows[chunk], counts[chunk][:, :, None])
+        if rows.size:
+            self.stale[rows] = False
+            self.widths[rows] = self._fresh_widths(rows)
 
-    def _refresh_rows(self, rows: np.ndarray, count: np.ndarray) -> None:
+    def _fresh_widths(self, rows: np.ndarray) -> np.ndarray:
+        """The band widths of `rows` as their error windows give them now (rows without
+        errors keep theirs: none yet)."""
+        widths = self.widths[rows]
+        counts = np.minimum(self.error_count[rows], self._window)
+        some = np.flatnonzero(counts.any(axis=1))
+        for start in range(0, some.size, _REFRESH_CHUNK):
+            chunk = some[start : start + _REFRESH_CHUNK]
+            widths[chunk] = self._quantiles(rows[chunk], counts[chunk][:, :, None])
+        return widths
+
+    def _quantiles(self, rows: np.ndarray, count: np.ndarray) -> np.ndarray:
         """Conformal quantiles of the error windows of `rows` (`count` errors per step)."""
         errors = self.errors[rows]  # a copy, sorted in place below
         alpha = self.alpha[rows]
@@ -484,7 +489,7 @@ class ForecasterBank:
         else:
             tails = [(-errors, 1.0 - alpha / 2.0), (errors, 1.0 - alpha / 2.0)]
         top = np.maximum(count, 1)
-        widths = self.widths[rows]
+        widths = np.empty((rows.size, self.horizon, self._n_levels, 2))
         for side, (values, level) in enumerate(tails):
             if empty is not None:
                 values[empty] = np.inf
@@ -499,15 +504,27 @@ class ForecasterBank:
                 widths[..., 1] = q
             else:
                 widths[..., side] = np.maximum(q, 0.0)
-        self.widths[rows] = widths
+        return widths
 
     # ------------------------------------------------------------------ forecasting
-    def forecast_arrays(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Point paths (rows, H) and lower / upper bounds (rows, H, levels) of `rows`."""
-        self._refresh(rows)
+    def forecast_arrays(
+        self, rows: np.ndarray, read_only: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Point paths (rows, H) and lower / upper bounds (rows, H, levels) of `rows`.
+
+        Stale band widths are recomputed and kept, as a forecaster's `forecast` does; with
+        `read_only` they are recomputed for this answer alone, so that looking at a forecast
+        never changes what the rows learn next (the kept widths score coverage)."""
+        if read_only:
+            stale = self.stale[rows]
+            widths = self.widths[rows]
+            if stale.any():
+                widths[stale] = self._fresh_widths(rows[stale])
+        else:
+            self._refresh(rows)
+            widths = self.widths[rows]
         n = self.n[rows]
         path = self._combine(rows, n, self._path(rows, n))
-        widths = self.widths[rows]
         not_ready = self.error_count[rows] < 10
         if not_ready.any():
             sigma = _MAE_TO_SIGMA * self.scale[rows][:, None] * np.sqrt(self._steps)
@@ -528,10 +545,12 @@ class ForecasterBank:
         vm_ids: Sequence[str],
         metrics: Sequence[str],
         issued_at: Sequence[float | None],
+        read_only: bool = False,
     ) -> list[dict]:
-        """One `forecast_message` per row (rows must have learnt at least one sample)."""
+        """One `forecast_message` per row (rows must have learnt at least one sample);
+        `read_only` as for `forecast_arrays`."""
         rows = np.asarray(rows, dtype=np.int64)
-        path, lower, upper = self.forecast_arrays(rows)
+        path, lower, upper = self.forecast_arrays(rows, read_only)
         step_s = self.interval_seconds(rows)
         times = (self.last_ts[rows][:, None] + self._steps * step_s[:, None]).tolist()
         switched = self._switch_steps(rows, self.n[rows], self._lags(rows)).any(axis=1)

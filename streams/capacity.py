@@ -184,6 +184,28 @@ class CapacityPlanner:
                     learnt[i].forecasts.append(message)
         return learnt
 
+    def current_forecasts(self, vm_id: str) -> list[dict]:
+        """The VM's forecast messages as its forecasters stand now, one per metric forecast so
+        far: its latest published ones (newer ones when `forecast_every` > 1). Reading them
+        changes nothing the forecasters learn."""
+        plan = self._vms.get(vm_id)
+        bank = self._forecasters
+        if plan is None or bank is None:
+            return []
+        ready = sorted(
+            (m, row) for m, row in plan.rows.items() if bank.n[row] >= self.config.min_windows
+        )
+        if not ready:
+            return []
+        rows = [row for _, row in ready]
+        return bank.messages(
+            rows, [vm_id] * len(rows), [m for m, _ in ready], [None] * len(rows), read_only=True
+        )
+
+    def host_of(self, vm_id: str) -> str | None:
+        plan = self._vms.get(vm_id)
+        return None if plan is None else plan.host
+
     def _act(self, window: ClosedWindow, learnt: _Learnt) -> list[dict]:
         """Usage history, host membership and, when due, the scaling decisions of a window."""
         plan = self._plan(window.vm_id)

@@ -7,9 +7,9 @@ Memory is bounded whatever the fleet size:
   doubles in a preallocated ring (8 bytes per value, NaN for a missing metric). When the budget
   is full a VM that raises an alert takes the series slot of the oldest VM without an open
   incident, so the VMs an operator wants to look at always have a chart;
-- alerts, incidents, forecasts and actions are capped lists or one entry per VM; a VM's latest
-  forecast per metric is kept as its compact JSON (about a third of its size as Python objects)
-  with its accuracy figures.
+- alerts, incidents and actions are capped lists or one entry per VM; of a VM's latest forecast
+  per metric only its accuracy figures are kept (for the fleet means): the forecast itself is
+  asked of `forecast_source` (the capacity planner) when a view wants it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from array import array
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
-
-import orjson
 
 from models.engine import FEATURES, Assessment
 
@@ -129,11 +126,6 @@ def _accuracy_figures(accuracy: object) -> dict[tuple[str, str], float]:
     return out
 
 
-class _KeptForecast(NamedTuple):
-    figures: dict[tuple[str, str], float]  # its accuracy figures, counted in the fleet means
-    message: bytes  # compact JSON
-
-
 @dataclass
 class RecentHistory:
     """What this worker saw recently; every buffer is bounded (see module docstring)."""
@@ -151,7 +143,12 @@ class RecentHistory:
     vm_alerts: dict[str, deque] = field(default_factory=dict)
     open_incidents: dict[str, dict] = field(default_factory=dict)
     incidents: OrderedDict[str, dict] = field(default_factory=OrderedDict)
-    last_forecast: dict[str, dict[str, _KeptForecast]] = field(default_factory=dict)
+    # vm -> metric -> accuracy figures of its latest forecast, counted in the fleet means
+    forecast_figures: dict[str, dict[str, dict[tuple[str, str], float]]] = field(
+        default_factory=dict
+    )
+    # vm -> metric -> its forecast as it stands now; set by the processor (the planner has them)
+    forecast_source: Callable[[str], dict[str, dict]] | None = None
     last_actions: dict[str, deque] = field(default_factory=dict)
     alert_counts: Counter = field(default_factory=Counter)
     forecast_counts: Counter = field(default_factory=Counter)
@@ -230,18 +227,15 @@ class RecentHistory:
         vm_id, metric = value.get("vm_id") or key, value.get("metric")
         if not isinstance(vm_id, str) or not isinstance(metric, str):
             return
-        per_vm = self.last_forecast.get(vm_id)
+        per_vm = self.forecast_figures.get(vm_id)
         if per_vm is None:
-            if len(self.last_forecast) >= self.max_vms:
+            if len(self.forecast_figures) >= self.max_vms:
                 return
-            per_vm = self.last_forecast[vm_id] = {}
+            per_vm = self.forecast_figures[vm_id] = {}
         previous = per_vm.get(metric)
         if previous is not None:
-            self._account(metric, previous.figures, -1)
-        figures = _accuracy_figures(value.get("accuracy"))
-        encoded = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
-        # a copy: orjson's own bytes object keeps its whole write buffer (~3x the length)
-        per_vm[metric] = _KeptForecast(figures, memoryview(encoded).tobytes())
+            self._account(metric, previous, -1)
+        per_vm[metric] = figures = _accuracy_figures(value.get("accuracy"))
         self._account(metric, figures, +1)
         self.forecast_counts[metric] += 1
 
@@ -259,7 +253,7 @@ class RecentHistory:
                 self.series,
                 self.vm_alerts,
                 self.open_incidents,
-                self.last_forecast,
+                self.forecast_figures,
                 self.last_actions,
             ):
                 per_vm.pop(vm_id, None)
@@ -274,9 +268,9 @@ class RecentHistory:
 
     def _recount_accuracy(self) -> None:
         self.accuracy_sums = {}
-        for metrics in self.last_forecast.values():
-            for metric, kept in metrics.items():
-                self._account(metric, kept.figures, +1)
+        for metrics in self.forecast_figures.values():
+            for metric, figures in metrics.items():
+                self._account(metric, figures, +1)
 
     # ------------------------------------------------------------------ reading
 
@@ -295,7 +289,7 @@ class RecentHistory:
             "open_incident": None
             if inc is None
             else {k: inc.get(k) for k in ("incident_id", "severity", "kind", "opened_at", "score")},
-            "forecast_metrics": sorted(self.last_forecast.get(vm_id, {})),
+            "forecast_metrics": sorted(self.forecast_figures.get(vm_id, {})),
         }
 
     def vm_rows(
@@ -331,8 +325,11 @@ class RecentHistory:
         return None if ring is None else ring.columns()
 
     def forecasts_of(self, vm_id: str) -> dict[str, dict]:
-        kept = self.last_forecast.get(vm_id, {})
-        return {m: normalise_forecast(orjson.loads(k.message)) for m, k in kept.items()}
+        """metric -> the VM's forecast (bounds keyed by level), as its forecasters stand now."""
+        source = self.forecast_source
+        if source is None or vm_id not in self.forecast_figures:
+            return {}
+        return {m: normalise_forecast(message) for m, message in source(vm_id).items()}
 
     def actions_of(self, vm_id: str) -> list[dict]:
         return list(self.last_actions.get(vm_id, ()))
@@ -379,7 +376,7 @@ class RecentHistory:
             row = latest.get(vm_id)
             return row[1] if row else -math.inf
 
-        ids = sorted(self.last_forecast, key=lambda v: (-score(v), v))
+        ids = sorted(self.forecast_figures, key=lambda v: (-score(v), v))
         return ids[:n]
 
     def sizes(self) -> dict[str, int]:
@@ -389,6 +386,6 @@ class RecentHistory:
             "series_bytes": sum(r.nbytes for r in self.series.values()),
             "recent_alerts": len(self.alerts),
             "open_incidents": len(self.open_incidents),
-            "vms_with_forecasts": len(self.last_forecast),
+            "vms_with_forecasts": len(self.forecast_figures),
             "untracked_vm_samples": self.untracked_vms,
         }

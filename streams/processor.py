@@ -57,6 +57,13 @@ class Output:
         return key, orjson.dumps(self.value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def _address(message: dict, host: str | None) -> dict:
+    """Give a forecast message its id (stable across redeliveries) and its VM's host."""
+    message["message_id"] = stable_id(message["vm_id"], message["metric"], message["issued_at"])
+    message["host"] = host
+    return message
+
+
 def stable_id(*parts: object) -> str:
     """A short deterministic id from its parts."""
     return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=10).hexdigest()
@@ -147,6 +154,10 @@ class MetricsProcessor:
     _partition_of: dict[str, int] = field(default_factory=dict)
     _vms_of_host: dict[str, set[str]] = field(default_factory=dict)
     _host_of: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.planner is not None:
+            self.history.forecast_source = self.current_forecasts
 
     def process(self, raw: bytes | None, source: Source) -> list[Output]:
         """All outputs for one `vm.metrics` record, in the order they should be sent."""
@@ -275,16 +286,20 @@ class MetricsProcessor:
         outputs = []
         for window, forecasts, actions in self.planner.on_windows(samples):
             for message in forecasts:
-                message["message_id"] = stable_id(
-                    message["vm_id"], message["metric"], message["issued_at"]
-                )
-                message["host"] = window.host
+                _address(message, window.host)
                 outputs.append(Output("forecasts", message["vm_id"], message))
                 self.stats.forecasts += 1
             for action in actions:
                 outputs.append(Output("actions", action["vm_id"], action))
                 self.stats.actions[action["action"]] += 1
         return outputs
+
+    def current_forecasts(self, vm_id: str) -> dict[str, dict]:
+        """metric -> the VM's forecast as its forecasters stand now (for the web views)."""
+        if self.planner is None:
+            return {}
+        host = self.planner.host_of(vm_id)
+        return {m["metric"]: _address(m, host) for m in self.planner.current_forecasts(vm_id)}
 
     def take_closed_windows(self) -> list[ClosedWindow]:
         """Aggregate windows closed since the last call (the agent stores them in tables)."""

@@ -197,7 +197,9 @@ def register_views(
     settings = settings or Settings()
     if processor.stats.samples == 0:
         processor.history = RecentHistory(
-            samples_per_vm=settings.history_samples, series_vms=settings.history_series_vms
+            samples_per_vm=settings.history_samples,
+            series_vms=settings.history_series_vms,
+            forecast_source=processor.history.forecast_source,
         )
     telemetry.watch_history(processor.history, settings.forecast_top_n)
     rates = RateMeter()

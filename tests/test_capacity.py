@@ -101,3 +101,20 @@ def test_windows_learnt_in_batches_give_what_they_give_one_at_a_time() -> None:
         got += batched.on_windows(samples[start : start + 17])
     assert got == expected
     assert sum(len(actions) for _, _, actions in got) > 0, "scaling decisions were compared"
+
+
+def test_current_forecasts_are_the_latest_published_and_reading_them_changes_nothing() -> None:
+    every_window = CapacityPlanner(CapacityConfig(min_windows=3, act_after_windows=12))
+    read, unread = (CapacityPlanner(CapacityConfig(forecast_every=3)) for _ in range(2))
+    latest: dict[str, dict] = {}
+    for k in range(40):
+        w = window("vm-1", 60.0 * k, 30.0 + 5 * math.sin(k / 3), 400.0 + 20 * math.cos(k))
+        forecasts, _ = every_window.on_window(w)
+        latest.update({f["metric"]: f for f in forecasts})
+        current = {f["metric"]: f for f in every_window.current_forecasts("vm-1")}
+        assert current == latest
+        # with forecast_every=3 the bands are stale between messages: a read must not refresh
+        # the kept ones, which score the next errors' coverage
+        read.current_forecasts("vm-1")
+        assert read.on_window(w) == unread.on_window(w)
+    assert latest and every_window.current_forecasts("vm-unknown") == []

@@ -121,10 +121,12 @@ def test_forecast_accuracy_is_the_mean_of_each_vms_latest_forecast() -> None:
 
 
 def test_collector_exports_forecast_gauges_for_the_top_n_vms_only() -> None:
-    h = RecentHistory()
+    current: dict[str, dict[str, dict]] = {}  # what the planner would answer: the latest ones
+    h = RecentHistory(forecast_source=lambda vm_id: current.get(vm_id, {}))
     h.observe([assessment(v, 1.0, s) for v, s in (("low", 1.0), ("mid", 50.0), ("top", 99.0))])
     for vm in ("low", "mid", "top"):
-        h.published("forecasts", vm, forecast(vm, "net_in_bps", 1.0, 0.8))
+        current[vm] = {"net_in_bps": forecast(vm, "net_in_bps", 1.0, 0.8)}
+        h.published("forecasts", vm, current[vm]["net_in_bps"])
     h.published("actions", "top", {"vm_id": "top", "action": "scale_up", "resource": "vcpu"})
     registry = CollectorRegistry()
     registry.register(HistoryCollector(h, top_n=2))
