@@ -106,23 +106,25 @@ def _level_order(level: str) -> float:
 _FIGURE_KEYS: dict[tuple[str, str], tuple[str, str]] = {}  # one key object per figure name
 
 
-def _figure_key(kind: str, name: str) -> tuple[str, str]:
-    key = (kind, name)
-    return _FIGURE_KEYS.setdefault(key, key)
-
-
 def _accuracy_figures(accuracy: object) -> dict[tuple[str, str], float]:
     """(kind, name) -> value for the numeric figures of a forecast's `accuracy` object."""
     out: dict[tuple[str, str], float] = {}
     if not isinstance(accuracy, dict):
         return out
+    keys = _FIGURE_KEYS
     for name, v in accuracy.items():
-        if name == "coverage" and isinstance(v, dict):
+        if type(v) is float:  # the common case; NaN and infinities are skipped
+            if v - v == 0.0 and name != "n":
+                key = ("measure", name)
+                out[keys.setdefault(key, key)] = v
+        elif name == "coverage" and isinstance(v, dict):
             for level, c in v.items():
                 if isinstance(c, int | float) and math.isfinite(c):
-                    out[_figure_key("coverage", str(level))] = float(c)
+                    key = ("coverage", str(level))
+                    out[keys.setdefault(key, key)] = float(c)
         elif name != "n" and isinstance(v, int | float) and math.isfinite(v):
-            out[_figure_key("measure", name)] = float(v)
+            key = ("measure", name)
+            out[keys.setdefault(key, key)] = float(v)
     return out
 
 
@@ -153,7 +155,8 @@ class RecentHistory:
     alert_counts: Counter = field(default_factory=Counter)
     forecast_counts: Counter = field(default_factory=Counter)
     action_counts: Counter = field(default_factory=Counter)
-    accuracy_sums: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+    # metric -> (kind, name) -> [sum, count] over the VMs' latest forecasts
+    accuracy_sums: dict[str, dict[tuple[str, str], list[float]]] = field(default_factory=dict)
     untracked_vms: int = 0
 
     # ------------------------------------------------------------------ feeding
@@ -240,8 +243,13 @@ class RecentHistory:
         self.forecast_counts[metric] += 1
 
     def _account(self, metric: str, figures: dict[tuple[str, str], float], sign: int) -> None:
-        for (kind, name), v in figures.items():
-            acc = self.accuracy_sums.setdefault((metric, kind, name), [0.0, 0])
+        sums = self.accuracy_sums.get(metric)
+        if sums is None:
+            sums = self.accuracy_sums[metric] = {}
+        for key, v in figures.items():
+            acc = sums.get(key)
+            if acc is None:
+                acc = sums[key] = [0.0, 0]
             acc[0] += sign * v
             acc[1] += sign
 
@@ -363,9 +371,10 @@ class RecentHistory:
     def forecast_accuracy(self) -> dict[str, dict[str, dict[str, float]]]:
         """metric -> {"measure": {name: fleet mean}, "coverage": {level: fleet mean}}."""
         out: dict[str, dict[str, dict[str, float]]] = {}
-        for (metric, kind, name), (total, count) in sorted(self.accuracy_sums.items()):
-            if count > 0:
-                out.setdefault(metric, {}).setdefault(kind, {})[name] = total / count
+        for metric, sums in sorted(self.accuracy_sums.items()):
+            for (kind, name), (total, count) in sorted(sums.items()):
+                if count > 0:
+                    out.setdefault(metric, {}).setdefault(kind, {})[name] = total / count
         return out
 
     def top_forecast_vms(self, n: int) -> list[str]:
