@@ -6,11 +6,10 @@ of a set of arrays, so one window of a whole fleet costs those few dozen operati
 all the rows it touches, instead of once per forecaster. The forecasts and messages are
 identical, bit for bit, to those of one `IntervalForecaster` per series.
 
-Rows in their ordinary state (learnt at least once, a regular next timestamp, the seasonal
-detector running or not needed) take the vectorised path. The rest — a first sample, a gap
-to fill, a sample without a timestamp, the first samples before the sampling interval is
-known — are rare; such a row is checked out as an `IntervalForecaster`, learns there, and is
-written back.
+A row's first sample and every next one at its regular interval take the vectorised path.
+The rest is rare — a gap to fill, a late, untimed or non-finite sample, the start of the
+seasonal detector, the first season of a given period: such a row is checked out as an
+`IntervalForecaster`, learns there, and is written back.
 """
 
 from __future__ import annotations
@@ -118,10 +117,6 @@ class ForecasterBank:
         self._checkin(row, self._template)
         self._free.append(row)
 
-    def count(self, rows: np.ndarray) -> np.ndarray:
-        """Samples learnt by each row."""
-        return self.n[rows]
-
     def period(self, row: int) -> int | None:
         """Seasonal period in samples the row uses (None when non-seasonal)."""
         return int(self.periods[row]) or None
@@ -177,7 +172,7 @@ class ForecasterBank:
         self.periods[row] = f._period or 0
         self.season_length[row] = _NONE if f.season_length is None else f.season_length
         self.seasons[row] = None if f._season is None else f._season.copy()
-        self.detectors[row] = f._detector if f is not self._template else None
+        self.detectors[row] = f._detector
         self.detector_origin[row] = f._detector_origin
         self.stale[row] = f._bands_stale
         size = f._history.size
