@@ -57,64 +57,83 @@ class ForecasterBank:
         self._grow(max(1, capacity))
 
     # ------------------------------------------------------------------ rows
-    def _grow(self, capacity: int) -> None:
-        """(Re)allocate every array for `capacity` rows, keeping the rows in use."""
+    def _fields(self) -> dict[str, tuple[tuple[int, ...], type]]:
+        """Per-row arrays: name -> (shape of a row, dtype)."""
         h, w, lv = self.horizon, self._window, self._n_levels
-        t = self._template
-        fields = {
-            "n": ((), np.int64, 0),
-            "last_ts": ((), np.float64, np.nan),
-            "n_diffs": ((), np.int64, 0),
-            "step_estimate": ((), np.float64, 0.0),
-            "diffs": ((_DIFFS,), np.float64, 0.0),
-            "level": ((), np.float64, 0.0),
-            "trend": ((), np.float64, 0.0),
-            "scale": ((), np.float64, 0.0),
-            "periods": ((), np.int64, 0),
-            "season_length": ((), np.int64, 0),
-            "detector_origin": ((), np.int64, 0),
-            "stale": ((), np.bool_, False),
-            "history_size": ((), np.int64, 0),
-            "history": ((self._history_width,), np.float32, 0.0),
-            "pending": ((h, h), np.float32, 0.0),
-            "pending_model": ((h, h), np.float32, 0.0),
-            "errors": ((h, w), np.float32, 0.0),
-            "error_count": ((h,), np.int64, 0),
-            "alpha": ((h, lv), np.float64, 0.0),
-            "widths": ((h, lv, 2), np.float64, np.nan),
-            "started": ((), np.int64, 0),
-            "acc_count": ((h,), np.int64, 0),
-            "acc_table": ((5, h), np.float64, 0.0),
-            "coverage": ((h, lv), np.float64, 0.0),
-            "cov_count": ((h,), np.int64, 0),
-            "seasonal_count": ((), np.int64, 0),
+        return {
+            "n": ((), np.int64),
+            "last_ts": ((), np.float64),  # NaN: none yet
+            "n_diffs": ((), np.int64),
+            "step_estimate": ((), np.float64),
+            "diffs": ((_DIFFS,), np.float64),
+            "level": ((), np.float64),
+            "trend": ((), np.float64),
+            "scale": ((), np.float64),
+            "periods": ((), np.int64),  # 0: non-seasonal
+            "season_length": ((), np.int64),  # _NONE: detect the period
+            "detector_origin": ((), np.int64),
+            "stale": ((), np.bool_),
+            "history_size": ((), np.int64),
+            "history": ((self._history_width,), np.float32),
+            "pending": ((h, h), np.float32),
+            "pending_model": ((h, h), np.float32),
+            "errors": ((h, w), np.float32),
+            "error_count": ((h,), np.int64),
+            "alpha": ((h, lv), np.float64),
+            "widths": ((h, lv, 2), np.float64),
+            "started": ((), np.int64),
+            "acc_count": ((h,), np.int64),
+            "acc_table": ((5, h), np.float64),
+            "coverage": ((h, lv), np.float64),
+            "cov_count": ((h,), np.int64),
+            "seasonal_count": ((), np.int64),
         }
-        for name, (shape, dtype, fill) in fields.items():
-            array = np.full((capacity, *shape), fill, dtype=dtype)
-            old = getattr(self, name, None)
-            if old is not None:
-                array[: self._size] = old[: self._size]
+
+    def _grow(self, capacity: int) -> None:
+        """(Re)allocate every array for `capacity` rows, keeping the rows there are. New rows
+        are set up when they are handed out, so memory the bank has not used yet is never
+        touched (and not resident)."""
+        before = self._capacity
+        for name, (shape, dtype) in self._fields().items():
+            array = np.empty((capacity, *shape), dtype=dtype)
+            if before:
+                array[:before] = getattr(self, name)
             setattr(self, name, array)
-        seasons = getattr(self, "seasons", [])
-        detectors = getattr(self, "detectors", [])
-        self.seasons: list[np.ndarray | None] = seasons + [None] * (capacity - len(seasons))
-        self.detectors: list[Any] = detectors + [None] * (capacity - len(detectors))
+        self.seasons: list[np.ndarray | None] = getattr(self, "seasons", []) + [None] * (
+            capacity - before
+        )
+        self.detectors: list[Any] = getattr(self, "detectors", []) + [None] * (capacity - before)
         self._capacity = capacity
-        for row in range(self._size, capacity):
-            self._checkin(row, t)
+        if not before:  # a new forecaster's state, as a row to copy into fresh rows
+            self._checkin(0, self._template)
+            self._fresh = {name: getattr(self, name)[0].copy() for name in self._fields()}
+
+    def _reset(self, row: int) -> None:
+        """The row becomes a new forecaster."""
+        for name, value in self._fresh.items():
+            if name == "history":  # wider than the fresh row once daily lags were seen
+                self.history[row] = 0.0
+            else:
+                getattr(self, name)[row] = value
+        season = self._template._season  # zeros of a given period, else None
+        self.seasons[row] = None if season is None else season.copy()
+        self.detectors[row] = None
 
     def add(self) -> int:
         """A row for a new series."""
         if self._free:
-            return self._free.pop()
-        if self._size == self._capacity:
-            self._grow(2 * self._capacity)
-        self._size += 1
-        return self._size - 1
+            row = self._free.pop()
+        else:
+            if self._size == self._capacity:
+                self._grow(2 * self._capacity)
+            row = self._size
+            self._size += 1
+        self._reset(row)
+        return row
 
     def remove(self, row: int) -> None:
-        """Forget a series; its row is reset and reused."""
-        self._checkin(row, self._template)
+        """Forget a series; its row is reused for a new one."""
+        self.seasons[row] = self.detectors[row] = None
         self._free.append(row)
 
     def period(self, row: int) -> int | None:
@@ -197,7 +216,7 @@ class ForecasterBank:
 
     def _widen_history(self, width: int) -> None:
         grown = np.zeros((self._capacity, width), dtype=np.float32)
-        grown[:, : self._history_width] = self.history
+        grown[: self._size, : self._history_width] = self.history[: self._size]
         self.history = grown
         self._history_width = width
 
