@@ -131,7 +131,7 @@ def planner(vms: int, windows: int) -> dict:
     from streams.windows import ClosedWindow, WindowStats
 
     planner = CapacityPlanner()
-    history = RecentHistory()  # keeps each VM's latest forecasts for the web views
+    history = RecentHistory()  # keeps each VM's latest forecast figures, as in the worker
 
     def feed(batch: list[tuple[str, None, list[ClosedWindow]]]) -> None:
         for _window, forecasts, _actions in planner.on_windows(batch):

@@ -248,22 +248,17 @@ class ForecasterBank:
         with np.errstate(invalid="ignore"):
             later = ts > last  # False for NaN (no timestamp yet)
         known = n_diffs >= 3 if not t.step_seconds else np.ones(rows.size, dtype=bool)
-        interval = (
-            np.full(rows.size, float(t.step_seconds))
-            if t.step_seconds
-            else np.where(n_diffs > 0, self.step_estimate[rows], t.default_step_seconds)
-        )
         with np.errstate(invalid="ignore"):
-            steps = np.rint((ts - last) / interval)
+            steps = np.rint((ts - last) / self.interval_seconds(rows))
         regular = ~known | ~(steps > 1)  # a gap means missed samples: fill them one by one
         ordinary = (n > 0) & later & regular
-        detecting = self.season_length[rows] == _NONE
+        season_length = self.season_length[rows]
+        detecting = season_length == _NONE
         started = np.fromiter(
             (self.detectors[r] is not None for r in rows.tolist()), bool, rows.size
         )
         # a detector starts once three intervals are known: the row's object does that
         waiting = np.zeros(rows.size, dtype=bool) if t.step_seconds else n_diffs + ordinary < 3
-        season_length = self.season_length[rows]
         return (
             (first | ordinary)
             & np.isfinite(ys)
@@ -548,6 +543,7 @@ class ForecasterBank:
         return path, path[:, :, None] - widths[..., 0], path[:, :, None] + widths[..., 1]
 
     def interval_seconds(self, rows: np.ndarray) -> np.ndarray:
+        """Sampling interval per row (configured, inferred or default), as the forecaster's."""
         t = self._template
         if t.step_seconds:
             return np.full(rows.size, float(t.step_seconds))
@@ -569,6 +565,7 @@ class ForecasterBank:
         times = (self.last_ts[rows][:, None] + self._steps * step_s[:, None]).tolist()
         switched = self._switch_steps(rows, self.n[rows], self._lags(rows)).any(axis=1)
         accuracy = self.accuracy(rows)
+        paths, lowers, uppers = path.tolist(), lower.tolist(), upper.tolist()
         out = []
         for i, row in enumerate(rows.tolist()):
             period = int(self.periods[row]) or None
@@ -585,9 +582,7 @@ class ForecasterBank:
                     "period": period,
                     "step_seconds": float(step_s[i]),
                     "levels": list(self._keys),
-                    "points": forecast_points(
-                        path[i].tolist(), lower[i].tolist(), upper[i].tolist(), times[i], self._keys
-                    ),
+                    "points": forecast_points(paths[i], lowers[i], uppers[i], times[i], self._keys),
                     "accuracy": accuracy[i],
                 }
             )
