@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable
 from contextvars import ContextVar
 from datetime import timedelta
 
@@ -21,7 +20,8 @@ from models.engine import AnomalyEngine
 from streams.capacity import CapacityPlanner
 from streams.fetch_wait import limit_fetch_wait
 from streams.host_windows import merge_into_host
-from streams.processor import Checkpoint, MetricsProcessor, Output, Source
+from streams.processor import Checkpoint, MetricsProcessor, Source
+from streams.publisher import BATCH_BYTES, Publisher
 from streams.settings import Settings
 from streams.topics import load_topics
 from streams.validation import Validator
@@ -47,6 +47,7 @@ app = faust.App(
     topic_partitions=TOPICS["metrics"].partitions,
     topic_replication_factor=TOPICS["metrics"].replication_factor,
     producer_acks=-1,
+    producer_max_batch_size=BATCH_BYTES,  # the publisher fills one batch per partition
     producer_max_request_size=max(s.max_message_bytes or 0 for s in TOPICS.values()) or 1_048_576,
 )
 setup_prometheus_sensors(app, name_prefix="faust")
@@ -60,6 +61,7 @@ def _raw_topic(topic_id: str) -> faust.TopicT:
 
 
 topics = {topic_id: _raw_topic(topic_id) for topic_id in TOPICS}
+publisher = Publisher(app, {topic_id: spec.name for topic_id, spec in TOPICS.items()})
 P = TOPICS["metrics"].partitions
 # Each VM's model state, checkpointed every `checkpoint_every` samples into a changelog-backed
 # table: a worker that takes a partition over restores the VMs of that partition from it.
@@ -101,17 +103,6 @@ started_at = time.time()
 readiness = {"assigned": False}
 
 
-async def _send_all(outputs: list[Output]) -> list[Awaitable]:
-    """Hand the outputs to the producer, in order; the alerts' delivery futures."""
-    alerts = []
-    for out in outputs:
-        key, value = out.encode()
-        delivery = await topics[out.topic_id].send(key=key, value=value)
-        if out.topic_id == "anomalies":
-            alerts.append(delivery)
-    return alerts
-
-
 def _source(message: faust.types.Message) -> Source:
     return Source(message.topic, message.partition, message.offset, message.key)
 
@@ -126,7 +117,8 @@ async def process_metrics(stream: faust.StreamT) -> None:
     """
     async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
         records = [(e.message.value, _source(e.message)) for e in events]
-        alerts = await _send_all(processor.process_many(records))
+        deliveries = await publisher.publish(processor.process_many(records))
+        alerts = deliveries.get("anomalies")
         if alerts:
             # a checkpoint must not reach the changelog before the alerts it reflects: a worker
             # that restores it skips the records it covers, and would not raise them again
@@ -181,7 +173,7 @@ async def apply_feedback(stream: faust.StreamT) -> None:
     """Operator verdicts on incidents move the VM's threshold without a restart."""
     async for event in stream.events():
         message = event.message
-        await _send_all(processor.feedback(message.value, _source(message)))
+        await publisher.publish(processor.feedback(message.value, _source(message)))
 
 
 @app.on_partitions_revoked.connect

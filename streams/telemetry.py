@@ -26,6 +26,11 @@ MODEL_UPDATE_SECONDS = Histogram(
     "Time to score and learn the samples of one record, per sample",
     buckets=(1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3),
 )
+PUBLISHED = Counter(
+    "novacron_published_total",
+    "Output messages handed to the producer, by topic id (outside Faust's topic sensors)",
+    ["topic"],
+)
 FEEDBACK_REQUESTS = Counter(
     "novacron_feedback_requests_total", "POST /feedback requests by outcome", ["outcome"]
 )

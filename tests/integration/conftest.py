@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
 
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker, free_port
@@ -63,6 +64,17 @@ class Deployment:
         timeout_s: float = 30.0,
     ) -> list[dict]:
         """Read a whole output topic from the start, as JSON, until `until(messages)` or timeout."""
+        decoded = None if until is None else lambda records: until([_json(r) for r in records])
+        return [_json(r) for r in self.consume_records(topic_id, decoded, timeout_s)]
+
+    def consume_records(
+        self,
+        topic_id: str,
+        until: Callable[[list[ConsumerRecord]], bool] | None = None,
+        timeout_s: float = 30.0,
+    ) -> list[ConsumerRecord]:
+        """Read a whole topic from the start, records as the consumer gives them (partition,
+        offset, key, value), until `until(records)` or timeout."""
         consumer = KafkaConsumer(
             self.topics[topic_id].name,
             bootstrap_servers=self.broker.bootstrap,
@@ -71,18 +83,22 @@ class Deployment:
             group_id=None,
             enable_auto_commit=False,
         )
-        messages: list[dict] = []
+        records: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
-                messages.extend(json.loads(m.value) for m in consumer)
-                if until is not None and until(messages):
+                records.extend(consumer)
+                if until is not None and until(records):
                     break
                 if until is None and time.monotonic() > deadline - timeout_s + 3:
                     break
         finally:
             consumer.close()
-        return messages
+        return records
+
+
+def _json(record: ConsumerRecord) -> dict:
+    return json.loads(record.value)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 from collections import defaultdict
 
 from kafka import KafkaConsumer
+from kafka.partitioner.default import murmur2
 
 from streams.demo import _get_json
 from streams.simulator import read_labels
@@ -107,7 +108,9 @@ def test_forecasts_and_actions_are_published(deployment, start_worker_process) -
     worker.wait_samples(VMS * TICKS, timeout_s=180)
     (label,) = read_labels(str(labels_path))
 
-    forecasts = deployment.consume("forecasts", timeout_s=5)
+    records = deployment.consume_records("forecasts", timeout_s=5)
+    _assert_keyed_and_ordered(records, deployment.topics["forecasts"].partitions)
+    forecasts = [json.loads(r.value) for r in records]
     per_vm = defaultdict(set)
     for f in forecasts:
         per_vm[f["vm_id"]].add(f["metric"])
@@ -142,3 +145,19 @@ def test_forecasts_and_actions_are_published(deployment, start_worker_process) -
     assert action["pattern"]["kind"] in ("periodic", "bursty", "steady", "trending")
     assert action["evidence"]["upper"], "the evidence carries the forecast upper bounds"
     assert len({a["action_id"] for a in actions}) == len(actions)
+
+
+def _assert_keyed_and_ordered(records: list, partitions: int) -> None:
+    """Each forecast sits on the partition Kafka's default partitioner gives its key (as any
+    client sending it alone would), and a VM's forecasts of a metric follow each other in
+    offset order: consumers keyed by VM see them in the order they were issued."""
+    assert records
+    issued: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for r in records:
+        assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % partitions, r.key
+        f = json.loads(r.value)
+        assert r.key.decode() == f["vm_id"]
+        issued[f["vm_id"], f["metric"]].append((r.offset, f["issued_at"]))
+    for sequence in issued.values():
+        times = [t for _offset, t in sorted(sequence)]
+        assert times == sorted(times) and len(set(times)) == len(times)
