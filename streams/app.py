@@ -139,14 +139,23 @@ def _store_state(event_of: dict[int, faust.EventT]) -> None:
         writes.setdefault(processor.partition_of(vm_id), []).append(
             (model_state, vm_id, checkpoint.encode(), None)
         )
+    # the VMs of a host whose windows close together (a host agent's batch record) make one
+    # write of the host's window, not one each
+    host_shares: dict[tuple[int, float, str, float], list[ClosedWindow]] = {}
     for window in processor.take_closed_windows():
-        writes.setdefault(processor.partition_of(window.vm_id), []).append(
+        partition = processor.partition_of(window.vm_id)
+        writes.setdefault(partition, []).append(
             (aggregate_tables[window.size_s], window.vm_id, window.as_dict(), window.start)
         )
         if window.host is not None:
-            writes[processor.partition_of(window.vm_id)].append(
-                (host_tables[window.size_s], window.host, window, window.start)
-            )
+            group = (partition, window.size_s, window.host, window.start)
+            shares = host_shares.get(group)
+            if shares is None:
+                shares = host_shares[group] = []
+                writes[partition].append(
+                    (host_tables[window.size_s], window.host, shares, window.start)
+                )
+            shares.append(window)
     for partition, items in writes.items():
         event = event_of.get(partition)
         if event is None:  # the VM moved partitions since; its new owner has its state
@@ -159,7 +168,7 @@ def _store_state(event_of: dict[int, faust.EventT]) -> None:
             for table, key, value, window_start in items:
                 if window_start is not None:
                     _window_start.set(window_start)
-                if isinstance(value, ClosedWindow):  # a VM's share of its host's window
+                if isinstance(value, list):  # VMs' shares of their host's window
                     stored = table.table
                     current = stored.get((key, stored.window.current(window_start)))
                     value = merge_into_host(current, value)
