@@ -163,6 +163,8 @@ def test_views_report_what_the_worker_processed(deployment, start_worker_process
     assert "novacron_model_update_seconds_bucket" in text
     assert f"novacron_vms_tracked {float(VMS)}" in text
     assert "novacron_alerts_open" in text and "novacron_alerts_total{" in text
+    published = sample(text, "novacron_published_total", {"topic": "anomalies"})
+    assert published == sum(counted["messages_by_status"].values()), "outputs are counted"
     if stats["forecasts"]:  # per-VM forecast gauges only for the top-N VMs
         yhat_vms = {
             line.split('vm_id="')[1].split('"')[0]
