@@ -1,10 +1,9 @@
 """Publish the outputs of a batch of records with one Kafka record batch per topic partition.
 
 Faust's `Topic.send` pays tens of microseconds per message (a pending message and its future,
-sensor calls, a delivery callback). A worker whose VMs report once a minute publishes four
-forecasts for every sample, and spent about half its time there. The outputs of a batch of
-records are instead appended to one record batch per partition and handed to the producer
-Faust runs:
+sensor calls, a delivery callback), and a worker whose VMs report once a minute publishes four
+forecasts for every sample. The outputs of a batch of records are instead appended to one
+record batch per partition and handed to the producer Faust runs:
 
 - a message goes to the partition the producer's partitioner gives its key, as it would when
   sent alone, and the messages of a partition keep their order;
