@@ -60,7 +60,8 @@ def _raw_topic(topic_id: str) -> faust.TopicT:
     )
 
 
-topics = {topic_id: _raw_topic(topic_id) for topic_id in TOPICS}
+# the topics the agents consume; outputs go through the publisher, by topic name
+topics = {topic_id: _raw_topic(topic_id) for topic_id in ("metrics", "feedback")}
 publisher = Publisher(app, {topic_id: spec.name for topic_id, spec in TOPICS.items()})
 P = TOPICS["metrics"].partitions
 # Each VM's model state, checkpointed every `checkpoint_every` samples into a changelog-backed

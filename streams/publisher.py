@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from streams.processor import Output
 from streams.telemetry import PUBLISHED
@@ -43,7 +44,7 @@ class Publisher:
         """Send the outputs, in order per partition; per topic id, the delivery futures of
         the batches that hold its messages."""
         kafka = self._kafka()
-        building: dict[tuple[str, int], tuple[str, object, int]] = {}
+        building: dict[tuple[str, int], list] = {}  # (topic id, partition) -> [batch, count]
         deliveries: dict[str, list[asyncio.Future]] = {}
         for out in outputs:
             topic = self._names[out.topic_id]
@@ -52,17 +53,16 @@ class Publisher:
                 self._known.add(topic)
             key, value = out.encode()
             partition = self._app.producer.key_partition(topic, key).partition
-            slot = building.get((topic, partition))
+            slot = building.get((out.topic_id, partition))
             if slot is None:
-                slot = building[topic, partition] = (out.topic_id, kafka.create_batch(), 0)
-            topic_id, batch, count = slot
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
-                await self._send(kafka, topic_id, topic, partition, batch, count, deliveries)
-                topic_id, batch, count = out.topic_id, kafka.create_batch(), 0
-                batch.append(key=key, value=value, timestamp=None)  # a first record always fits
-            building[topic, partition] = (topic_id, batch, count + 1)
-        for (topic, partition), (topic_id, batch, count) in building.items():
-            await self._send(kafka, topic_id, topic, partition, batch, count, deliveries)
+                slot = building[out.topic_id, partition] = [kafka.create_batch(), 0]
+            if slot[0].append(key=key, value=value, timestamp=None) is None:  # full: send it
+                await self._send(kafka, out.topic_id, partition, *slot, deliveries)
+                slot[:] = [kafka.create_batch(), 0]
+                slot[0].append(key=key, value=value, timestamp=None)  # a first record fits
+            slot[1] += 1
+        for (topic_id, partition), (batch, count) in building.items():
+            await self._send(kafka, topic_id, partition, batch, count, deliveries)
         return deliveries
 
     def _kafka(self) -> AIOKafkaProducer:
@@ -73,12 +73,12 @@ class Publisher:
         self,
         kafka: AIOKafkaProducer,
         topic_id: str,
-        topic: str,
         partition: int,
-        batch: object,
+        batch: BatchBuilder,
         count: int,
         deliveries: dict[str, list[asyncio.Future]],
     ) -> None:
+        topic = self._names[topic_id]
         delivery = await kafka.send_batch(batch, topic, partition=partition)
         delivery.add_done_callback(lambda done: _report(done, topic, partition, count))
         deliveries.setdefault(topic_id, []).append(delivery)
