@@ -214,6 +214,18 @@ class ForecasterBank:
         self.cov_count[row] = a.cov_count
         self.seasonal_count[row] = a.seasonal_count
 
+    def dump_row(self, row: int) -> bytes:
+        """The row's state, as `IntervalForecaster.dump` writes it."""
+        return self.checkout(row).dump()
+
+    def load_row(self, data: bytes) -> int:
+        """A new row holding a dumped forecaster's state (ValueError when it does not fit
+        this bank's arguments; no row is taken then)."""
+        forecaster = IntervalForecaster.load(data, **self._args)
+        row = self.add()
+        self._checkin(row, forecaster)
+        return row
+
     def _widen_history(self, width: int) -> None:
         grown = np.zeros((self._capacity, width), dtype=np.float32)
         grown[: self._size, : self._history_width] = self.history[: self._size]

@@ -25,6 +25,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from models import array_state
 from models.conformal import ConformalBands
 from models.seasonality import DAY_SECONDS, SeasonalityDetector
 
@@ -535,6 +536,116 @@ class IntervalForecaster:
             out["coverage"] = {level_key(lvl): m for lvl, m in zip(self.levels, means, strict=True)}
         return out
 
+    # ------------------------------------------------------------------ state
+    def dump(self) -> bytes:
+        """Everything the forecaster has learnt, as bytes (`load` with the same arguments
+        gives a forecaster that forecasts and learns on exactly as this one)."""
+        b, a, d = self.bands, self._accuracy, self._detector
+        scalars = {
+            "n": int(self.n),
+            "last_ts": None if self.last_ts is None else float(self.last_ts),
+            "n_diffs": int(self._n_diffs),
+            "step_estimate": float(self._step_estimate),
+            "level": float(self._level),
+            "trend": float(self._trend),
+            "scale": float(self._scale),
+            "period": _optional_int(self._period),
+            "season_length": _optional_int(self.season_length),
+            "detector_origin": int(self._detector_origin),
+            "bands_stale": bool(self._bands_stale),
+            "bands_started": int(b._started),
+            "seasonal_count": int(a.seasonal_count),
+        }
+        arrays = {
+            "diffs": self._diffs,
+            "history": self._history,
+            "pending": self._pending,
+            "pending_model": self._pending_model,
+            "errors": b._errors,
+            "error_count": b._count,
+            "alpha": b._alpha,
+            "widths": b._widths,
+            "acc_count": a.count,
+            "acc_table": a.table,
+            "coverage": a.coverage,
+            "cov_count": a.cov_count,
+        }
+        if self._season is not None:
+            arrays["season"] = self._season
+        if d is not None:
+            scalars["detector"] = {
+                "lags": list(d.candidate_lags),
+                "period": _optional_int(d.period),
+                "blocks": int(d._blocks),
+                "acc": float(d._acc),
+                "acc_n": int(d._acc_n),
+            }
+            arrays["detector_buffer"] = d._buffer
+        return array_state.pack(scalars, arrays)
+
+    @classmethod
+    def load(cls, data: bytes, **args: object) -> IntervalForecaster:
+        """A forecaster made with `args` holding the state `dump` wrote; ValueError when the
+        state does not fit them (another horizon, levels or error window)."""
+        s, arrays = array_state.unpack(data)
+        f = cls(**args)  # type: ignore[arg-type]
+        b, a = f.bands, f._accuracy
+        fixed = {
+            "diffs": f._diffs,
+            "pending": f._pending,
+            "pending_model": f._pending_model,
+            "errors": b._errors,
+            "error_count": b._count,
+            "alpha": b._alpha,
+            "widths": b._widths,
+            "acc_count": a.count,
+            "acc_table": a.table,
+            "coverage": a.coverage,
+            "cov_count": a.cov_count,
+        }
+        for name, template in fixed.items():
+            got = arrays.get(name)
+            if got is None or got.shape != template.shape:
+                raise ValueError(f"forecaster state does not fit this configuration ({name})")
+        f.n = int(s["n"])
+        f.last_ts = s["last_ts"]
+        f._n_diffs = int(s["n_diffs"])
+        f._step_estimate = float(s["step_estimate"])
+        f._level, f._trend, f._scale = float(s["level"]), float(s["trend"]), float(s["scale"])
+        f._period = s["period"]
+        f.season_length = s["season_length"]
+        f._detector_origin = int(s["detector_origin"])
+        f._bands_stale = bool(s["bands_stale"])
+        f._diffs = arrays["diffs"].astype(np.float64)
+        f._history = arrays["history"].astype(np.float32)
+        f._pending = arrays["pending"].astype(np.float32)
+        f._pending_model = arrays["pending_model"].astype(np.float32)
+        f._season = arrays["season"].astype(np.float32) if "season" in arrays else None
+        b._errors = arrays["errors"].astype(np.float32)
+        b._count = arrays["error_count"].astype(np.int64)
+        b._alpha = arrays["alpha"].astype(np.float64)
+        b._widths = arrays["widths"].astype(np.float64)
+        b._started = int(s["bands_started"])
+        a.count = arrays["acc_count"].astype(np.int64)
+        a.table = arrays["acc_table"].astype(np.float64)
+        a.abs_err, a.smape, a.abs_snaive, a.abs_naive, a.abs_model = a.table
+        a.coverage = arrays["coverage"].astype(np.float64)
+        a.cov_count = arrays["cov_count"].astype(np.int64)
+        a.seasonal_count = int(s["seasonal_count"])
+        d = s.get("detector")
+        if d is not None:
+            detector = SeasonalityDetector(d["lags"], threshold=f.detect_threshold)
+            buffer = arrays["detector_buffer"]
+            if buffer.shape != detector._buffer.shape:
+                raise ValueError("forecaster state does not fit this configuration (detector)")
+            detector._buffer = buffer.astype(np.float32)
+            detector.period = d["period"]
+            detector._blocks = int(d["blocks"])
+            detector._acc = float(d["acc"])
+            detector._acc_n = int(d["acc_n"])
+            f._detector = detector
+        return f
+
     @property
     def nbytes(self) -> int:
         """Bytes held in numpy buffers (excludes fixed Python object overhead)."""
@@ -546,6 +657,10 @@ class IntervalForecaster:
         if self._detector is not None:
             total += self._detector.nbytes
         return int(total)
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 def seasonal_profile(detector: SeasonalityDetector, origin: int, period: int) -> np.ndarray:

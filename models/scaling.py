@@ -179,10 +179,49 @@ class ScalingPolicy:
 
     def forget(self, vm_id: str) -> None:
         """Drop the state kept for a VM that no longer exists."""
-        for store in (self._last_action, self._down_recs, self._down_since):
-            for key in [k for k in store if k[0] == vm_id]:
-                del store[key]
+        for resource in self.config.limits:  # decisions are only taken for these
+            key = (vm_id, resource)
+            for store in (self._last_action, self._down_recs, self._down_since):
+                store.pop(key, None)
         self._migrating.pop(vm_id, None)
+
+    def vm_state(self, vm_id: str, host: str | None) -> dict:
+        """What the policy remembers of a VM (cooldowns, pending scale-down, migration) and
+        of its host's last migration, JSON-ready, for `restore_vm_state`."""
+        resources = {}
+        for resource in self.config.limits:
+            key = (vm_id, resource)
+            entry: dict = {}
+            if key in self._last_action:
+                entry["last_action"] = self._last_action[key]
+            if key in self._down_since:
+                entry["down_since"] = self._down_since[key]
+            if key in self._down_recs:
+                entry["down_recs"] = [list(rec) for rec in self._down_recs[key]]
+            if entry:
+                resources[resource] = entry
+        state: dict = {"resources": resources}
+        if vm_id in self._migrating:
+            state["migrating"] = self._migrating[vm_id]
+        if host is not None and host in self._last_migration:
+            state["host_last_migration"] = self._last_migration[host]
+        return state
+
+    def restore_vm_state(self, vm_id: str, host: str | None, state: dict) -> None:
+        """Take back what `vm_state` returned (a host's latest migration time wins)."""
+        for resource, entry in state.get("resources", {}).items():
+            key = (vm_id, resource)
+            if "last_action" in entry:
+                self._last_action[key] = float(entry["last_action"])
+            if "down_since" in entry:
+                self._down_since[key] = float(entry["down_since"])
+            if "down_recs" in entry:
+                self._down_recs[key] = deque((float(t), float(d)) for t, d in entry["down_recs"])
+        if "migrating" in state:
+            self._migrating[vm_id] = float(state["migrating"])
+        if host is not None and "host_last_migration" in state:
+            when = float(state["host_last_migration"])
+            self._last_migration[host] = max(when, self._last_migration.get(host, when))
 
     # ------------------------------------------------------------------ per resource
     def _resource_decision(

@@ -8,10 +8,16 @@ VM's latest view, so a host that is forecast to saturate yields one `migrate`.
 
 The forecasters of all VMs are rows of one `ForecasterBank`: the windows a batch of records
 closes are learnt and forecast together, in rounds in which no VM repeats.
+
+`dump_vm` / `load_vm` carry a VM's forecasters, usage history and the scaling policy's memory
+of it (cooldowns, a pending scale-down) to the worker that takes its partition over, which
+then ignores the windows the state already reflects when their records are redelivered.
 """
 
 from __future__ import annotations
 
+import base64
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +56,7 @@ class _VMPlan:
     history: dict[str, deque]
     host: str | None = None
     windows: int = 0
+    last_end: float = -math.inf  # end of the latest window learnt
 
 
 @dataclass
@@ -84,6 +91,7 @@ class CapacityPlanner:
     _host_members: dict[str, set[str]] = field(default_factory=dict)
     _host_decided: dict[str, float] = field(default_factory=dict)
     _forecasters: ForecasterBank | None = None
+    _window_s: float | None = None  # the forecast windows' size, once one was seen
 
     def __post_init__(self) -> None:
         self.policy = ScalingPolicy(self.config.scaling)
@@ -100,14 +108,15 @@ class CapacityPlanner:
             )
         return plan
 
-    def _bank(self, window: ClosedWindow) -> ForecasterBank:
+    def _bank(self, window_s: float) -> ForecasterBank:
         """The forecasters' bank, made for the size of the first window (a worker's forecast
         windows all have one size; it is the sampling interval assumed until one is seen)."""
         if self._forecasters is None:
+            self._window_s = window_s
             self._forecasters = ForecasterBank(
                 horizon=self.config.horizon,
                 levels=self.config.levels,
-                default_step_seconds=window.size_s,
+                default_step_seconds=window_s,
             )
         return self._forecasters
 
@@ -120,7 +129,10 @@ class CapacityPlanner:
 
     def on_window(self, window: ClosedWindow) -> tuple[list[dict], list[dict]]:
         """Learn a closed window; returns (forecast messages, scaling actions) now due."""
-        _, forecasts, actions = self.on_windows([(window.vm_id, None, [window])])[0]
+        learnt = self.on_windows([(window.vm_id, None, [window])])
+        if not learnt:  # a window its state already reflects
+            return [], []
+        _, forecasts, actions = learnt[0]
         return forecasts, actions
 
     def on_windows(
@@ -128,7 +140,10 @@ class CapacityPlanner:
     ) -> list[tuple[ClosedWindow, list[dict], list[dict]]]:
         """Learn the windows closed by consecutive samples, each given as (vm_id, allocation it
         reported or None, windows it closed); returns (window, forecasts, actions) per window,
-        in order. The same as `set_allocation` and `on_window` sample by sample."""
+        in order. The same as `set_allocation` and `on_window` sample by sample. Windows that
+        end no later than the VM's latest learnt one (redelivered after a takeover) are
+        skipped: the state restored already reflects them."""
+        samples = [(vm_id, alloc, self._unseen(vm_id, closed)) for vm_id, alloc, closed in samples]
         windows = [w for _, _, closed in samples for w in closed]
         learnt = self._learn(windows)
         out = []
@@ -141,6 +156,12 @@ class CapacityPlanner:
                 i += 1
         return out
 
+    def _unseen(self, vm_id: str, closed: Sequence[ClosedWindow]) -> Sequence[ClosedWindow]:
+        plan = self._vms.get(vm_id)
+        if not closed or plan is None or closed[0].end > plan.last_end:
+            return closed
+        return [w for w in closed if w.end > plan.last_end]
+
     def _learn(self, windows: list[ClosedWindow]) -> list[_Learnt]:
         """Feed every window's means to its VM's forecasters, and forecast those now due."""
         learnt = [
@@ -148,7 +169,7 @@ class CapacityPlanner:
         ]
         c = self.config
         for group in occurrence_groups(w.vm_id for w in windows):
-            bank = self._bank(windows[group[0]])
+            bank = self._bank(windows[group[0]].size_s)
             rows, ys, ts = [], [], []
             for i in group:
                 plan = self._plan(windows[i].vm_id)
@@ -209,6 +230,7 @@ class CapacityPlanner:
     def _act(self, window: ClosedWindow, learnt: _Learnt) -> list[dict]:
         """Usage history, host membership and, when due, the scaling decisions of a window."""
         plan = self._plan(window.vm_id)
+        plan.last_end = window.end
         if window.host is not None and window.host != plan.host:
             if plan.host is not None:
                 self._host_members.get(plan.host, set()).discard(window.vm_id)
@@ -266,6 +288,64 @@ class CapacityPlanner:
             self._views[v] for v in sorted(self._host_members.get(host, ())) if v in self._views
         ]
         return self.policy.decide(now, members, {host: HostView(host, self.config.host_capacity)})
+
+    def knows(self, vm_id: str) -> bool:
+        return vm_id in self._vms
+
+    def dump_vm(self, vm_id: str) -> dict | None:
+        """The VM's forecasting and scaling state, JSON-ready (None for an unknown VM)."""
+        plan = self._vms.get(vm_id)
+        if plan is None:
+            return None
+        bank = self._forecasters
+        rows = plan.rows if bank is not None else {}
+        return {
+            "version": 1,
+            "window_s": self._window_s,
+            "forecasters": {
+                metric: base64.b64encode(bank.dump_row(row)).decode()
+                for metric, row in rows.items()
+            },
+            "allocation": dict(plan.allocation),
+            "usage": {resource: list(history) for resource, history in plan.history.items()},
+            "host": plan.host,
+            "windows": plan.windows,
+            "last_end": None if plan.last_end == -math.inf else plan.last_end,
+            "policy": self.policy.vm_state(vm_id, plan.host),
+        }
+
+    def load_vm(self, vm_id: str, state: dict) -> None:
+        """Take a VM's state from `dump_vm` back (the VM must be unknown here). ValueError,
+        with nothing changed, when the state does not fit this planner's configuration."""
+        if vm_id in self._vms:
+            raise ValueError(f"{vm_id} already has state here")
+        plan = _VMPlan(rows={}, allocation={}, history={})
+        try:
+            if state.get("version") != 1:
+                raise ValueError(f"unknown forecast state version {state.get('version')!r}")
+            blobs = {m: base64.b64decode(b) for m, b in state["forecasters"].items()}
+            for resource, default in self.config.default_allocation.items():
+                plan.allocation[resource] = float(state["allocation"].get(resource, default))
+                usage = state["usage"].get(resource, ())
+                plan.history[resource] = deque(map(float, usage), maxlen=self.config.history)
+            plan.host = state["host"]
+            plan.windows = int(state["windows"])
+            last_end = state["last_end"]
+            plan.last_end = -math.inf if last_end is None else float(last_end)
+            self.policy.restore_vm_state(vm_id, plan.host, state["policy"])
+            if blobs:
+                bank = self._bank(float(state["window_s"]))
+                for metric, blob in blobs.items():
+                    plan.rows[metric] = bank.load_row(blob)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            self.policy.forget(vm_id)
+            if self._forecasters is not None:
+                for row in plan.rows.values():
+                    self._forecasters.remove(row)
+            raise ValueError(f"unusable forecast state for {vm_id}: {exc}") from exc
+        self._vms[vm_id] = plan
+        if plan.host is not None:
+            self._host_members.setdefault(plan.host, set()).add(vm_id)
 
     def forget(self, vm_id: str) -> None:
         plan = self._vms.pop(vm_id, None)

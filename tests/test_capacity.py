@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+
+import pytest
 
 from streams.capacity import CapacityConfig, CapacityPlanner
 from streams.windows import ClosedWindow, WindowStats
@@ -118,3 +121,51 @@ def test_current_forecasts_are_the_latest_published_and_reading_them_changes_not
         read.current_forecasts("vm-1")
         assert read.on_window(w) == unread.on_window(w)
     assert latest and every_window.current_forecasts("vm-unknown") == []
+
+
+def _moved(planner: CapacityPlanner, config: CapacityConfig, vms: list[str]) -> CapacityPlanner:
+    """A new planner holding `vms` as another worker would restore them (through JSON)."""
+    other = CapacityPlanner(config)
+    for vm in vms:
+        state = json.loads(json.dumps(planner.dump_vm(vm)))
+        other.load_vm(vm, state)
+    return other
+
+
+def test_a_vm_moved_to_another_planner_forecasts_and_acts_as_if_it_had_stayed() -> None:
+    config = CapacityConfig(min_windows=3, act_after_windows=10)
+    rates = {"vm-0": 700.0, "vm-1": 300.0, "vm-2": 250.0, "vm-3": 950.0}
+    stayed = CapacityPlanner(config)
+    run(stayed, rates, range(25))
+    moved = _moved(stayed, config, sorted(rates))
+    # cooldowns and the scaling history travel too: the same actions, at the same times
+    expected = run(stayed, rates, range(25, 60))
+    got = run(moved, rates, range(25, 60))
+    assert got == expected
+    assert {a["action"] for a in got[1]} == {"scale_down", "migrate"}, "the run should act"
+    assert all(f["accuracy"]["n"] > 20 for f in got[0]), "the forecasters kept their past"
+
+
+def test_a_restored_vm_skips_the_windows_its_state_already_reflects() -> None:
+    config = CapacityConfig(min_windows=3, act_after_windows=10)
+    stayed = CapacityPlanner(config)
+    run(stayed, {"vm-1": 500.0}, range(12))
+    moved = _moved(stayed, config, ["vm-1"])
+    replayed = run(moved, {"vm-1": 500.0}, range(8, 12))  # redelivered after a takeover
+    assert replayed == ([], [])
+    assert run(moved, {"vm-1": 500.0}, range(12, 20)) == run(stayed, {"vm-1": 500.0}, range(12, 20))
+
+
+def test_a_state_written_for_another_configuration_is_refused_and_changes_nothing() -> None:
+    planner = CapacityPlanner(CapacityConfig(min_windows=3))
+    run(planner, {"vm-1": 500.0}, range(6))
+    state = planner.dump_vm("vm-1")
+    other = CapacityPlanner(CapacityConfig(horizon=6))
+    with pytest.raises(ValueError, match="does not fit"):
+        other.load_vm("vm-1", state)
+    assert not other.knows("vm-1")
+    with pytest.raises(ValueError, match="unusable"):
+        other.load_vm("vm-1", {**state, "forecasters": {"cpu_pct": "not base64!"}})
+    assert not other.knows("vm-1")
+    forecasts, _ = run(other, {"vm-1": 500.0}, range(6, 10))
+    assert forecasts and all(f["accuracy"].get("n", 0) < 10 for f in forecasts), "starts afresh"

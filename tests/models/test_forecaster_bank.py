@@ -104,3 +104,61 @@ def test_a_checked_out_row_is_a_forecaster_in_the_same_state():
     copy = bank.checkout(row)
     assert _same(forecast_message("a", "m", copy), forecast_message("a", "m", reference))
     assert bank.nbytes > 0
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_dumped_state_forecasts_and_learns_on_exactly_as_the_original(settings):
+    """Rows dumped at every age (young, detector running, period found) and loaded into a new
+    bank and into a lone forecaster go on exactly as the original rows do."""
+    rng = np.random.default_rng(7)
+    series = 8
+    bank = ForecasterBank(capacity=2, **settings)
+    rows = [bank.add() for _ in range(series)]
+    kinds = [i % 4 for i in range(series)]
+    clock = 0
+
+    def tick(active: list[int]) -> tuple[list[float], list[float]]:
+        nonlocal clock
+        clock += 1
+        ts = T0 + STEP * clock
+        return [_value(kinds[i], ts, rng) for i in active], [ts] * len(active)
+
+    for t in range(300):
+        active = [i for i in range(series) if t >= 20 * i]  # rows of different ages
+        ys, stamps = tick(active)
+        bank.learn([rows[i] for i in active], ys, stamps)
+        if t not in (40, 120, 299):
+            continue
+        other = ForecasterBank(capacity=1, **settings)
+        moved = [other.load_row(bank.dump_row(rows[i])) for i in active]
+        lone = [IntervalForecaster.load(bank.dump_row(rows[i]), **settings) for i in active]
+        for _ in range(30):
+            ys, stamps = tick(active)
+            bank.learn([rows[i] for i in active], ys, stamps)
+            other.learn(moved, ys, stamps)
+            for f, y, ts in zip(lone, ys, stamps, strict=True):
+                f.learn_one(y, ts)
+        names, metrics, issued = (
+            [f"vm-{i}" for i in active],
+            ["m"] * len(active),
+            [None] * len(active),
+        )
+        expected = bank.messages([rows[i] for i in active], names, metrics, issued)
+        assert _same(other.messages(moved, names, metrics, issued), expected)
+        lone_messages = [forecast_message(n, "m", f) for n, f in zip(names, lone, strict=True)]
+        assert _same(lone_messages, expected)
+    if settings.get("season_length") != 0:
+        assert any(bank.period(r) for r in rows), "some row should have found its period"
+
+
+def test_a_state_that_does_not_fit_is_refused():
+    bank = ForecasterBank(capacity=1, horizon=6)
+    row = bank.add()
+    bank.learn([row], [1.0], [T0])
+    state = bank.dump_row(row)
+    with pytest.raises(ValueError, match="does not fit"):
+        ForecasterBank(capacity=1, horizon=12).load_row(state)
+    with pytest.raises(ValueError, match="not a model state"):
+        ForecasterBank(capacity=1, horizon=6).load_row(state[:-5])
+    with pytest.raises(ValueError):
+        IntervalForecaster.load(b"\x00" * 40)
