@@ -553,15 +553,19 @@ class IntervalForecaster:
             "season_length": _optional_int(self.season_length),
             "detector_origin": int(self._detector_origin),
             "bands_stale": bool(self._bands_stale),
+            "history_size": int(self._history.size),
             "bands_started": int(b._started),
             "seasonal_count": int(a.seasonal_count),
         }
+        # rings are written up to where they have been filled (a young forecaster's are mostly
+        # empty); `load` pads them back
+        filled_errors = min(int(b._count.max()), b.window)
         arrays = {
             "diffs": self._diffs,
-            "history": self._history,
+            "history": self._history[: min(self.n, self._history.size)],
             "pending": self._pending,
             "pending_model": self._pending_model,
-            "errors": b._errors,
+            "errors": b._errors[:, :filled_errors],
             "error_count": b._count,
             "alpha": b._alpha,
             "widths": b._widths,
@@ -580,7 +584,7 @@ class IntervalForecaster:
                 "acc": float(d._acc),
                 "acc_n": int(d._acc_n),
             }
-            arrays["detector_buffer"] = d._buffer
+            arrays["detector_buffer"] = d._buffer[: min(d._blocks, d.capacity)]
         return array_state.pack(scalars, arrays)
 
     @classmethod
@@ -594,7 +598,6 @@ class IntervalForecaster:
             "diffs": f._diffs,
             "pending": f._pending,
             "pending_model": f._pending_model,
-            "errors": b._errors,
             "error_count": b._count,
             "alpha": b._alpha,
             "widths": b._widths,
@@ -607,6 +610,9 @@ class IntervalForecaster:
             got = arrays.get(name)
             if got is None or got.shape != template.shape:
                 raise ValueError(f"forecaster state does not fit this configuration ({name})")
+        errors = arrays["errors"]
+        if errors.ndim != 2 or errors.shape[0] != f.horizon or errors.shape[1] > b.window:
+            raise ValueError("forecaster state does not fit this configuration (errors)")
         f.n = int(s["n"])
         f.last_ts = s["last_ts"]
         f._n_diffs = int(s["n_diffs"])
@@ -617,11 +623,11 @@ class IntervalForecaster:
         f._detector_origin = int(s["detector_origin"])
         f._bands_stale = bool(s["bands_stale"])
         f._diffs = arrays["diffs"].astype(np.float64)
-        f._history = arrays["history"].astype(np.float32)
+        f._history = _padded(arrays["history"], int(s["history_size"]))
         f._pending = arrays["pending"].astype(np.float32)
         f._pending_model = arrays["pending_model"].astype(np.float32)
         f._season = arrays["season"].astype(np.float32) if "season" in arrays else None
-        b._errors = arrays["errors"].astype(np.float32)
+        b._errors[:, : errors.shape[1]] = errors
         b._count = arrays["error_count"].astype(np.int64)
         b._alpha = arrays["alpha"].astype(np.float64)
         b._widths = arrays["widths"].astype(np.float64)
@@ -636,9 +642,9 @@ class IntervalForecaster:
         if d is not None:
             detector = SeasonalityDetector(d["lags"], threshold=f.detect_threshold)
             buffer = arrays["detector_buffer"]
-            if buffer.shape != detector._buffer.shape:
+            if buffer.ndim != 1 or buffer.size > detector.capacity:
                 raise ValueError("forecaster state does not fit this configuration (detector)")
-            detector._buffer = buffer.astype(np.float32)
+            detector._buffer[: buffer.size] = buffer
             detector.period = d["period"]
             detector._blocks = int(d["blocks"])
             detector._acc = float(d["acc"])
@@ -657,6 +663,15 @@ class IntervalForecaster:
         if self._detector is not None:
             total += self._detector.nbytes
         return int(total)
+
+
+def _padded(values: np.ndarray, size: int) -> np.ndarray:
+    """`values` followed by zeros up to `size` (float32)."""
+    if values.ndim != 1 or values.size > size:
+        raise ValueError("forecaster state does not fit this configuration (history)")
+    out = np.zeros(size, dtype=np.float32)
+    out[: values.size] = values
+    return out
 
 
 def _optional_int(value: object) -> int | None:

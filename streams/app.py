@@ -67,6 +67,9 @@ P = TOPICS["metrics"].partitions
 # Each VM's model state, checkpointed every `checkpoint_every` samples into a changelog-backed
 # table: a worker that takes a partition over restores the VMs of that partition from it.
 model_state = app.Table("vm-model-state", default=None, partitions=TOPICS["metrics"].partitions)
+# Each VM's forecasters, usage history and scaling memory, every `forecast_checkpoint_every`
+# forecast windows: tens of KB a VM, so written far less often than the anomaly models.
+forecast_state = app.Table("vm-forecast-state", default=None, partitions=P)
 # Closed 1-min and 5-min aggregates per VM, in event time: each is written once, when its window
 # closes, into a changelog-backed tumbling table that Faust expires after `retention`.
 _window_start: ContextVar[float] = ContextVar("window_start", default=0.0)
@@ -99,6 +102,8 @@ processor = MetricsProcessor(
     ),
     aggregate_windows=tuple(windows_by_size.values()),
     restore=lambda vm_id: Checkpoint.decode(model_state.get(vm_id)),
+    forecast_checkpoint_every=settings.forecast_checkpoint_every,
+    restore_forecasts=lambda vm_id: forecast_state.get(vm_id),
 )
 started_at = time.time()
 readiness = {"assigned": False}
@@ -119,11 +124,14 @@ async def process_metrics(stream: faust.StreamT) -> None:
     async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
         records = [(e.message.value, _source(e.message)) for e in events]
         deliveries = await publisher.publish(processor.process_many(records))
-        alerts = deliveries.get("anomalies")
-        if alerts:
-            # a checkpoint must not reach the changelog before the alerts it reflects: a worker
-            # that restores it skips the records it covers, and would not raise them again
-            await asyncio.gather(*alerts)
+        # a checkpoint must not reach the changelog before the outputs it reflects: a worker
+        # that restores it skips the records (and windows) it covers, and would not send them
+        # again
+        landing = deliveries.get("anomalies", [])
+        if processor.forecast_checkpoints_due:
+            landing = landing + deliveries.get("forecasts", []) + deliveries.get("actions", [])
+        if landing:
+            await asyncio.gather(*landing)
         _store_state({e.message.partition: e for e in events})
 
 
@@ -139,6 +147,10 @@ def _store_state(event_of: dict[int, faust.EventT]) -> None:
     for vm_id, checkpoint in processor.take_checkpoints(partitions=set(event_of)).items():
         writes.setdefault(processor.partition_of(vm_id), []).append(
             (model_state, vm_id, checkpoint.encode(), None)
+        )
+    for vm_id, state in processor.take_forecast_checkpoints(partitions=set(event_of)).items():
+        writes.setdefault(processor.partition_of(vm_id), []).append(
+            (forecast_state, vm_id, state, None)
         )
     # the VMs of a host whose windows close together (a host agent's batch record) make one
     # write of the host's window, not one each

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import time
 import zlib
 from collections import Counter
@@ -27,6 +28,7 @@ from streams.validation import Rejection, Validator, ValidSample
 from streams.windows import ClosedWindow, TumblingWindows
 
 VERDICTS = ("false_positive", "confirmed")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,14 @@ class MetricsProcessor:
     aggregate_windows: tuple[TumblingWindows, ...] = ()
     closed_windows: list[ClosedWindow] = field(default_factory=list)
     restore: Callable[[str], Checkpoint | None] | None = None
+    forecast_checkpoint_every: int = 60  # forecast windows between two forecasting checkpoints
+    restore_forecasts: Callable[[str], dict | None] | None = None
     _since_checkpoint: Counter = field(default_factory=Counter)
     _learned_through: dict[str, tuple[int, int]] = field(default_factory=dict)
     _replay_through: dict[str, tuple[int, int]] = field(default_factory=dict)
     _checkpoint_due: set[str] = field(default_factory=set)
+    _windows_since_forecast_checkpoint: Counter = field(default_factory=Counter)
+    _forecast_checkpoint_due: set[str] = field(default_factory=set)
     _partition_of: dict[str, int] = field(default_factory=dict)
     _vms_of_host: dict[str, set[str]] = field(default_factory=dict)
     _host_of: dict[str, str] = field(default_factory=dict)
@@ -284,7 +290,15 @@ class MetricsProcessor:
     def _plan(self, samples: list[tuple[str, dict | None, list[ClosedWindow]]]) -> list[Output]:
         """Forecasts and scaling actions of the windows these samples closed, learnt together."""
         outputs = []
+        every = self.forecast_checkpoint_every
         for window, forecasts, actions in self.planner.on_windows(samples):
+            vm_id = window.vm_id
+            since = self._windows_since_forecast_checkpoint.get(vm_id)
+            if since is None:  # as for model checkpoints: each VM at a phase of its own
+                since = zlib.crc32(vm_id.encode()) % every
+            self._windows_since_forecast_checkpoint[vm_id] = since = since + 1
+            if since >= every:
+                self._forecast_checkpoint_due.add(vm_id)
             for message in forecasts:
                 _address(message, window.host)
                 outputs.append(Output("forecasts", message["vm_id"], message))
@@ -311,6 +325,7 @@ class MetricsProcessor:
         if self._partition_of.get(vm_id) == partition:
             return
         self._partition_of[vm_id] = partition
+        self._restore_forecasts(vm_id)
         if self.engine.knows(vm_id) or self.restore is None:
             return
         checkpoint = self.restore(vm_id)
@@ -321,6 +336,46 @@ class MetricsProcessor:
                 self._replay_through[vm_id] = (partition, checkpoint.offset)
             # what the state reflects until it learns a record here (-1: none of this partition)
             self._learned_through[vm_id] = self._replay_through.get(vm_id, (partition, -1))
+
+    def _restore_forecasts(self, vm_id: str) -> None:
+        """Restore the VM's forecasting state, if this worker has none and one was written."""
+        planner = self.planner
+        if planner is None or self.restore_forecasts is None or planner.knows(vm_id):
+            return
+        state = self.restore_forecasts(vm_id)
+        if state is None:
+            return
+        try:
+            planner.load_vm(vm_id, state)
+        except ValueError as exc:  # e.g. written with another horizon: start afresh
+            log.warning("forecasting state of %s not restored: %s", vm_id, exc)
+            self.stats.records["vm_forecasts_not_restored"] += 1
+            return
+        self.stats.records["vm_forecasts_restored"] += 1
+
+    @property
+    def forecast_checkpoints_due(self) -> bool:
+        """Whether forecasting checkpoints wait to be taken (the caller must then publish the
+        forecasts and actions returned so far before storing them)."""
+        return bool(self._forecast_checkpoint_due)
+
+    def take_forecast_checkpoints(self, partitions: set[int] | None = None) -> dict[str, dict]:
+        """Forecasting state of every VM that learnt `forecast_checkpoint_every` windows since
+        its last one (VMs of other input partitions than `partitions` stay due).
+
+        A worker that restores one skips the windows it reflects, forecasts and actions
+        included: they must be published before it is stored."""
+        due, self._forecast_checkpoint_due = self._forecast_checkpoint_due, set()
+        out = {}
+        for vm_id in due:
+            if partitions is not None and self._partition_of.get(vm_id) not in partitions:
+                self._forecast_checkpoint_due.add(vm_id)
+                continue
+            self._windows_since_forecast_checkpoint[vm_id] = 0
+            state = self.planner.dump_vm(vm_id) if self.planner is not None else None
+            if state is not None:
+                out[vm_id] = state
+        return out
 
     def take_checkpoints(
         self, force: bool = False, partitions: set[int] | None = None
@@ -361,6 +416,8 @@ class MetricsProcessor:
                 self._vms_of_host[host].discard(vm_id)
             self._since_checkpoint.pop(vm_id, None)
             self._checkpoint_due.discard(vm_id)
+            self._windows_since_forecast_checkpoint.pop(vm_id, None)
+            self._forecast_checkpoint_due.discard(vm_id)
             self._learned_through.pop(vm_id, None)
             self._replay_through.pop(vm_id, None)
             self.engine.forget(vm_id)

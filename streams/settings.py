@@ -101,6 +101,9 @@ class Settings:
     max_clock_skew_s: float = 86_400.0
     log_level: str = "info"
     checkpoint_every: int = 100
+    # forecast windows a VM learns between two checkpoints of its forecasting state (60: an
+    # hour of one-minute windows; the state is tens of KB, so it is written less often)
+    forecast_checkpoint_every: int = 60
     fetch_max_wait_ms: int = 100
     take_max: int = 200
     take_within_s: float = 0.02
@@ -139,6 +142,9 @@ class Settings:
             max_clock_skew_s=_env("NOVACRON_MAX_CLOCK_SKEW_S", d.max_clock_skew_s, float),
             log_level=_env("NOVACRON_LOG_LEVEL", d.log_level, str),
             checkpoint_every=_env("NOVACRON_CHECKPOINT_EVERY", d.checkpoint_every, int),
+            forecast_checkpoint_every=_env(
+                "NOVACRON_FORECAST_CHECKPOINT_EVERY", d.forecast_checkpoint_every, int
+            ),
             fetch_max_wait_ms=_env("NOVACRON_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, int),
             take_max=_env("NOVACRON_TAKE_MAX", d.take_max, int),
             take_within_s=_env("NOVACRON_TAKE_WITHIN_S", d.take_within_s, float),

@@ -11,8 +11,10 @@ import json
 import statistics
 
 from models.engine import AnomalyEngine
+from streams.capacity import CapacityConfig, CapacityPlanner
 from streams.processor import Checkpoint, MetricsProcessor, Source
 from streams.simulator import Fleet
+from streams.windows import TumblingWindows
 
 START = 1_790_000_000.0
 
@@ -178,3 +180,59 @@ def test_a_verdict_on_a_restored_vm_that_has_only_seen_replays_is_checkpointed()
     restored.feedback(verdict, Source("vm.feedback", 0, 0, b"h"))
     taken = restored.take_checkpoints(partitions={0})
     assert taken[vm_id].offset == store[vm_id].offset
+
+
+def _forecasting(**kwargs) -> MetricsProcessor:
+    return MetricsProcessor(
+        engine=AnomalyEngine(),
+        planner=CapacityPlanner(CapacityConfig(min_windows=3, act_after_windows=5)),
+        forecast_windows=TumblingWindows(10.0),
+        **kwargs,
+    )
+
+
+def _published(processor: MetricsProcessor, records: list[bytes], first_offset: int) -> list:
+    outputs = []
+    for i, raw in enumerate(records):
+        outputs += processor.process(raw, Source("vm.metrics", 0, first_offset + i, b"h"))
+    return [(o.topic_id, o.value) for o in outputs if o.topic_id in ("forecasts", "actions")]
+
+
+def test_restored_forecasting_state_carries_on_like_an_uninterrupted_run() -> None:
+    """Forecasters, usage history and scaling cooldowns move with the VM; the windows the
+    state reflects are skipped when their records are redelivered."""
+    records = _records()
+    # five host records per tick: the overlap spans the window open at the cut, and more
+    cut, overlap = len(records) // 2, 5 * 25
+    uninterrupted = _forecasting(forecast_checkpoint_every=1)
+    _published(uninterrupted, records[:cut], 0)
+    store = json.loads(json.dumps(uninterrupted.take_forecast_checkpoints()))
+    assert len(store) == 20
+    expected = _published(uninterrupted, records[cut:], cut)
+    assert {topic for topic, _ in expected} == {"forecasts", "actions"}
+
+    restored = _forecasting(restore=None, restore_forecasts=store.get)
+    got = _published(restored, records[cut - overlap :], cut - overlap)
+    assert restored.stats.records["vm_forecasts_restored"] == 20
+    assert got == expected
+
+    fresh = _published(_forecasting(), records[cut - overlap :], cut - overlap)
+    assert fresh != expected, "without the state a fresh worker starts its forecasters over"
+
+
+def test_forecasting_state_that_does_not_fit_is_skipped_and_counted() -> None:
+    records = _records()
+    first = _forecasting(forecast_checkpoint_every=1)
+    _published(first, records[:100], 0)
+    store = first.take_forecast_checkpoints()
+    other = MetricsProcessor(
+        engine=AnomalyEngine(),
+        planner=CapacityPlanner(CapacityConfig(horizon=6, min_windows=3)),
+        forecast_windows=TumblingWindows(10.0),
+        restore_forecasts=store.get,
+    )
+    outputs = _published(other, records[100:400], 100)
+    assert other.stats.records["vm_forecasts_not_restored"] == 20
+    assert outputs and all(
+        len(value["points"]) == 6 for topic, value in outputs if topic == "forecasts"
+    )

@@ -7,11 +7,16 @@ import signal
 import time
 from collections import defaultdict
 
+from streams.capacity import FORECAST_METRICS
 from streams.simulator import read_labels
 from tests.integration.conftest import simulate
 
 VMS, TICKS = 16, 400
-CHECKPOINT = {"NOVACRON_CHECKPOINT_EVERY": "20"}
+CHECKPOINT = {
+    "NOVACRON_CHECKPOINT_EVERY": "20",
+    "NOVACRON_FORECAST_WINDOW_S": "10",
+    "NOVACRON_FORECAST_CHECKPOINT_EVERY": "2",
+}
 
 
 def _fleet(deployment, labels_path, seed: str = "5") -> dict:
@@ -95,6 +100,7 @@ def test_kill_9_mid_stream_then_restart_loses_no_anomaly(deployment, start_worke
     stats = second.stats()
     assert stats["records"].get("vm_restored", 0) > 0, "the second worker restored no VM state"
     _assert_duplicates_share_ids(alerts)
+    assert stats["records"].get("vm_forecasts_restored", 0) == VMS
 
 
 def test_survivor_takes_over_a_killed_workers_partitions(deployment, start_worker_process) -> None:
@@ -128,3 +134,43 @@ def test_survivor_takes_over_a_killed_workers_partitions(deployment, start_worke
     missing = [vm for vm, found in _alerted(alerts, labels).items() if not found]
     assert not missing, f"anomalies not alerted after the takeover: {missing}"
     _assert_duplicates_share_ids(alerts)
+
+
+def test_a_restarted_worker_carries_each_vms_forecasters_on(
+    deployment, start_worker_process
+) -> None:
+    """A rolling restart: stop the worker, start a new one, and the stream goes on. The new
+    worker restores every VM's forecasters, so their count of scored forecasts goes on from
+    where it was instead of starting over (and no fresh warm-up holds the actions back)."""
+    vms, part_s, window_s = 8, 200, 10
+    start = time.time() - 2 * part_s
+
+    def part(first_tick: float) -> None:
+        simulate(
+            deployment,
+            *("--vms", str(vms), "--rate", "1", "--duration", str(part_s), "--seed", "3"),
+            *("--anomalies", "0", "--start", str(first_tick), "--batch", "--fast"),
+        )
+
+    first = start_worker_process("a", CHECKPOINT)
+    part(start)
+    first.wait_samples(vms * part_s, timeout_s=120)
+    os.killpg(first.process.pid, signal.SIGTERM)  # a clean stop commits its offsets
+    first.process.wait(timeout=30)
+
+    second = start_worker_process("b", CHECKPOINT)
+    part(start + part_s)
+    second.wait_samples(vms * part_s, timeout_s=120)
+    assert second.stats()["records"].get("vm_forecasts_restored", 0) == vms
+    forecasts = deployment.consume("forecasts", timeout_s=3)
+    after = [f for f in forecasts if f["issued_at"] > start + part_s + window_s]
+    assert {(f["vm_id"], f["metric"]) for f in after} == {
+        (f"vm-{i:05d}", m) for i in range(vms) for m in FORECAST_METRICS
+    }
+    windows_before = part_s // window_s
+    young = [
+        (f["vm_id"], f["metric"], f["accuracy"].get("n", 0))
+        for f in after
+        if f["accuracy"].get("n", 0) < windows_before // 2
+    ]
+    assert not young, f"forecasters started over (vm, metric, n): {young[:4]}"
