@@ -5,7 +5,8 @@
     `dump_vm` bytes to FILE.
 `python -m bench._scale planner --vms N --ticks W --out JSON`
     feeds the capacity planner W closed one-minute windows of N VMs (four interval forecasters,
-    usage history and scaling state per VM, as in the worker) and measures RSS.
+    usage history and scaling state per VM, as in the worker), measures RSS, and times writing
+    every VM's forecasting checkpoint (JSON, as stored) and restoring it into a new planner.
 `python -m bench._scale size --vms N --pool FILE --out JSON [--timings]`
     restores N VMs by cycling through the pool's warmed states (`load_vm` under new ids), feeds
     every VM one more sample, and measures RSS; with --timings also times creating and restoring
@@ -165,6 +166,16 @@ def planner(vms: int, windows: int) -> dict:
     feed_s = time.perf_counter() - began
     gc.collect()
     rss = rss_bytes()
+    # the forecasting checkpoints a worker writes and a worker taking over restores
+    ids = [f"vm-{i:07d}" for i in range(vms)]
+    began = time.perf_counter()
+    states = [json.dumps(planner.dump_vm(vm_id)) for vm_id in ids]
+    dump_s = time.perf_counter() - began
+    restored = CapacityPlanner()
+    began = time.perf_counter()
+    for vm_id, state in zip(ids, states, strict=True):
+        restored.load_vm(vm_id, json.loads(state))
+    restore_s = time.perf_counter() - began
     return {
         "vms": vms,
         "windows_per_vm": windows,
@@ -175,6 +186,9 @@ def planner(vms: int, windows: int) -> dict:
         "rss_bytes": rss,
         "baseline_rss_bytes": base,
         "bytes_per_vm": (rss - base) / vms,
+        "state_bytes_per_vm": sum(map(len, states)) / vms,
+        "state_dump_us_per_vm": dump_s / vms * 1e6,
+        "state_restore_us_per_vm": restore_s / vms * 1e6,
     }
 
 

@@ -513,6 +513,12 @@ def print_table(results: dict) -> None:
                 f"{planner['bytes_per_vm']:,.0f} B/VM more, "
                 f"{planner['us_per_window']:,.0f} us per VM window"
             )
+            if "state_bytes_per_vm" in planner:
+                print(
+                    f"  forecasting checkpoint: {planner['state_bytes_per_vm']:,.0f} B/VM, "
+                    f"write {planner['state_dump_us_per_vm']:,.0f} us/VM, "
+                    f"restore {planner['state_restore_us_per_vm']:,.0f} us/VM"
+                )
     print("\ngoals:")
     for name, goal in results["summary"]["goals"].items():
         verdict = {True: "met", False: "MISSED", None: "not measured"}[goal["met"]]
