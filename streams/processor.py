@@ -290,7 +290,7 @@ class MetricsProcessor:
     def _plan(self, samples: list[tuple[str, dict | None, list[ClosedWindow]]]) -> list[Output]:
         """Forecasts and scaling actions of the windows these samples closed, learnt together."""
         outputs = []
-        every = self.forecast_checkpoint_every
+        every = max(1, self.forecast_checkpoint_every)
         for window, forecasts, actions in self.planner.on_windows(samples):
             vm_id = window.vm_id
             since = self._windows_since_forecast_checkpoint.get(vm_id)
