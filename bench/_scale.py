@@ -6,7 +6,8 @@
 `python -m bench._scale planner --vms N --ticks W --out JSON`
     feeds the capacity planner W closed one-minute windows of N VMs (four interval forecasters,
     usage history and scaling state per VM, as in the worker), measures RSS, and times writing
-    every VM's forecasting checkpoint (JSON, as stored) and restoring it into a new planner.
+    every VM's forecasting checkpoint (base64 text, as the table stores it) and restoring it
+    into a new planner.
 `python -m bench._scale size --vms N --pool FILE --out JSON [--timings]`
     restores N VMs by cycling through the pool's warmed states (`load_vm` under new ids), feeds
     every VM one more sample, and measures RSS; with --timings also times creating and restoring
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import json
 import pickle
@@ -169,12 +171,12 @@ def planner(vms: int, windows: int) -> dict:
     # the forecasting checkpoints a worker writes and a worker taking over restores
     ids = [f"vm-{i:07d}" for i in range(vms)]
     began = time.perf_counter()
-    states = [json.dumps(planner.dump_vm(vm_id)) for vm_id in ids]
+    states = [base64.b64encode(planner.dump_vm(vm_id)).decode() for vm_id in ids]
     dump_s = time.perf_counter() - began
     restored = CapacityPlanner()
     began = time.perf_counter()
     for vm_id, state in zip(ids, states, strict=True):
-        restored.load_vm(vm_id, json.loads(state))
+        restored.load_vm(vm_id, base64.b64decode(state))
     restore_s = time.perf_counter() - began
     return {
         "vms": vms,

@@ -6,6 +6,7 @@ Run it with `novacron worker`; every setting comes from `NOVACRON_*` variables (
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import weakref
@@ -69,6 +70,7 @@ P = TOPICS["metrics"].partitions
 model_state = app.Table("vm-model-state", default=None, partitions=TOPICS["metrics"].partitions)
 # Each VM's forecasters, usage history and scaling memory, every `forecast_checkpoint_every`
 # forecast windows: tens of KB a VM, so written far less often than the anomaly models.
+# Values are base64 text: Faust's changelog recovery decodes raw byte values as UTF-8.
 forecast_state = app.Table("vm-forecast-state", default=None, partitions=P)
 # Closed 1-min and 5-min aggregates per VM, in event time: each is written once, when its window
 # closes, into a changelog-backed tumbling table that Faust expires after `retention`.
@@ -103,10 +105,14 @@ processor = MetricsProcessor(
     aggregate_windows=tuple(windows_by_size.values()),
     restore=lambda vm_id: Checkpoint.decode(model_state.get(vm_id)),
     forecast_checkpoint_every=settings.forecast_checkpoint_every,
-    restore_forecasts=lambda vm_id: forecast_state.get(vm_id),
+    restore_forecasts=lambda vm_id: _from_text(forecast_state.get(vm_id)),
 )
 started_at = time.time()
 readiness = {"assigned": False}
+
+
+def _from_text(value: str | None) -> bytes | None:
+    return None if value is None else base64.b64decode(value)
 
 
 def _source(message: faust.types.Message) -> Source:
@@ -150,7 +156,7 @@ def _store_state(event_of: dict[int, faust.EventT]) -> None:
         )
     for vm_id, state in processor.take_forecast_checkpoints(partitions=set(event_of)).items():
         writes.setdefault(processor.partition_of(vm_id), []).append(
-            (forecast_state, vm_id, state, None)
+            (forecast_state, vm_id, base64.b64encode(state).decode(), None)
         )
     # the VMs of a host whose windows close together (a host agent's batch record) make one
     # write of the host's window, not one each

@@ -16,12 +16,14 @@ then ignores the windows the state already reflects when their records are redel
 
 from __future__ import annotations
 
-import base64
 import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from models import array_state
 from models.forecaster_bank import ForecasterBank
 from models.forecasting import level_key
 from models.metric_bank import occurrence_groups
@@ -292,20 +294,16 @@ class CapacityPlanner:
     def knows(self, vm_id: str) -> bool:
         return vm_id in self._vms
 
-    def dump_vm(self, vm_id: str) -> dict | None:
-        """The VM's forecasting and scaling state, JSON-ready (None for an unknown VM)."""
+    def dump_vm(self, vm_id: str) -> bytes | None:
+        """The VM's forecasting and scaling state as bytes (None for an unknown VM)."""
         plan = self._vms.get(vm_id)
         if plan is None:
             return None
         bank = self._forecasters
         rows = plan.rows if bank is not None else {}
-        return {
-            "version": 1,
+        scalars = {
+            "planner_state": 1,
             "window_s": self._window_s,
-            "forecasters": {
-                metric: base64.b64encode(bank.dump_row(row)).decode()
-                for metric, row in rows.items()
-            },
             "allocation": dict(plan.allocation),
             "usage": {resource: list(history) for resource, history in plan.history.items()},
             "host": plan.host,
@@ -313,17 +311,22 @@ class CapacityPlanner:
             "last_end": None if plan.last_end == -math.inf else plan.last_end,
             "policy": self.policy.vm_state(vm_id, plan.host),
         }
+        forecasters = {
+            metric: np.frombuffer(bank.dump_row(row), dtype=np.uint8)
+            for metric, row in rows.items()
+        }
+        return array_state.pack(scalars, forecasters)
 
-    def load_vm(self, vm_id: str, state: dict) -> None:
+    def load_vm(self, vm_id: str, data: bytes) -> None:
         """Take a VM's state from `dump_vm` back (the VM must be unknown here). ValueError,
         with nothing changed, when the state does not fit this planner's configuration."""
         if vm_id in self._vms:
             raise ValueError(f"{vm_id} already has state here")
         plan = _VMPlan(rows={}, allocation={}, history={})
         try:
-            if state.get("version") != 1:
-                raise ValueError(f"unknown forecast state version {state.get('version')!r}")
-            blobs = {m: base64.b64decode(b) for m, b in state["forecasters"].items()}
+            state, forecasters = array_state.unpack(data)
+            if state.get("planner_state") != 1:
+                raise ValueError(f"unknown planner state version {state.get('planner_state')!r}")
             for resource, default in self.config.default_allocation.items():
                 plan.allocation[resource] = float(state["allocation"].get(resource, default))
                 usage = state["usage"].get(resource, ())
@@ -333,10 +336,10 @@ class CapacityPlanner:
             last_end = state["last_end"]
             plan.last_end = -math.inf if last_end is None else float(last_end)
             self.policy.restore_vm_state(vm_id, plan.host, state["policy"])
-            if blobs:
+            if forecasters:
                 bank = self._bank(float(state["window_s"]))
-                for metric, blob in blobs.items():
-                    plan.rows[metric] = bank.load_row(blob)
+                for metric, blob in forecasters.items():
+                    plan.rows[metric] = bank.load_row(blob.tobytes())
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             self.policy.forget(vm_id)
             if self._forecasters is not None:

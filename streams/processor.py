@@ -150,7 +150,7 @@ class MetricsProcessor:
     closed_windows: list[ClosedWindow] = field(default_factory=list)
     restore: Callable[[str], Checkpoint | None] | None = None
     forecast_checkpoint_every: int = 60  # forecast windows between two forecasting checkpoints
-    restore_forecasts: Callable[[str], dict | None] | None = None
+    restore_forecasts: Callable[[str], bytes | None] | None = None
     _since_checkpoint: Counter = field(default_factory=Counter)
     _learned_through: dict[str, tuple[int, int]] = field(default_factory=dict)
     _replay_through: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -342,10 +342,10 @@ class MetricsProcessor:
         planner = self.planner
         if planner is None or self.restore_forecasts is None or planner.knows(vm_id):
             return
-        state = self.restore_forecasts(vm_id)
-        if state is None:
-            return
         try:
+            state = self.restore_forecasts(vm_id)
+            if state is None:
+                return
             planner.load_vm(vm_id, state)
         except ValueError as exc:  # e.g. written with another horizon: start afresh
             log.warning("forecasting state of %s not restored: %s", vm_id, exc)
@@ -359,7 +359,7 @@ class MetricsProcessor:
         forecasts and actions returned so far before storing them)."""
         return bool(self._forecast_checkpoint_due)
 
-    def take_forecast_checkpoints(self, partitions: set[int] | None = None) -> dict[str, dict]:
+    def take_forecast_checkpoints(self, partitions: set[int] | None = None) -> dict[str, bytes]:
         """Forecasting state of every VM that learnt `forecast_checkpoint_every` windows since
         its last one (VMs of other input partitions than `partitions` stay due).
 
