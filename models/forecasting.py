@@ -561,18 +561,9 @@ class IntervalForecaster:
         # empty); `load` pads them back
         filled_errors = min(int(b._count.max()), b.window)
         arrays = {
-            "diffs": self._diffs,
+            **self._fixed_shape_state(),
             "history": self._history[: min(self.n, self._history.size)],
-            "pending": self._pending,
-            "pending_model": self._pending_model,
             "errors": b._errors[:, :filled_errors],
-            "error_count": b._count,
-            "alpha": b._alpha,
-            "widths": b._widths,
-            "acc_count": a.count,
-            "acc_table": a.table,
-            "coverage": a.coverage,
-            "cov_count": a.cov_count,
         }
         if self._season is not None:
             arrays["season"] = self._season
@@ -587,17 +578,13 @@ class IntervalForecaster:
             arrays["detector_buffer"] = d._buffer[: min(d._blocks, d.capacity)]
         return array_state.pack(scalars, arrays)
 
-    @classmethod
-    def load(cls, data: bytes, **args: object) -> IntervalForecaster:
-        """A forecaster made with `args` holding the state `dump` wrote; ValueError when the
-        state does not fit them (another horizon, levels or error window)."""
-        s, arrays = array_state.unpack(data)
-        f = cls(**args)  # type: ignore[arg-type]
-        b, a = f.bands, f._accuracy
-        fixed = {
-            "diffs": f._diffs,
-            "pending": f._pending,
-            "pending_model": f._pending_model,
+    def _fixed_shape_state(self) -> dict[str, np.ndarray]:
+        """The state arrays whose shapes the forecaster's arguments fix."""
+        b, a = self.bands, self._accuracy
+        return {
+            "diffs": self._diffs,
+            "pending": self._pending,
+            "pending_model": self._pending_model,
             "error_count": b._count,
             "alpha": b._alpha,
             "widths": b._widths,
@@ -606,6 +593,15 @@ class IntervalForecaster:
             "coverage": a.coverage,
             "cov_count": a.cov_count,
         }
+
+    @classmethod
+    def load(cls, data: bytes, **args: object) -> IntervalForecaster:
+        """A forecaster made with `args` holding the state `dump` wrote; ValueError when the
+        state does not fit them (another horizon, levels or error window)."""
+        s, arrays = array_state.unpack(data)
+        f = cls(**args)  # type: ignore[arg-type]
+        b, a = f.bands, f._accuracy
+        fixed = f._fixed_shape_state()
         for name, template in fixed.items():
             got = arrays.get(name)
             if got is None or got.shape != template.shape:
@@ -622,21 +618,12 @@ class IntervalForecaster:
         f.season_length = s["season_length"]
         f._detector_origin = int(s["detector_origin"])
         f._bands_stale = bool(s["bands_stale"])
-        f._diffs = arrays["diffs"].astype(np.float64)
+        for name, target in fixed.items():  # in place: views of them (accuracy rows) hold
+            target[...] = arrays[name]
         f._history = _padded(arrays["history"], int(s["history_size"]))
-        f._pending = arrays["pending"].astype(np.float32)
-        f._pending_model = arrays["pending_model"].astype(np.float32)
         f._season = arrays["season"].astype(np.float32) if "season" in arrays else None
         b._errors[:, : errors.shape[1]] = errors
-        b._count = arrays["error_count"].astype(np.int64)
-        b._alpha = arrays["alpha"].astype(np.float64)
-        b._widths = arrays["widths"].astype(np.float64)
         b._started = int(s["bands_started"])
-        a.count = arrays["acc_count"].astype(np.int64)
-        a.table = arrays["acc_table"].astype(np.float64)
-        a.abs_err, a.smape, a.abs_snaive, a.abs_naive, a.abs_model = a.table
-        a.coverage = arrays["coverage"].astype(np.float64)
-        a.cov_count = arrays["cov_count"].astype(np.int64)
         a.seasonal_count = int(s["seasonal_count"])
         d = s.get("detector")
         if d is not None:
