@@ -599,6 +599,15 @@ class IntervalForecaster:
         """A forecaster made with `args` holding the state `dump` wrote; ValueError when the
         state does not fit them (another horizon, levels or error window)."""
         s, arrays = array_state.unpack(data)
+        try:
+            return cls._from_state(s, arrays, args)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a forecaster state: missing or wrong {exc}") from exc
+
+    @classmethod
+    def _from_state(
+        cls, s: dict, arrays: dict[str, np.ndarray], args: dict[str, object]
+    ) -> IntervalForecaster:
         f = cls(**args)  # type: ignore[arg-type]
         b, a = f.bands, f._accuracy
         fixed = f._fixed_shape_state()

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from models import array_state
 from models.forecaster_bank import ForecasterBank
 from models.forecasting import IntervalForecaster, forecast_message
 
@@ -162,3 +163,7 @@ def test_a_state_that_does_not_fit_is_refused():
         ForecasterBank(capacity=1, horizon=6).load_row(state[:-5])
     with pytest.raises(ValueError):
         IntervalForecaster.load(b"\x00" * 40)
+    scalars, arrays = array_state.unpack(state)
+    del scalars["level"]
+    with pytest.raises(ValueError, match="not a forecaster state"):
+        IntervalForecaster.load(array_state.pack(scalars, arrays), horizon=6)
