@@ -123,6 +123,58 @@ class Checkpoint:
 
 
 @dataclass
+class CheckpointCadence:
+    """Which VMs' checkpoints are due: every `every` steps a VM counts (samples, windows).
+
+    A VM's first checkpoint comes after 1 to `every` steps, by a phase taken from its id, so
+    that a fleet stepping in lock step checkpoints a share of its VMs each time rather than all
+    of them at once. VMs are noted as they cross the threshold, so taking them never scans
+    every VM's counter.
+    """
+
+    every: int
+    _since: Counter = field(default_factory=Counter)
+    _due: set[str] = field(default_factory=set)
+
+    def step(self, vm_id: str) -> None:
+        since = self._since.get(vm_id)
+        if since is None:  # first step here: start the count at the VM's phase
+            since = zlib.crc32(vm_id.encode()) % self.every
+        self._since[vm_id] = since = since + 1
+        if since >= self.every:
+            self._due.add(vm_id)
+
+    def make_due(self, vm_id: str) -> None:
+        """Checkpoint the VM with the next ones taken, whatever its count."""
+        self._since[vm_id] = max(1, self._since.get(vm_id, 0))
+        self._due.add(vm_id)
+
+    @property
+    def any_due(self) -> bool:
+        return bool(self._due)
+
+    def take(self, writable: Callable[[str], bool], force: bool = False) -> list[str]:
+        """The due VMs (with `force`, every VM that stepped since its last checkpoint), their
+        counts restarted; VMs `writable` refuses stay due."""
+        due = set(self._since) if force else self._due
+        self._due = set()
+        taken = []
+        for vm_id in due:
+            if not writable(vm_id):
+                self._due.add(vm_id)
+                continue
+            if not self._since.get(vm_id):
+                continue
+            self._since[vm_id] = 0
+            taken.append(vm_id)
+        return taken
+
+    def forget(self, vm_id: str) -> None:
+        self._since.pop(vm_id, None)
+        self._due.discard(vm_id)
+
+
+@dataclass
 class ProcessorStats:
     """Running counts for the /stats view and the demo (Prometheus has the same as counters)."""
 
@@ -151,17 +203,15 @@ class MetricsProcessor:
     restore: Callable[[str], Checkpoint | None] | None = None
     forecast_checkpoint_every: int = 60  # forecast windows between two forecasting checkpoints
     restore_forecasts: Callable[[str], bytes | None] | None = None
-    _since_checkpoint: Counter = field(default_factory=Counter)
     _learned_through: dict[str, tuple[int, int]] = field(default_factory=dict)
     _replay_through: dict[str, tuple[int, int]] = field(default_factory=dict)
-    _checkpoint_due: set[str] = field(default_factory=set)
-    _windows_since_forecast_checkpoint: Counter = field(default_factory=Counter)
-    _forecast_checkpoint_due: set[str] = field(default_factory=set)
     _partition_of: dict[str, int] = field(default_factory=dict)
     _vms_of_host: dict[str, set[str]] = field(default_factory=dict)
     _host_of: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._model_checkpoints = CheckpointCadence(self.checkpoint_every)  # samples
+        self._forecast_checkpoints = CheckpointCadence(max(1, self.forecast_checkpoint_every))
         if self.planner is not None:
             self.history.forecast_source = self.current_forecasts
 
@@ -246,13 +296,8 @@ class MetricsProcessor:
         self.stats.last_sample_ts = assessments[-1].ts
         self.history.observe(assessments)
         for a, (valid, source) in zip(assessments, accepted, strict=True):
-            since = self._since_checkpoint.get(a.vm_id)
-            if since is None:  # first sample here: start the count at the VM's phase
-                since = zlib.crc32(a.vm_id.encode()) % self.checkpoint_every
-            self._since_checkpoint[a.vm_id] = since = since + 1
+            self._model_checkpoints.step(a.vm_id)
             self._learned_through[a.vm_id] = (source.partition, source.offset)
-            if since >= self.checkpoint_every:
-                self._checkpoint_due.add(a.vm_id)
             if a.event is not None:
                 outputs.append(self._alert(a, valid.host, source))
         return outputs
@@ -290,15 +335,8 @@ class MetricsProcessor:
     def _plan(self, samples: list[tuple[str, dict | None, list[ClosedWindow]]]) -> list[Output]:
         """Forecasts and scaling actions of the windows these samples closed, learnt together."""
         outputs = []
-        every = max(1, self.forecast_checkpoint_every)
         for window, forecasts, actions in self.planner.on_windows(samples):
-            vm_id = window.vm_id
-            since = self._windows_since_forecast_checkpoint.get(vm_id)
-            if since is None:  # as for model checkpoints: each VM at a phase of its own
-                since = zlib.crc32(vm_id.encode()) % every
-            self._windows_since_forecast_checkpoint[vm_id] = since = since + 1
-            if since >= every:
-                self._forecast_checkpoint_due.add(vm_id)
+            self._forecast_checkpoints.step(window.vm_id)
             for message in forecasts:
                 _address(message, window.host)
                 outputs.append(Output("forecasts", message["vm_id"], message))
@@ -357,7 +395,7 @@ class MetricsProcessor:
     def forecast_checkpoints_due(self) -> bool:
         """Whether forecasting checkpoints wait to be taken (the caller must then publish the
         forecasts and actions returned so far before storing them)."""
-        return bool(self._forecast_checkpoint_due)
+        return self._forecast_checkpoints.any_due
 
     def take_forecast_checkpoints(self, partitions: set[int] | None = None) -> dict[str, bytes]:
         """Forecasting state of every VM that learnt `forecast_checkpoint_every` windows since
@@ -365,13 +403,8 @@ class MetricsProcessor:
 
         A worker that restores one skips the windows it reflects, forecasts and actions
         included: they must be published before it is stored."""
-        due, self._forecast_checkpoint_due = self._forecast_checkpoint_due, set()
         out = {}
-        for vm_id in due:
-            if partitions is not None and self._partition_of.get(vm_id) not in partitions:
-                self._forecast_checkpoint_due.add(vm_id)
-                continue
-            self._windows_since_forecast_checkpoint[vm_id] = 0
+        for vm_id in self._forecast_checkpoints.take(self._writable(partitions)):
             state = self.planner.dump_vm(vm_id) if self.planner is not None else None
             if state is not None:
                 out[vm_id] = state
@@ -380,31 +413,26 @@ class MetricsProcessor:
     def take_checkpoints(
         self, force: bool = False, partitions: set[int] | None = None
     ) -> dict[str, Checkpoint]:
-        """State of every VM that learned `checkpoint_every` samples since its last checkpoint.
-
-        A VM's first checkpoint comes after 1 to `checkpoint_every` samples, by a phase taken
-        from its id, so that a fleet sampled in lock step checkpoints a share of its VMs on
-        every tick rather than all of them on one.
+        """State of every VM that learned `checkpoint_every` samples since its last checkpoint
+        (each at a phase of its own, see `CheckpointCadence`).
 
         The caller must publish the alerts returned so far before it stores these: a worker
         that restores a checkpoint skips the records it reflects, alerts and all. With
         `partitions`, only VMs of those input partitions are taken (the ones the caller can
         write now); the others stay due.
         """
-        # noted as VMs cross the threshold, so a batch never scans every VM's counter
-        due = set(self._since_checkpoint) if force else self._checkpoint_due
-        self._checkpoint_due = set()
         out = {}
-        for vm_id in due:
-            if partitions is not None and self._partition_of.get(vm_id) not in partitions:
-                self._checkpoint_due.add(vm_id)
-                continue
-            if not self._since_checkpoint.get(vm_id):
-                continue
-            self._since_checkpoint[vm_id] = 0
+        for vm_id in self._model_checkpoints.take(self._writable(partitions), force):
             if self.engine.knows(vm_id):
                 out[vm_id] = Checkpoint(self.engine.dump_vm(vm_id), *self._learned_through[vm_id])
         return out
+
+    def _writable(self, partitions: set[int] | None) -> Callable[[str], bool]:
+        """Whether a VM's checkpoint can be written now: its input partition is in
+        `partitions` (None: any)."""
+        if partitions is None:
+            return lambda vm_id: True
+        return lambda vm_id: self._partition_of.get(vm_id) in partitions
 
     def forget_partitions(self, partitions: set[int]) -> int:
         """Drop the VMs of partitions this worker lost; their new owner restores them."""
@@ -414,10 +442,8 @@ class MetricsProcessor:
             host = self._host_of.pop(vm_id, None)
             if host is not None:
                 self._vms_of_host[host].discard(vm_id)
-            self._since_checkpoint.pop(vm_id, None)
-            self._checkpoint_due.discard(vm_id)
-            self._windows_since_forecast_checkpoint.pop(vm_id, None)
-            self._forecast_checkpoint_due.discard(vm_id)
+            self._model_checkpoints.forget(vm_id)
+            self._forecast_checkpoints.forget(vm_id)
             self._learned_through.pop(vm_id, None)
             self._replay_through.pop(vm_id, None)
             self.engine.forget(vm_id)
@@ -467,8 +493,7 @@ class MetricsProcessor:
             # the verdict is committed with its record: checkpoint the VM soon, or a crash
             # before its next regular checkpoint would forget it
             vm_id, _ = parse_incident_id(incident_id)
-            self._since_checkpoint[vm_id] = max(1, self._since_checkpoint.get(vm_id, 0))
-            self._checkpoint_due.add(vm_id)
+            self._model_checkpoints.make_due(vm_id)
         return []
 
     def _reject_feedback(
