@@ -17,7 +17,6 @@ then ignores the windows the state already reflects when their records are redel
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -51,11 +50,51 @@ class CapacityConfig:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
 
 
-@dataclass
+class UsageHistory:
+    """The last `size` window usages of each resource of one VM, in one small float array.
+
+    A VM's usage history is kept for as long as the VM is watched, so it is stored as numbers
+    in a ring rather than as Python floats in deques (about a tenth of the memory)."""
+
+    __slots__ = ("_counts", "_values", "resources")
+
+    def __init__(self, resources: Sequence[str], size: int) -> None:
+        self.resources = tuple(resources)
+        self._values = np.zeros((len(self.resources), max(1, size)), dtype=np.float64)
+        self._counts = [0] * len(self.resources)  # usages ever appended, per resource
+
+    def append(self, index: int, usage: float) -> None:
+        size = self._values.shape[1]
+        self._values[index, self._counts[index] % size] = usage
+        self._counts[index] += 1
+
+    def __len__(self) -> int:
+        return len(self.resources)
+
+    def filled(self, index: int) -> int:
+        return min(self._counts[index], self._values.shape[1])
+
+    def latest(self, index: int) -> float:
+        return float(self._values[index, (self._counts[index] - 1) % self._values.shape[1]])
+
+    def ordered(self, index: int) -> np.ndarray:
+        """The resource's kept usages, oldest first (a copy)."""
+        size, count = self._values.shape[1], self._counts[index]
+        row = self._values[index]
+        if count <= size:
+            return row[:count].copy()
+        start = count % size
+        return np.concatenate((row[start:], row[:start]))
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {r: self.ordered(i).tolist() for i, r in enumerate(self.resources)}
+
+
+@dataclass(slots=True)
 class _VMPlan:
     rows: dict[str, int]  # metric -> its forecaster's row in the bank
     allocation: dict[str, float]
-    history: dict[str, deque]
+    history: UsageHistory
     host: str | None = None
     windows: int = 0
     last_end: float = -math.inf  # end of the latest window learnt
@@ -106,7 +145,7 @@ class CapacityPlanner:
             plan = self._vms[vm_id] = _VMPlan(
                 rows={},
                 allocation=dict(c.default_allocation),
-                history={r: deque(maxlen=c.history) for r in c.default_allocation},
+                history=UsageHistory(tuple(c.default_allocation), c.history),
             )
         return plan
 
@@ -238,10 +277,11 @@ class CapacityPlanner:
                 self._host_members.get(plan.host, set()).discard(window.vm_id)
             plan.host = window.host
             self._host_members.setdefault(window.host, set()).add(window.vm_id)
-        for resource, history in plan.history.items():
+        history = plan.history
+        for index, resource in enumerate(history.resources):
             usage = _usage(resource, learnt.means, plan.allocation)
             if usage is not None:
-                history.append(usage)
+                history.append(index, usage)
         if not learnt.act:
             return []
         self._views[window.vm_id] = self._view(window.vm_id, plan, learnt)
@@ -251,9 +291,11 @@ class CapacityPlanner:
         by_metric = {f["metric"]: f["points"] for f in learnt.forecasts}
         upper = f"upper_{self._level}"
         resources = {}
-        for resource, allocation in plan.allocation.items():
-            if not plan.history[resource]:
+        history = plan.history
+        for index, resource in enumerate(history.resources):
+            if not history.filled(index):
                 continue
+            allocation = plan.allocation[resource]
             if resource == "bandwidth":
                 series = [by_metric[m] for m in ("net_in_bps", "net_out_bps") if m in by_metric]
                 # per step, the larger direction, in Mbit/s
@@ -272,10 +314,10 @@ class CapacityPlanner:
                 high = [max(0.0, p[upper]) * scale for p in points]
             resources[resource] = ResourceView(
                 allocation=allocation,
-                usage=plan.history[resource][-1],
+                usage=history.latest(index),
                 forecast=point,
                 upper=high,
-                history=list(plan.history[resource]),
+                history=history.ordered(index),
                 period=learnt.period,
             )
         return VMView(vm_id, plan.host or "", resources)
@@ -305,7 +347,7 @@ class CapacityPlanner:
             "planner_state": 1,
             "window_s": self._window_s,
             "allocation": dict(plan.allocation),
-            "usage": {resource: list(history) for resource, history in plan.history.items()},
+            "usage": plan.history.as_dict(),
             "host": plan.host,
             "windows": plan.windows,
             "last_end": None if plan.last_end == -math.inf else plan.last_end,
@@ -322,15 +364,16 @@ class CapacityPlanner:
         with nothing changed, when the state does not fit this planner's configuration."""
         if vm_id in self._vms:
             raise ValueError(f"{vm_id} already has state here")
-        plan = _VMPlan(rows={}, allocation={}, history={})
+        resources = tuple(self.config.default_allocation)
+        plan = _VMPlan(rows={}, allocation={}, history=UsageHistory(resources, self.config.history))
         try:
             state, forecasters = array_state.unpack(data)
             if state.get("planner_state") != 1:
                 raise ValueError(f"unknown planner state version {state.get('planner_state')!r}")
-            for resource, default in self.config.default_allocation.items():
+            for index, (resource, default) in enumerate(self.config.default_allocation.items()):
                 plan.allocation[resource] = float(state["allocation"].get(resource, default))
-                usage = state["usage"].get(resource, ())
-                plan.history[resource] = deque(map(float, usage), maxlen=self.config.history)
+                for usage in state["usage"].get(resource, ())[-self.config.history :]:
+                    plan.history.append(index, float(usage))
             plan.host = state["host"]
             plan.windows = int(state["windows"])
             last_end = state["last_end"]
