@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from streams.capacity import CapacityConfig, CapacityPlanner
+from streams.capacity import CapacityConfig, CapacityPlanner, UsageHistory
 from streams.windows import ClosedWindow, WindowStats
 
 HOST = "host-a"
@@ -167,3 +167,14 @@ def test_a_state_written_for_another_configuration_is_refused_and_changes_nothin
     assert not other.knows("vm-1")
     forecasts, _ = run(other, {"vm-1": 500.0}, range(6, 10))
     assert forecasts and all(f["accuracy"].get("n", 0) < 10 for f in forecasts), "starts afresh"
+
+
+def test_usage_history_keeps_the_latest_usages_of_each_resource_oldest_first() -> None:
+    history = UsageHistory(("vcpu", "memory"), size=4)
+    for usage in range(1, 8):
+        history.append(0, float(usage))
+    history.append(1, 9.0)
+    assert history.ordered(0).tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert history.latest(0) == 7.0 and history.filled(0) == 4
+    assert history.ordered(1).tolist() == [9.0] and history.filled(1) == 1
+    assert history.as_dict() == {"vcpu": [4.0, 5.0, 6.0, 7.0], "memory": [9.0]}
