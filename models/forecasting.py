@@ -141,6 +141,10 @@ class IntervalForecaster:
         step_seconds: sampling interval; None infers it from the timestamps passed to
             `learn_one` (falling back to `default_step_seconds` when none are given).
         candidate_periods: seasonal periods (seconds) tried by the detector.
+        max_period_samples: candidate periods longer than this many samples are not tried:
+            a period costs two arrays of its length (the seasonal-naive history and the
+            seasonal profile), so the default 2,880 tracks a daily season at sampling
+            intervals of 30 s and longer (a day at 2 s would be 43,200 values, ~350 KB).
         alpha, beta, gamma, phi: level, trend, seasonal smoothing and trend damping.
         residual_window: errors kept per step for the conformal quantiles.
         symmetric: symmetric bands from |errors|, else separate lower/upper error quantiles.
@@ -175,6 +179,7 @@ class IntervalForecaster:
         "beta",
         "candidate_periods",
         "clip_scales",
+        "max_period_samples",
         "default_step_seconds",
         "detect_threshold",
         "gamma",
@@ -198,6 +203,7 @@ class IntervalForecaster:
         step_seconds: float | None = None,
         default_step_seconds: float = 300.0,
         candidate_periods: Sequence[float] = (DAY_SECONDS,),
+        max_period_samples: int = 2880,
         detect_threshold: float = 0.3,
         alpha: float = 0.1,
         beta: float = 0.003,
@@ -219,6 +225,7 @@ class IntervalForecaster:
         self.step_seconds = step_seconds
         self.default_step_seconds = default_step_seconds
         self.candidate_periods = tuple(candidate_periods)
+        self.max_period_samples = max_period_samples
         self.detect_threshold = detect_threshold
         self.alpha, self.beta, self.gamma, self.phi = alpha, beta, gamma, phi
         self.clip_scales = clip_scales
@@ -381,7 +388,7 @@ class IntervalForecaster:
                 return  # wait until the sampling interval is known
             step = self.interval_seconds
             lags = [int(round(p / step)) for p in self.candidate_periods]
-            lags = [lag for lag in lags if lag >= 4]
+            lags = [lag for lag in lags if 4 <= lag <= self.max_period_samples]
             if not lags:
                 self.season_length = 0
                 return

@@ -174,6 +174,21 @@ def test_state_is_bounded():
     assert size < 16_000
 
 
+def test_a_period_longer_than_the_cap_is_not_tracked_so_fine_intervals_stay_small():
+    # A day at 2 s is 43,200 samples: tracking it would cost two arrays of that length.
+    fine = IntervalForecaster()
+    minute = IntervalForecaster()
+    for i in range(200):
+        fine.learn_one(50.0 + math.sin(i / 5.0), ts=T0 + 2.0 * i)
+        minute.learn_one(50.0 + math.sin(i / 5.0), ts=T0 + 60.0 * i)
+    assert fine.season_length == 0 and fine.nbytes < 16_000
+    assert minute._detector is not None and minute._detector.candidate_lags == (1440,)
+    wider = IntervalForecaster(max_period_samples=50_000)
+    for i in range(10):
+        wider.learn_one(50.0, ts=T0 + 2.0 * i)
+    assert wider._detector is not None and wider._detector.candidate_lags == (43_200,)
+
+
 def test_forecast_message_shape_and_timestamps():
     rng = np.random.default_rng(8)
     f = IntervalForecaster(horizon=4)
