@@ -37,6 +37,7 @@ app = faust.App(
     settings.app_id,
     broker=settings.broker,
     store=settings.store,
+    recovery_consistency_check=settings.recovery_consistency_check,
     datadir=settings.data_dir,
     web_host=settings.web_host,
     web_bind=settings.web_host,
