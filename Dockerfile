@@ -4,7 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md topics.yaml ./
 COPY streams ./streams
 COPY models ./models
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[rocksdb]'
 ENV NOVACRON_TOPICS_FILE=/app/topics.yaml \
     NOVACRON_DATA_DIR=/var/lib/novacron \
     NOVACRON_WEB_HOST=0.0.0.0 \

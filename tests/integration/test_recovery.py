@@ -7,6 +7,8 @@ import signal
 import time
 from collections import defaultdict
 
+import pytest
+
 from streams.capacity import FORECAST_METRICS
 from streams.simulator import read_labels
 from tests.integration.conftest import simulate
@@ -17,6 +19,18 @@ CHECKPOINT = {
     "NOVACRON_FORECAST_WINDOW_S": "10",
     "NOVACRON_FORECAST_CHECKPOINT_EVERY": "2",
 }
+STORES = {
+    "memory": {},
+    # Faust's disk store. Its recovery consistency check is off here only because the embedded
+    # broker under-reports a partition's end offset (see Settings.recovery_consistency_check).
+    "rocksdb": {"NOVACRON_STORE": "rocksdb://", "NOVACRON_RECOVERY_CONSISTENCY_CHECK": "0"},
+}
+
+
+@pytest.fixture(params=list(STORES))
+def worker_env(request) -> dict[str, str]:
+    """The recovery tests' worker settings, once per table store."""
+    return {**CHECKPOINT, **STORES[request.param]}
 
 
 def _fleet(deployment, labels_path, seed: str = "5") -> dict:
@@ -76,8 +90,10 @@ def _assert_duplicates_share_ids(alerts: list[dict]) -> None:
     assert all(len(i) == 1 for i in ids_of.values()), "a transition got two ids"
 
 
-def test_kill_9_mid_stream_then_restart_loses_no_anomaly(deployment, start_worker_process) -> None:
-    first = start_worker_process("a", CHECKPOINT)
+def test_kill_9_mid_stream_then_restart_loses_no_anomaly(
+    deployment, start_worker_process, worker_env
+) -> None:
+    first = start_worker_process("a", worker_env)
     labels_path = deployment.workdir / "labels.jsonl"
     _fleet(deployment, labels_path)
     labels = read_labels(str(labels_path))
@@ -87,7 +103,7 @@ def test_kill_9_mid_stream_then_restart_loses_no_anomaly(deployment, start_worke
     killed_at = first.stats() or {}
     assert killed_at == {}, "the first worker is gone"
 
-    second = start_worker_process("b", CHECKPOINT)
+    second = start_worker_process("b", worker_env)
     deadline = time.monotonic() + 180
     alerts: list[dict] = []
     while time.monotonic() < deadline:
@@ -103,9 +119,11 @@ def test_kill_9_mid_stream_then_restart_loses_no_anomaly(deployment, start_worke
     assert stats["records"].get("vm_forecasts_restored", 0) == VMS
 
 
-def test_survivor_takes_over_a_killed_workers_partitions(deployment, start_worker_process) -> None:
-    a = start_worker_process("a", CHECKPOINT)
-    b = start_worker_process("b", CHECKPOINT)
+def test_survivor_takes_over_a_killed_workers_partitions(
+    deployment, start_worker_process, worker_env
+) -> None:
+    a = start_worker_process("a", worker_env)
+    b = start_worker_process("b", worker_env)
     # wait for the two-member group to settle: each worker owns some partitions
     labels_path = deployment.workdir / "labels.jsonl"
     _fleet(deployment, labels_path, seed="9")
@@ -137,7 +155,7 @@ def test_survivor_takes_over_a_killed_workers_partitions(deployment, start_worke
 
 
 def test_a_restarted_worker_carries_each_vms_forecasters_on(
-    deployment, start_worker_process
+    deployment, start_worker_process, worker_env
 ) -> None:
     """A rolling restart: stop the worker, start a new one, and the stream goes on. The new
     worker restores every VM's forecasters, so their count of scored forecasts goes on from
@@ -152,13 +170,13 @@ def test_a_restarted_worker_carries_each_vms_forecasters_on(
             *("--anomalies", "0", "--start", str(first_tick), "--batch", "--fast"),
         )
 
-    first = start_worker_process("a", CHECKPOINT)
+    first = start_worker_process("a", worker_env)
     part(start)
     first.wait_samples(vms * part_s, timeout_s=120)
     os.killpg(first.process.pid, signal.SIGTERM)  # a clean stop commits its offsets
     first.process.wait(timeout=30)
 
-    second = start_worker_process("b", CHECKPOINT)
+    second = start_worker_process("b", worker_env)
     part(start + part_s)
     second.wait_samples(vms * part_s, timeout_s=120)
     assert second.stats()["records"].get("vm_forecasts_restored", 0) == vms
