@@ -14,11 +14,11 @@ from contextvars import ContextVar
 from datetime import timedelta
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event as faust_current_event  # no public setter
 
 from models.engine import AnomalyEngine
 from streams.capacity import CapacityPlanner
+from streams.faust_monitor import setup_prometheus_monitor
 from streams.fetch_wait import limit_fetch_wait
 from streams.host_windows import merge_into_host
 from streams.processor import Checkpoint, MetricsProcessor, Source
@@ -52,7 +52,7 @@ app = faust.App(
     producer_max_batch_size=BATCH_BYTES,  # the publisher fills one batch per partition
     producer_max_request_size=max(s.max_message_bytes or 0 for s in TOPICS.values()) or 1_048_576,
 )
-setup_prometheus_sensors(app, name_prefix="faust")
+setup_prometheus_monitor(app)  # Faust's series; per-record counts read on scrape
 
 
 def _raw_topic(topic_id: str) -> faust.TopicT:

@@ -160,6 +160,11 @@ def test_views_report_what_the_worker_processed(deployment, start_worker_process
     status, _, text = call(f"{base}/metrics")
     assert status == 200
     assert sample(text, "novacron_records_total", {"outcome": "processed"}) == samples
+    metrics_topic = deployment.topics["metrics"].name  # Faust's per-record series, on scrape
+    assert sample(text, "faust_messages_received_per_topic_total", {"topic": metrics_topic}) == (
+        samples
+    )
+    assert "faust_events_runtime_ms_bucket" in text and "faust_total_events_per_stream" in text
     assert "novacron_model_update_seconds_bucket" in text
     assert f"novacron_vms_tracked {float(VMS)}" in text
     assert "novacron_alerts_open" in text and "novacron_alerts_total{" in text
