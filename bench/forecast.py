@@ -102,6 +102,9 @@ def evaluate_series(ts: np.ndarray, y: np.ndarray, warmup: int, river_hw: bool) 
     late_sn = np.zeros(HORIZON)
     count = np.zeros(HORIZON)
     covered = np.zeros((HORIZON, len(LEVELS)))
+    # interval score (Gneiting & Raftery 2007): width plus 2 / (1 - level) times any miss
+    interval_score = np.zeros((HORIZON, len(LEVELS)))
+    width = np.zeros((HORIZON, len(LEVELS)))
     smape = [metrics.SMAPE() for _ in range(HORIZON)]
     hw = None
     if river_hw:
@@ -136,7 +139,11 @@ def evaluate_series(ts: np.ndarray, y: np.ndarray, warmup: int, river_hw: bool) 
             smape[k].update(truth, p.yhat)
             count[k] += 1
             for li, lvl in enumerate(LEVELS):
-                covered[k, li] += p.lower[lvl] <= truth <= p.upper[lvl]
+                low, high = p.lower[lvl], p.upper[lvl]
+                covered[k, li] += low <= truth <= high
+                miss = max(low - truth, 0.0) + max(truth - high, 0.0)
+                width[k, li] += high - low
+                interval_score[k, li] += high - low + 2.0 / (1.0 - lvl) * miss
     with np.errstate(invalid="ignore", divide="ignore"):
         res = {
             "n": int(n),
@@ -147,6 +154,14 @@ def evaluate_series(ts: np.ndarray, y: np.ndarray, warmup: int, river_hw: bool) 
             "smape": [m.get() for m in smape],
             "coverage": {
                 level_key(lvl): (covered[:, li] / count).tolist() for li, lvl in enumerate(LEVELS)
+            },
+            # scaled like MASE/naive: by the naive forecasts' mean absolute error of each step
+            "msis": {
+                level_key(lvl): (interval_score[:, li] / abs_nv).tolist()
+                for li, lvl in enumerate(LEVELS)
+            },
+            "scaled_width": {
+                level_key(lvl): (width[:, li] / abs_nv).tolist() for li, lvl in enumerate(LEVELS)
             },
             "online_accuracy": f.accuracy(),
         }
@@ -182,6 +197,11 @@ def summarise(per_series: dict) -> dict:
         arr = np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
         return np.exp(np.nanmean(np.log(arr), axis=0)).tolist()
 
+    def gmean_levels(key: str, level: str) -> list[float]:
+        arr = np.array([r[key][level] for r in per_series.values()], dtype=np.float64)
+        arr = np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
+        return np.exp(np.nanmean(np.log(arr), axis=0)).tolist()
+
     def amean(values: list[list[float]]) -> list[float]:
         return np.nanmean(np.array(values, dtype=np.float64), axis=0).tolist()
 
@@ -193,6 +213,8 @@ def summarise(per_series: dict) -> dict:
         "mase_snaive_after_3_days": gmean("mase_snaive_after_3_days"),
         "smape": amean([r["smape"] for r in rows]),
         "coverage": {key: amean([r["coverage"][key] for r in rows]) for key in rows[0]["coverage"]},
+        "msis": {key: gmean_levels("msis", key) for key in rows[0]["msis"]},
+        "scaled_width": {key: gmean_levels("scaled_width", key) for key in rows[0]["msis"]},
     }
     if "river_hw_mase_snaive" in rows[0]:
         summary["river_hw_mase_snaive"] = gmean("river_hw_mase_snaive")
@@ -221,6 +243,12 @@ def print_forecast_table(title: str, summary: dict) -> None:
         f"mean MASE/snaive {np.mean(summary['mase_snaive']):.3f}  "
         f"max {np.max(summary['mase_snaive']):.3f}  "
         + "  ".join(f"coverage {k}%: {v:.1f}%" for k, v in mean_cov.items())
+    )
+    print(
+        "interval score (MSIS, scaled by naive MAE; lower is better): "
+        + "  ".join(f"{k}% {np.mean(v):.3f}" for k, v in summary["msis"].items())
+        + "  scaled width: "
+        + "  ".join(f"{k}% {np.mean(v):.3f}" for k, v in summary["scaled_width"].items())
     )
 
 
@@ -461,12 +489,14 @@ def main(argv: list[str] | None = None) -> int:
         "Synthetic daily + noise + trend", results["forecast"]["synthetic_summary"]
     )
     for group in ("nab", "synthetic"):
-        print(f"\nper series ({group}): period, mean MASE/snaive, mean coverage 80/95")
+        print(f"\nper series ({group}): period, mean MASE/snaive, coverage 80/95, MSIS 80/95")
         for name, r in results["forecast"][group].items():
             cov = [100 * float(np.nanmean(v)) for v in r["coverage"].values()]
+            msis = [float(np.nanmean(v)) for v in r["msis"].values()]
             print(
                 f"  {name:<44} {str(r['period_detected']):>5} "
                 f"{float(np.nanmean(r['mase_snaive'])):6.3f} {cov[0]:5.1f} {cov[1]:5.1f}"
+                f" {msis[0]:6.2f} {msis[1]:6.2f}"
             )
 
     results["cost"] = [
