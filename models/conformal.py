@@ -1,78 +1,96 @@
-"""Online conformal prediction bands per forecast horizon step.
+"""Online conformal prediction bands per forecast horizon step, by quantile tracking.
 
-For each step h the bands keep a bounded ring of the errors of h-step-ahead forecasts, observed
-once the truth arrived. The half-width at level L is the finite-sample conformal quantile of the
-|errors| (or, asymmetric, the lower and upper quantiles of the signed errors).
+For each step h and level L the bands keep the band's half-width q itself and move it after
+every observed h-step error: up when the error fell outside the band, down a little when it
+fell inside, in proportion to the band,
 
-Optionally the level actually used drifts by adaptive conformal inference (Gibbs & Candes, 2021):
-after each observed miss the working level rises, after each hit it falls a little, so that the
-long-run miss rate tracks 1 - L even when the error distribution shifts.
+    q <- q + rate * max(q, scale) * (miss - (1 - L))
+
+where `scale` is the step's recent mean absolute error: a band wider than the typical error
+moves in proportion to itself, a narrower one (after a flat stretch shrank it to nothing) by a
+share of the typical error, so it grows back within tens of errors. Symmetric bands judge
+|error|; asymmetric ones track the lower and upper side apart, each aiming at (1 - L) / 2
+misses. The fixed point is the L-quantile of the errors, and no record of past errors is
+needed: ln q moves by about rate * (miss - (1 - L)) per error, so whatever the errors do, the
+share of misses over T errors is 1 - L up to about ln(q_T / q_0) / (rate * T). This is the
+quantile-tracking form of online conformal prediction (Angelopoulos, Candes and Tibshirani,
+"Conformal PID control for time series prediction", 2023), with the long-run coverage of
+adaptive conformal inference (Gibbs and Candes, 2021), in a few floats per step instead of a
+window of errors.
+
+A step's band starts, once `warmup` errors have been seen, at the normal interval for their
+mean absolute size; until then it has none (NaN) and `ready` is false.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 
+# Mean absolute deviation to standard deviation, for normal errors.
+MAE_TO_SIGMA = math.sqrt(math.pi / 2.0)
 
-def conformal_quantile(sorted_errors: np.ndarray, level: float) -> float:
-    """The ceil((n + 1) * level)-th smallest of n sorted errors (the largest one when beyond n)."""
-    n = sorted_errors.size
-    if n == 0:
-        return float("nan")
-    level = min(max(level, 0.0), 1.0)
-    rank = int(np.ceil((n + 1) * level))
-    return float(sorted_errors[min(max(rank, 1), n) - 1])
+
+def normal_half_widths(levels: Sequence[float]) -> np.ndarray:
+    """Half-widths of central normal intervals at `levels`, in standard deviations."""
+    return np.array([NormalDist().inv_cdf(0.5 + lvl / 2) for lvl in levels])
 
 
 class ConformalBands:
-    """Per-step residual windows turned into prediction intervals at several levels.
+    """Per-step band half-widths, tracked online as quantiles of the observed errors.
 
-    `update` records errors (cheap); `refresh` recomputes every step's band widths in one
-    vectorised pass; `half_widths` reads the cached widths.
+    `update_many` scores the current bands against the errors of one truth and moves them;
+    `widths` reads them.
     """
 
     __slots__ = (
-        "horizon", "levels", "window", "symmetric", "adapt_rate",
-        "_errors", "_count", "_alpha", "_widths", "_nominal", "_rows", "_started",
+        "horizon", "levels", "symmetric", "rate", "scale_window", "warmup",
+        "_widths", "_scale", "_count", "_target", "_start", "_started",
     )  # fmt: skip
 
     def __init__(
         self,
         horizon: int,
         levels: Sequence[float] = (0.8, 0.95),
-        window: int = 100,
         symmetric: bool = True,
-        adapt_rate: float = 0.005,
+        rate: float = 0.1,
+        scale_window: int = 30,
+        warmup: int = 10,
     ) -> None:
         if not all(0.0 < lvl < 1.0 for lvl in levels):
             raise ValueError("levels must lie strictly between 0 and 1")
+        if rate <= 0.0 or scale_window < 1 or warmup < 1:
+            raise ValueError("rate, scale_window and warmup must be positive")
         self.horizon = horizon
         self.levels = tuple(sorted(levels))
-        self.window = window
         self.symmetric = symmetric
-        self.adapt_rate = adapt_rate
-        self._errors = np.zeros((horizon, window), dtype=np.float32)
-        self._count = np.zeros(horizon, dtype=np.int64)
-        # Working miscoverage per (step, level); starts at the nominal 1 - level.
-        self._alpha = np.tile(1.0 - np.asarray(self.levels), (horizon, 1))
-        # Cached (below, above) distances per (step, level); NaN until errors exist.
+        self.rate = rate
+        self.scale_window = scale_window
+        self.warmup = warmup
+        # (below, above) distances per (step, level); NaN until the step has `warmup` errors
         self._widths = np.full((horizon, len(self.levels), 2), np.nan)
-        self._nominal = 1.0 - np.asarray(self.levels)[None, :]
-        self._rows = np.arange(horizon)[:, None]
-        self._started = 0  # steps 1..started all have errors (a band); only grows
+        self._scale = np.zeros(horizon)  # per step, EW mean |error|
+        self._count = np.zeros(horizon, dtype=np.int64)
+        # share of errors each side of a band should miss (both sides together when symmetric)
+        miss = 1.0 - np.asarray(self.levels)
+        self._target = miss if symmetric else miss / 2.0
+        # a new band: the normal interval whose mean absolute error is the step's scale
+        self._start = normal_half_widths(self.levels) * MAE_TO_SIGMA
+        self._started = 0  # steps 1..started all have bands; only grows
 
-    def ready(self, step: int, min_errors: int = 10) -> bool:
-        return int(self._count[step - 1]) >= min_errors
+    def ready(self, step: int) -> bool:
+        return int(self._count[step - 1]) >= self.warmup
 
-    def ready_steps(self, min_errors: int = 10) -> np.ndarray:
-        """Per step, whether it has at least `min_errors` observed errors."""
-        return self._count >= min_errors
+    def ready_steps(self) -> np.ndarray:
+        """Per step, whether its band exists (`warmup` errors seen)."""
+        return self._count >= self.warmup
 
     @property
     def widths(self) -> np.ndarray:
-        """Cached (below, above) distances, shape (horizon, levels, 2); read-only view."""
+        """(below, above) distances, shape (horizon, levels, 2); read-only view."""
         view = self._widths.view()
         view.flags.writeable = False
         return view
@@ -81,75 +99,38 @@ class ConformalBands:
         """(below, above) distances from the point forecast, one pair per level."""
         return [(float(b), float(a)) for b, a in self._widths[step - 1]]
 
-    def update(self, step: int, error: float) -> list[bool]:
-        """Record the error (truth - forecast) of a `step`-ahead forecast.
-
-        Returns, per level, whether the cached band covered it; adapts the working levels.
-        """
-        i = step - 1
-        widths = self._widths[i]
-        covered = [bool(-b <= error <= a) for b, a in widths]
-        if self._count[i] > 0 and self.adapt_rate > 0.0:
-            for j, hit in enumerate(covered):
-                alpha = self._alpha[i, j] + self.adapt_rate * (
-                    (1.0 - self.levels[j]) - (0.0 if hit else 1.0)
-                )
-                self._alpha[i, j] = min(max(alpha, 0.0), 1.0)
-        self._errors[i, self._count[i] % self.window] = error
-        self._count[i] += 1
-        return covered
-
     def update_many(self, errors: np.ndarray) -> np.ndarray | None:
-        """Record the errors of steps 1..k (k = len(errors)) for one truth, vectorised.
+        """Record the errors (truth - forecast) of steps 1..k (k = len(errors)) for one truth.
 
-        Returns a (k, levels) array of 0/1 coverage by the cached bands, or None while some of
-        these steps have no band yet.
+        Returns a (k, levels) array of 0/1 coverage by the bands as they were, or None while
+        some of these steps have no band yet; then moves the bands.
         """
         k = errors.size
-        widths = self._widths[:k]
         if self._started < k:
-            seen = self._count > 0
-            self._started = self.horizon if seen.all() else int(np.argmin(seen))
+            ready = self.ready_steps()
+            self._started = self.horizon if ready.all() else int(np.argmin(ready))
+        widths = self._widths[:k]
+        scale = self._scale[:k]
+        e = errors[:, None]
+        below, above = -e > widths[:, :, 0], e > widths[:, :, 1]
         covered = None
         if self._started >= k:
-            e = errors[:, None]
-            covered = ((-widths[:, :, 0] <= e) & (e <= widths[:, :, 1])).astype(np.float64)
-            if self.adapt_rate > 0.0:
-                alpha = self._alpha[:k] + self.adapt_rate * (self._nominal - (1.0 - covered))
-                self._alpha[:k] = np.minimum(np.maximum(alpha, 0.0), 1.0)
-        self._errors[self._rows[:k, 0], self._count[:k] % self.window] = errors
-        self._count[:k] += 1
+            covered = (~below & ~above).astype(np.float64)
+        # steps with a band track their quantiles (NaN widths compare False: untouched)
+        miss = np.stack((below, above), axis=-1)
+        if self.symmetric:  # one band for both sides: a miss either side moves both
+            miss[...] = (below | above)[:, :, None]
+        step = self.rate * np.maximum(widths, scale[:, None, None])
+        widths += step * (miss - self._target[:, None])
+        np.maximum(widths, 0.0, out=widths)
+        count = self._count[:k] + 1
+        self._count[:k] = count
+        scale += np.maximum(1.0 / count, 1.0 / self.scale_window) * (np.abs(errors) - scale)
+        born = count == self.warmup
+        if born.any():
+            widths[born] = (scale[born, None] * self._start)[:, :, None]
         return covered
-
-    def refresh(self) -> None:
-        """Recompute the cached band widths of every step from its error window."""
-        n = np.minimum(self._count, self.window)
-        if not n.any():
-            return
-        full = bool(n.min() == self.window)  # every ring filled: no empty slots to mask
-        if not full:
-            filled = np.arange(self.window)[None, :] < n[:, None]
-        errs = self._errors  # float32; negation and abs are exact, so ranks and values match
-        if self.symmetric:
-            tails = [(np.abs(errs), 1.0 - self._alpha)]
-        else:
-            tails = [(-errs, 1.0 - self._alpha / 2.0), (errs, 1.0 - self._alpha / 2.0)]
-        top = np.maximum(n, 1)[:, None]
-        for side, (values, level) in enumerate(tails):
-            ranked = np.sort(values if full else np.where(filled, values, np.inf), axis=1)
-            rank = np.ceil((n[:, None] + 1) * level).astype(np.int64)
-            rank = np.minimum(np.maximum(rank, 1), top) - 1
-            q = ranked[self._rows, rank].astype(np.float64)
-            if not full:
-                q = np.where(n[:, None] > 0, q, np.nan)
-            if self.symmetric:
-                self._widths[:, :, 0] = q
-                self._widths[:, :, 1] = q
-            else:
-                self._widths[:, :, side] = np.maximum(q, 0.0)
 
     @property
     def nbytes(self) -> int:
-        return int(
-            self._errors.nbytes + self._count.nbytes + self._alpha.nbytes + self._widths.nbytes
-        )
+        return int(self._widths.nbytes + self._scale.nbytes + self._count.nbytes)

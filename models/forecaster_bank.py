@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from models.conformal import MAE_TO_SIGMA
 from models.forecasting import (
-    _MAE_TO_SIGMA,
     IntervalForecaster,
     _normal_quantiles,
     forecast_points,
@@ -31,7 +31,6 @@ from models.forecasting import (
 
 _DIFFS = 9  # ring of recent sampling intervals, as in IntervalForecaster
 _NONE = -1  # season_length "None" (detect the period)
-_REFRESH_CHUNK = 256  # rows whose error windows are sorted at a time (stays in cache)
 
 
 class ForecasterBank:
@@ -44,7 +43,7 @@ class ForecasterBank:
         self.horizon = h = template.horizon
         self.levels = template.levels
         self._n_levels = len(self.levels)
-        self._window = template.bands.window
+        self._bands = template.bands  # its settings: rate, warmup, targets, start widths
         self._acc_window = template._accuracy.window
         self._damp = template._damp
         self._nominal = 1.0 - np.asarray(self.levels)
@@ -59,7 +58,7 @@ class ForecasterBank:
     # ------------------------------------------------------------------ rows
     def _fields(self) -> dict[str, tuple[tuple[int, ...], type]]:
         """Per-row arrays: name -> (shape of a row, dtype)."""
-        h, w, lv = self.horizon, self._window, self._n_levels
+        h, lv = self.horizon, self._n_levels
         return {
             "n": ((), np.int64),
             "last_ts": ((), np.float64),  # NaN: none yet
@@ -72,14 +71,12 @@ class ForecasterBank:
             "periods": ((), np.int64),  # 0: non-seasonal
             "season_length": ((), np.int64),  # _NONE: detect the period
             "detector_origin": ((), np.int64),
-            "stale": ((), np.bool_),
             "history_size": ((), np.int64),
             "history": ((self._history_width,), np.float32),
             "pending": ((h, h), np.float32),
             "pending_model": ((h, h), np.float32),
-            "errors": ((h, w), np.float32),
             "error_count": ((h,), np.int64),
-            "alpha": ((h, lv), np.float64),
+            "band_scale": ((h,), np.float64),
             "widths": ((h, lv, 2), np.float64),
             "started": ((), np.int64),
             "acc_count": ((h,), np.int64),
@@ -160,14 +157,12 @@ class ForecasterBank:
         f._season = self.seasons[row]
         f._detector = self.detectors[row]
         f._detector_origin = int(self.detector_origin[row])
-        f._bands_stale = bool(self.stale[row])
         f._history = self.history[row, : self.history_size[row]].copy()
         f._pending = self.pending[row].copy()
         f._pending_model = self.pending_model[row].copy()
         b = f.bands
-        b._errors = self.errors[row].copy()
         b._count = self.error_count[row].copy()
-        b._alpha = self.alpha[row].copy()
+        b._scale = self.band_scale[row].copy()
         b._widths = self.widths[row].copy()
         b._started = int(self.started[row])
         a = f._accuracy
@@ -193,7 +188,6 @@ class ForecasterBank:
         self.seasons[row] = None if f._season is None else f._season.copy()
         self.detectors[row] = f._detector
         self.detector_origin[row] = f._detector_origin
-        self.stale[row] = f._bands_stale
         size = f._history.size
         if size > self._history_width:
             self._widen_history(size)
@@ -202,9 +196,8 @@ class ForecasterBank:
         self.pending[row] = f._pending
         self.pending_model[row] = f._pending_model
         b = f.bands
-        self.errors[row] = b._errors
         self.error_count[row] = b._count
-        self.alpha[row] = b._alpha
+        self.band_scale[row] = b._scale
         self.widths[row] = b._widths
         self.started[row] = b._started
         a = f._accuracy
@@ -381,32 +374,36 @@ class ForecasterBank:
     def _update_bands(
         self, rows: np.ndarray, k: np.ndarray, valid: np.ndarray, err: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Conformal bands' side of scoring: coverage of the cached bands, adaptive levels,
-        error rings. Returns coverage (rows with bands, steps, levels) and which rows had bands."""
-        h = self.horizon
+        """Conformal bands' side of scoring, as `ConformalBands.update_many` for each row:
+        coverage of the bands as they were, then quantile tracking. Returns coverage (rows with
+        bands, steps, levels) and which rows had bands."""
+        h, bands = self.horizon, self._bands
         started = self.started[rows]
         for i in np.flatnonzero(started < k).tolist():
-            seen = self.error_count[rows[i]] > 0
-            started[i] = h if seen.all() else int(np.argmin(seen))
+            ready = self.error_count[rows[i]] >= bands.warmup
+            started[i] = h if ready.all() else int(np.argmin(ready))
         self.started[rows] = started
         has_band = started >= k
-        covered = np.empty((0, h, self._n_levels))
-        if has_band.any():
-            b = rows[has_band]
-            widths = self.widths[b]
-            e = err[has_band][:, :, None]
-            covered = ((-widths[..., 0] <= e) & (e <= widths[..., 1])).astype(np.float64)
-            rate = self._template.bands.adapt_rate
-            if rate > 0.0:
-                alpha = self.alpha[b]
-                new = np.minimum(
-                    np.maximum(alpha + rate * (self._nominal - (1.0 - covered)), 0.0), 1.0
-                )
-                self.alpha[b] = np.where(valid[has_band][:, :, None], new, alpha)
-        count = self.error_count[rows]
-        r, s = np.nonzero(valid)
-        self.errors[rows[r], s, count[r, s] % self._window] = err[r, s]
-        self.error_count[rows] = count + valid
+        widths = self.widths[rows]
+        scale = self.band_scale[rows]
+        e = err[:, :, None]
+        below, above = -e > widths[..., 0], e > widths[..., 1]
+        covered = (~below[has_band] & ~above[has_band]).astype(np.float64)
+        miss = np.stack((below, above), axis=-1)
+        if bands.symmetric:
+            miss[...] = (below | above)[..., None]
+        step = bands.rate * np.maximum(widths, scale[:, :, None, None])
+        moved = np.maximum(widths + step * (miss - bands._target[:, None]), 0.0)
+        count = self.error_count[rows] + valid
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.maximum(1.0 / count, 1.0 / bands.scale_window)
+            new_scale = np.where(valid, scale + rate * (np.abs(err) - scale), scale)
+        born = valid & (count == bands.warmup)
+        if born.any():
+            moved[born] = (new_scale[born][:, None] * bands._start)[:, :, None]
+        self.widths[rows] = np.where(valid[:, :, None, None], moved, widths)
+        self.band_scale[rows] = new_scale
+        self.error_count[rows] = count
         return covered, has_band
 
     def _update_state(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -421,7 +418,7 @@ class ForecasterBank:
         err = y - (level + t.phi * trend + seasonal)
         abs_err = np.abs(err)
         scale = np.where(n == 1, abs_err, np.where(n == 2, 0.5 * (scale + abs_err), scale))
-        limit = t.clip_scales * _MAE_TO_SIGMA * scale
+        limit = t.clip_scales * MAE_TO_SIGMA * scale
         old = n > 20
         learn_err = np.where(old & (limit > 0), np.maximum(-limit, np.minimum(limit, err)), err)
         new_scale = scale + np.where(old, 0.05, 0.2) * (abs_err - scale)
@@ -447,10 +444,6 @@ class ForecasterBank:
         ring = (n - 1) % h
         self.pending_model[rows, ring] = model_path
         self.pending[rows, ring] = self._combine(rows, n, model_path)
-        self.stale[rows] = True
-        due = (n % self._template.refresh_every == 0) | (n <= h + 1)
-        if due.any():
-            self._refresh(rows[due])
 
     def _path(self, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
         path = self.level[rows][:, None] + self._damp * self.trend[rows][:, None]
@@ -482,73 +475,17 @@ class ForecasterBank:
             path[i, steps - 1] = self.history[row, (int(n[i]) - 1 + steps - int(lags[i])) % size]
         return path
 
-    def _refresh(self, rows: np.ndarray) -> None:
-        """Recompute the band widths of stale rows from their error windows."""
-        rows = rows[self.stale[rows]]
-        if rows.size:
-            self.stale[rows] = False
-            self.widths[rows] = self._fresh_widths(rows)
-
-    def _fresh_widths(self, rows: np.ndarray) -> np.ndarray:
-        """The band widths of `rows` as their error windows give them now (rows without
-        errors keep theirs: none yet)."""
-        widths = self.widths[rows]
-        counts = np.minimum(self.error_count[rows], self._window)
-        some = np.flatnonzero(counts.any(axis=1))
-        for start in range(0, some.size, _REFRESH_CHUNK):
-            chunk = some[start : start + _REFRESH_CHUNK]
-            widths[chunk] = self._quantiles(rows[chunk], counts[chunk][:, :, None])
-        return widths
-
-    def _quantiles(self, rows: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """Conformal quantiles of the error windows of `rows` (`count` errors per step)."""
-        errors = self.errors[rows]  # a copy, sorted in place below
-        alpha = self.alpha[rows]
-        empty = None if (count == self._window).all() else np.arange(self._window) >= count
-        if self._template.bands.symmetric:
-            tails = [(np.abs(errors, out=errors), 1.0 - alpha)]
-        else:
-            tails = [(-errors, 1.0 - alpha / 2.0), (errors, 1.0 - alpha / 2.0)]
-        top = np.maximum(count, 1)
-        widths = np.empty((rows.size, self.horizon, self._n_levels, 2))
-        for side, (values, level) in enumerate(tails):
-            if empty is not None:
-                values[empty] = np.inf
-            values.sort(axis=2)
-            rank = np.ceil((count + 1) * level).astype(np.int64)
-            rank = np.minimum(np.maximum(rank, 1), top) - 1
-            q = np.take_along_axis(values, rank, axis=2).astype(np.float64)
-            if empty is not None:
-                q = np.where(count > 0, q, np.nan)
-            if len(tails) == 1:
-                widths[..., 0] = q
-                widths[..., 1] = q
-            else:
-                widths[..., side] = np.maximum(q, 0.0)
-        return widths
-
     # ------------------------------------------------------------------ forecasting
-    def forecast_arrays(
-        self, rows: np.ndarray, read_only: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def forecast_arrays(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Point paths (rows, H) and lower / upper bounds (rows, H, levels) of `rows`.
 
-        Stale band widths are recomputed and kept, as a forecaster's `forecast` does; with
-        `read_only` they are recomputed for this answer alone, so that looking at a forecast
-        never changes what the rows learn next (the kept widths score coverage)."""
-        if read_only:
-            stale = self.stale[rows]
-            widths = self.widths[rows]
-            if stale.any():
-                widths[stale] = self._fresh_widths(rows[stale])
-        else:
-            self._refresh(rows)
-            widths = self.widths[rows]
+        Reading a forecast changes nothing the rows learn next."""
+        widths = self.widths[rows]
         n = self.n[rows]
         path = self._combine(rows, n, self._path(rows, n))
-        not_ready = self.error_count[rows] < 10
+        not_ready = self.error_count[rows] < self._bands.warmup
         if not_ready.any():
-            sigma = _MAE_TO_SIGMA * self.scale[rows][:, None] * np.sqrt(self._steps)
+            sigma = MAE_TO_SIGMA * self.scale[rows][:, None] * np.sqrt(self._steps)
             z = np.asarray(_normal_quantiles(self.levels))
             normal = z[None, None, :] * sigma[:, :, None]
             widths[not_ready] = np.stack((normal, normal), axis=-1)[not_ready]
@@ -567,12 +504,10 @@ class ForecasterBank:
         vm_ids: Sequence[str],
         metrics: Sequence[str],
         issued_at: Sequence[float | None],
-        read_only: bool = False,
     ) -> list[dict]:
-        """One `forecast_message` per row (rows must have learnt at least one sample);
-        `read_only` as for `forecast_arrays`."""
+        """One `forecast_message` per row (rows must have learnt at least one sample)."""
         rows = np.asarray(rows, dtype=np.int64)
-        path, lower, upper = self.forecast_arrays(rows, read_only)
+        path, lower, upper = self.forecast_arrays(rows)
         step_s = self.interval_seconds(rows)
         times = (self.last_ts[rows][:, None] + self._steps * step_s[:, None]).tolist()
         switched = self._switch_steps(rows, self.n[rows], self._lags(rows)).any(axis=1)

@@ -7,8 +7,9 @@
   clipped at a few robust scales so that isolated spikes do not drag the level;
 - the seasonal period is found automatically (autocorrelation at candidate lags, daily by
   default, over a bounded block-averaged buffer, re-checked twice per period);
-- intervals per horizon step from online conformal quantiles of observed h-step errors
-  (`models.conformal.ConformalBands`), with adaptive levels for long-run coverage;
+- intervals per horizon step from online conformal quantile tracking of the observed h-step
+  errors (`models.conformal.ConformalBands`: long-run coverage at the nominal levels, a few
+  floats per step);
 - rolling accuracy (exponentially weighted): MAE, sMAPE, MASE against seasonal-naive and naive
   forecasts of the same targets, and interval coverage per level.
 
@@ -21,24 +22,20 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from statistics import NormalDist
 
 import numpy as np
 
 from models import array_state
-from models.conformal import ConformalBands
+from models.conformal import MAE_TO_SIGMA, ConformalBands, normal_half_widths
 from models.seasonality import DAY_SECONDS, SeasonalityDetector
 
 METRICS: tuple[str, ...] = ("net_in_bps", "net_out_bps", "cpu_pct", "mem_pct")
-
-# Mean absolute deviation to standard deviation, for normal errors.
-_MAE_TO_SIGMA = math.sqrt(math.pi / 2.0)
 
 
 @cache
 def _normal_quantiles(levels: tuple[float, ...]) -> list[float]:
     """Half-widths of central normal intervals at `levels`, in standard deviations."""
-    return [NormalDist().inv_cdf(0.5 + lvl / 2) for lvl in levels]
+    return normal_half_widths(levels).tolist()
 
 
 @cache
@@ -146,20 +143,18 @@ class IntervalForecaster:
             seasonal profile), so the default 2,880 tracks a daily season at sampling
             intervals of 30 s and longer (a day at 2 s would be 43,200 values, ~350 KB).
         alpha, beta, gamma, phi: level, trend, seasonal smoothing and trend damping.
-        residual_window: errors kept per step for the conformal quantiles.
         symmetric: symmetric bands from |errors|, else separate lower/upper error quantiles.
-        adapt_rate: step of the adaptive conformal level correction (0 disables it).
+        band_rate: how far a band moves after each error, in units of the step's mean
+            absolute error (quantile tracking: larger adapts faster and jitters more).
+        band_window: effective window (samples) of each step's mean absolute error.
         accuracy_window: effective window (samples) of the rolling accuracy figures.
         clip_scales: innovations beyond this many robust scales are clipped for learning.
-        refresh_every: band widths are recomputed at least every this many samples (and on
-            every `forecast`); coverage checks in between use the cached widths.
         switch_ratio: per step, forecast seasonal-naive instead when its rolling MAE is below
             this fraction of the model's (0 disables the switch).
     """
 
     __slots__ = (
         "_accuracy",
-        "_bands_stale",
         "_damp",
         "_detector",
         "_detector_origin",
@@ -188,7 +183,6 @@ class IntervalForecaster:
         "levels",
         "n",
         "phi",
-        "refresh_every",
         "season_length",
         "step_seconds",
         "switch_ratio",
@@ -209,12 +203,11 @@ class IntervalForecaster:
         beta: float = 0.003,
         gamma: float = 0.05,
         phi: float = 0.9,
-        residual_window: int = 100,
         symmetric: bool = True,
-        adapt_rate: float = 0.005,
+        band_rate: float = 0.1,
+        band_window: int = 30,
         accuracy_window: int = 288,
         clip_scales: float = 4.0,
-        refresh_every: int = 8,
         switch_ratio: float = 0.9,
     ) -> None:
         if horizon < 1:
@@ -229,9 +222,7 @@ class IntervalForecaster:
         self.detect_threshold = detect_threshold
         self.alpha, self.beta, self.gamma, self.phi = alpha, beta, gamma, phi
         self.clip_scales = clip_scales
-        self.refresh_every = max(1, refresh_every)
         self.switch_ratio = switch_ratio
-        self._bands_stale = False
 
         self.n = 0
         self.last_ts: float | None = None
@@ -251,7 +242,7 @@ class IntervalForecaster:
         self._pending = np.zeros((horizon, horizon), dtype=np.float32)  # issued forecasts
         self._pending_model = np.zeros((horizon, horizon), dtype=np.float32)  # ETS alone
         self._damp = np.cumsum(phi ** np.arange(1, horizon + 1))
-        self.bands = ConformalBands(horizon, self.levels, residual_window, symmetric, adapt_rate)
+        self.bands = ConformalBands(horizon, self.levels, symmetric, band_rate, band_window)
         self._accuracy = _Accuracy(horizon, len(self.levels), accuracy_window)
 
     # ------------------------------------------------------------------ properties
@@ -313,9 +304,6 @@ class IntervalForecaster:
         model_path = self._path(self.horizon)
         self._pending_model[(self.n - 1) % self.horizon] = model_path
         self._pending[(self.n - 1) % self.horizon] = self._combine(model_path)
-        self._bands_stale = True
-        if self.n % self.refresh_every == 0 or self.n <= self.horizon + 1:
-            self._refresh_bands()
 
     def _missing_samples(self, diff: float) -> int:
         """Samples skipped in a gap of `diff` seconds (0 while the interval is unknown)."""
@@ -337,11 +325,6 @@ class IntervalForecaster:
             self._trend *= self.phi
             self._update_seasonality(guess)
             self._advance(guess)
-
-    def _refresh_bands(self) -> None:
-        if self._bands_stale:
-            self.bands.refresh()
-            self._bands_stale = False
 
     def _score_pending(self, y: float) -> None:
         """Compare the forecasts made 1..H steps ago for this sample with the truth."""
@@ -372,7 +355,7 @@ class IntervalForecaster:
         err = y - (self._level + self.phi * self._trend + seasonal)
         if self.n < 3:
             self._scale = abs(err) if self.n == 1 else 0.5 * (self._scale + abs(err))
-        limit = self.clip_scales * _MAE_TO_SIGMA * self._scale
+        limit = self.clip_scales * MAE_TO_SIGMA * self._scale
         learn_err = max(-limit, min(limit, err)) if self.n > 20 and limit > 0 else err
         self._scale += (0.05 if self.n > 20 else 0.2) * (abs(err) - self._scale)
         self._level = self._level + self.phi * self._trend + self.alpha * learn_err
@@ -488,7 +471,6 @@ class IntervalForecaster:
 
     def forecast_arrays(self, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The forecast as arrays: point path (horizon,), lower and upper (horizon, levels)."""
-        self._refresh_bands()
         path = self._combine(self._path(horizon))
         widths = self._band_widths(horizon)
         return path, path[:, None] - widths[:, :, 0], path[:, None] + widths[:, :, 1]
@@ -502,7 +484,7 @@ class IntervalForecaster:
     def _band_widths(self, horizon: int) -> np.ndarray:
         """(below, above) distances per step and level, shape (horizon, levels, 2).
 
-        Steps with enough observed errors take their conformal widths (widened by
+        Steps with a band take its conformal widths (widened by
         sqrt(h / horizon) beyond the tracked horizon); the others a normal band from the
         one-step error scale."""
         ready = self.bands.ready_steps()
@@ -517,7 +499,7 @@ class IntervalForecaster:
         if not_ready.size:
             z_scores = _normal_quantiles(self.levels)
             for i in not_ready.tolist():
-                sigma = _MAE_TO_SIGMA * self._scale * math.sqrt(i + 1)
+                sigma = MAE_TO_SIGMA * self._scale * math.sqrt(i + 1)
                 widths[i] = [(z * sigma, z * sigma) for z in z_scores]
         return widths
 
@@ -559,18 +541,15 @@ class IntervalForecaster:
             "period": _optional_int(self._period),
             "season_length": _optional_int(self.season_length),
             "detector_origin": int(self._detector_origin),
-            "bands_stale": bool(self._bands_stale),
             "history_size": int(self._history.size),
             "bands_started": int(b._started),
             "seasonal_count": int(a.seasonal_count),
         }
-        # rings are written up to where they have been filled (a young forecaster's are mostly
-        # empty); `load` pads them back
-        filled_errors = min(int(b._count.max()), b.window)
+        # the history ring is written up to where it has been filled (a young forecaster's is
+        # mostly empty); `load` pads it back
         arrays = {
             **self._fixed_shape_state(),
             "history": self._history[: min(self.n, self._history.size)],
-            "errors": b._errors[:, :filled_errors],
         }
         if self._season is not None:
             arrays["season"] = self._season
@@ -593,7 +572,7 @@ class IntervalForecaster:
             "pending": self._pending,
             "pending_model": self._pending_model,
             "error_count": b._count,
-            "alpha": b._alpha,
+            "band_scale": b._scale,
             "widths": b._widths,
             "acc_count": a.count,
             "acc_table": a.table,
@@ -604,7 +583,7 @@ class IntervalForecaster:
     @classmethod
     def load(cls, data: bytes, **args: object) -> IntervalForecaster:
         """A forecaster made with `args` holding the state `dump` wrote; ValueError when the
-        state does not fit them (another horizon, levels or error window)."""
+        state does not fit them (another horizon or levels, or an older state format)."""
         s, arrays = array_state.unpack(data)
         try:
             return cls._from_state(s, arrays, args)
@@ -622,9 +601,6 @@ class IntervalForecaster:
             got = arrays.get(name)
             if got is None or got.shape != template.shape:
                 raise ValueError(f"forecaster state does not fit this configuration ({name})")
-        errors = arrays["errors"]
-        if errors.ndim != 2 or errors.shape[0] != f.horizon or errors.shape[1] > b.window:
-            raise ValueError("forecaster state does not fit this configuration (errors)")
         f.n = int(s["n"])
         f.last_ts = s["last_ts"]
         f._n_diffs = int(s["n_diffs"])
@@ -633,12 +609,10 @@ class IntervalForecaster:
         f._period = s["period"]
         f.season_length = s["season_length"]
         f._detector_origin = int(s["detector_origin"])
-        f._bands_stale = bool(s["bands_stale"])
         for name, target in fixed.items():  # in place: views of them (accuracy rows) hold
             target[...] = arrays[name]
         f._history = _padded(arrays["history"], int(s["history_size"]))
         f._season = arrays["season"].astype(np.float32) if "season" in arrays else None
-        b._errors[:, : errors.shape[1]] = errors
         b._started = int(s["bands_started"])
         a.seasonal_count = int(s["seasonal_count"])
         d = s.get("detector")

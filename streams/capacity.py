@@ -260,9 +260,7 @@ class CapacityPlanner:
         if not ready:
             return []
         rows = [row for _, row in ready]
-        return bank.messages(
-            rows, [vm_id] * len(rows), [m for m, _ in ready], [None] * len(rows), read_only=True
-        )
+        return bank.messages(rows, [vm_id] * len(rows), [m for m, _ in ready], [None] * len(rows))
 
     def host_of(self, vm_id: str) -> str | None:
         plan = self._vms.get(vm_id)

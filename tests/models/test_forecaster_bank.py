@@ -18,12 +18,13 @@ STEP = 60.0
 SETTINGS = (
     # detected periods (two candidates); short accuracy window, so seasonal-naive takes over
     {"candidate_periods": (48 * STEP, 24 * STEP), "accuracy_window": 30},
-    # other horizon, levels and refresh cadence
+    # other horizon, levels and band settings
     {
         "candidate_periods": (48 * STEP,),
         "horizon": 6,
         "levels": (0.5, 0.9, 0.99),
-        "refresh_every": 3,
+        "band_rate": 0.3,
+        "band_window": 20,
     },
     {"season_length": 24, "candidate_periods": (48 * STEP,)},  # a given period
     {"season_length": 0, "symmetric": False},  # no season, asymmetric bands
