@@ -253,19 +253,20 @@ def print_forecast_table(title: str, summary: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- cost
-def cost_bench(
-    n_forecasters: int = 200, samples: int = 3 * SEASON, residual_window: int = 100
-) -> dict:
-    """Bytes of state per forecaster (tracemalloc) and microseconds per update."""
+def cost_bench(n_forecasters: int = 200, step_seconds: float = STEP, days: int = 3) -> dict:
+    """Bytes of state per forecaster (tracemalloc) and microseconds per update, on `days` of a
+    daily sine plus noise sampled every `step_seconds` (the daily season is found on the way)."""
+    season = int(86_400 / step_seconds)
+    samples = days * season
     rng = np.random.default_rng(1)
     t = np.arange(samples)
-    y = 50 + 10 * np.sin(2 * np.pi * t / SEASON) + rng.normal(0, 2, samples)
+    y = 50 + 10 * np.sin(2 * np.pi * t / season) + rng.normal(0, 2, samples)
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    fleet = [IntervalForecaster(residual_window=residual_window) for _ in range(n_forecasters)]
+    fleet = [IntervalForecaster() for _ in range(n_forecasters)]
     started = time.perf_counter()
     for i in range(samples):
-        ts = 1.7e9 + STEP * i
+        ts = 1.7e9 + step_seconds * i
         for f in fleet:
             f.learn_one(float(y[i]), ts)
     elapsed = time.perf_counter() - started
@@ -273,17 +274,19 @@ def cost_bench(
     tracemalloc.stop()
     traced = sum(s.size_diff for s in after.compare_to(before, "filename"))
     # Timing without tracemalloc's overhead.
-    probe = IntervalForecaster(residual_window=residual_window)
+    probe = IntervalForecaster()
     started = time.perf_counter()
     for i in range(samples):
-        probe.learn_one(float(y[i]), 1.7e9 + STEP * i)
+        probe.learn_one(float(y[i]), 1.7e9 + step_seconds * i)
     us_update = 1e6 * (time.perf_counter() - started) / samples
     started = time.perf_counter()
     for _ in range(200):
         probe.forecast()
     us_forecast = 1e6 * (time.perf_counter() - started) / 200
     return {
-        "residual_window": residual_window,
+        "step_seconds": step_seconds,
+        "samples": samples,
+        "period_found": probe.period,
         "forecasters": n_forecasters,
         "bytes_per_forecaster": int(traced / n_forecasters),
         "numpy_state_bytes": fleet[0].nbytes,
@@ -499,13 +502,14 @@ def main(argv: list[str] | None = None) -> int:
                 f" {msis[0]:6.2f} {msis[1]:6.2f}"
             )
 
+    n = 50 if args.quick else 200
     results["cost"] = [
-        cost_bench(n_forecasters=50 if args.quick else 200, residual_window=window)
-        for window in (100, 48)
+        cost_bench(n_forecasters=n),
+        cost_bench(n_forecasters=n // 4, step_seconds=60.0),  # a day is 1,440 samples
     ]
     for c in results["cost"]:
         print(
-            f"\ncost (residual window {c['residual_window']}): "
+            f"\ncost ({c['step_seconds']:g} s samples, period found {c['period_found']}): "
             f"{c['bytes_per_forecaster']} B/forecaster (numpy state {c['numpy_state_bytes']} B), "
             f"{c['us_per_update']} us/update, {c['us_per_forecast']} us/forecast, "
             f"~{c['projected_mb_for_40k_series']} MB for 10k VMs x 4 metrics"

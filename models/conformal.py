@@ -103,7 +103,7 @@ class ConformalBands:
         """Record the errors (truth - forecast) of steps 1..k (k = len(errors)) for one truth.
 
         Returns a (k, levels) array of 0/1 coverage by the bands as they were, or None while
-        some of these steps have no band yet; then moves the bands.
+        some of these steps have no band yet; moves the bands.
         """
         k = errors.size
         if self._started < k:
@@ -112,17 +112,22 @@ class ConformalBands:
         widths = self._widths[:k]
         scale = self._scale[:k]
         e = errors[:, None]
-        below, above = -e > widths[:, :, 0], e > widths[:, :, 1]
-        covered = None
-        if self._started >= k:
-            covered = (~below & ~above).astype(np.float64)
-        # steps with a band track their quantiles (NaN widths compare False: untouched)
-        miss = np.stack((below, above), axis=-1)
-        if self.symmetric:  # one band for both sides: a miss either side moves both
-            miss[...] = (below | above)[:, :, None]
-        step = self.rate * np.maximum(widths, scale[:, None, None])
-        widths += step * (miss - self._target[:, None])
-        np.maximum(widths, 0.0, out=widths)
+
+        def moved(side: int, miss: np.ndarray) -> np.ndarray:
+            """One side's widths after quantile tracking (NaN, no band yet, stays NaN)."""
+            w = widths[:, :, side]
+            step = self.rate * np.maximum(w, scale[:, None])
+            return np.maximum(w + step * (miss - self._target), 0.0)
+
+        if self.symmetric:  # one band for both sides: a miss either side moves it
+            miss = np.abs(e) > widths[:, :, 1]
+            hit = ~miss
+            widths[:, :, 0] = widths[:, :, 1] = moved(1, miss)
+        else:
+            below, above = -e > widths[:, :, 0], e > widths[:, :, 1]
+            hit = ~below & ~above
+            widths[:, :, 0], widths[:, :, 1] = moved(0, below), moved(1, above)
+        covered = hit.astype(np.float64) if self._started >= k else None
         count = self._count[:k] + 1
         self._count[:k] = count
         scale += np.maximum(1.0 / count, 1.0 / self.scale_window) * (np.abs(errors) - scale)
