@@ -24,10 +24,11 @@ from models.conformal import MAE_TO_SIGMA
 from models.forecasting import (
     IntervalForecaster,
     _normal_quantiles,
+    detected_season,
     forecast_points,
     level_key,
-    seasonal_profile,
 )
+from models.seasonal_curve import SeasonalCurve
 
 _DIFFS = 9  # ring of recent sampling intervals, as in IntervalForecaster
 _NONE = -1  # season_length "None" (detect the period)
@@ -96,7 +97,7 @@ class ForecasterBank:
             if before:
                 array[:before] = getattr(self, name)
             setattr(self, name, array)
-        self.seasons: list[np.ndarray | None] = getattr(self, "seasons", []) + [None] * (
+        self.seasons: list[SeasonalCurve | None] = getattr(self, "seasons", []) + [None] * (
             capacity - before
         )
         self.detectors: list[Any] = getattr(self, "detectors", []) + [None] * (capacity - before)
@@ -112,7 +113,7 @@ class ForecasterBank:
                 self.history[row] = 0.0
             else:
                 getattr(self, name)[row] = value
-        season = self._template._season  # zeros of a given period, else None
+        season = self._template._season  # a flat curve of a given period, else None
         self.seasons[row] = None if season is None else season.copy()
         self.detectors[row] = None
 
@@ -289,7 +290,7 @@ class ForecasterBank:
                 continue
             season = self.seasons[row]
             if season is not None:
-                season[int(n[i]) % int(self.periods[row])] += gamma * float(learn_err[i])
+                season.learn(int(n[i]) % int(self.periods[row]), gamma * float(learn_err[i]))
             detector = self.detectors[row]
             if detector is not None and detector.learn_one(float(y[i])):
                 self._set_period(row, detector)
@@ -313,8 +314,8 @@ class ForecasterBank:
     def _set_period(self, row: int, detector: Any) -> None:
         period = detector.period
         self.periods[row] = period or 0
-        self.seasons[row] = (
-            seasonal_profile(detector, int(self.detector_origin[row]), period) if period else None
+        self.seasons[row] = detected_season(
+            detector, int(self.detector_origin[row]), period, self._template.season_knots
         )
 
     def _lags(self, rows: np.ndarray) -> np.ndarray:
@@ -413,7 +414,7 @@ class ForecasterBank:
         for i, row in enumerate(rows.tolist()):
             season = self.seasons[row]
             if season is not None:
-                seasonal[i] = float(season[int(n[i]) % int(self.periods[row])])
+                seasonal[i] = season.value(int(n[i]) % int(self.periods[row]))
         level, trend, scale = self.level[rows], self.trend[rows], self.scale[rows]
         err = y - (level + t.phi * trend + seasonal)
         abs_err = np.abs(err)
@@ -451,7 +452,7 @@ class ForecasterBank:
             season = self.seasons[row]
             if season is not None:
                 period = int(self.periods[row])
-                path[i] = path[i] + season[(int(n[i]) - 1 + self._steps) % period]
+                path[i] = path[i] + season.path((int(n[i]) - 1 + self._steps) % period)
         return path
 
     def _switch_steps(self, rows: np.ndarray, n: np.ndarray, lags: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 
 from models import array_state
 from models.conformal import MAE_TO_SIGMA, ConformalBands, normal_half_widths
+from models.seasonal_curve import KNOTS, SeasonalCurve
 from models.seasonality import DAY_SECONDS, SeasonalityDetector
 
 METRICS: tuple[str, ...] = ("net_in_bps", "net_out_bps", "cpu_pct", "mem_pct")
@@ -139,10 +140,12 @@ class IntervalForecaster:
             `learn_one` (falling back to `default_step_seconds` when none are given).
         candidate_periods: seasonal periods (seconds) tried by the detector.
         max_period_samples: candidate periods longer than this many samples are not tried:
-            a period costs two arrays of its length (the seasonal-naive history and the
-            seasonal profile), so the default 2,880 tracks a daily season at sampling
-            intervals of 30 s and longer (a day at 2 s would be 43,200 values, ~350 KB).
+            a period costs an array of its length (the seasonal-naive history), so the
+            default 2,880 tracks a daily season at sampling intervals of 30 s and longer (a
+            day at 2 s would be 43,200 values, ~170 KB).
         alpha, beta, gamma, phi: level, trend, seasonal smoothing and trend damping.
+        season_knots: points of the seasonal curve per period (`SeasonalCurve`); a period
+            of at most this many samples has one value per phase.
         symmetric: symmetric bands from |errors|, else separate lower/upper error quantiles.
         band_rate: how far a band moves after each error, in units of the step's mean
             absolute error (quantile tracking: larger adapts faster and jitters more).
@@ -183,6 +186,7 @@ class IntervalForecaster:
         "levels",
         "n",
         "phi",
+        "season_knots",
         "season_length",
         "step_seconds",
         "switch_ratio",
@@ -203,6 +207,7 @@ class IntervalForecaster:
         beta: float = 0.003,
         gamma: float = 0.05,
         phi: float = 0.9,
+        season_knots: int = KNOTS,
         symmetric: bool = True,
         band_rate: float = 0.1,
         band_window: int = 30,
@@ -221,6 +226,7 @@ class IntervalForecaster:
         self.max_period_samples = max_period_samples
         self.detect_threshold = detect_threshold
         self.alpha, self.beta, self.gamma, self.phi = alpha, beta, gamma, phi
+        self.season_knots = season_knots
         self.clip_scales = clip_scales
         self.switch_ratio = switch_ratio
 
@@ -233,8 +239,8 @@ class IntervalForecaster:
         self._trend = 0.0
         self._scale = 0.0  # EW mean |one-step innovation|
         self._period = season_length if season_length else None
-        self._season: np.ndarray | None = (
-            np.zeros(self._period, dtype=np.float32) if self._period else None
+        self._season: SeasonalCurve | None = (
+            SeasonalCurve(self._period, season_knots) if self._period else None
         )
         self._detector: SeasonalityDetector | None = None
         self._detector_origin = 0  # sample index the detector's phase 0 refers to
@@ -351,7 +357,7 @@ class IntervalForecaster:
         if self.n == 0:
             self._level = y
             return
-        seasonal = float(self._season[self.n % self._period]) if self._season is not None else 0.0
+        seasonal = self._season.value(self.n % self._period) if self._season is not None else 0.0
         err = y - (self._level + self.phi * self._trend + seasonal)
         if self.n < 3:
             self._scale = abs(err) if self.n == 1 else 0.5 * (self._scale + abs(err))
@@ -361,7 +367,7 @@ class IntervalForecaster:
         self._level = self._level + self.phi * self._trend + self.alpha * learn_err
         self._trend = self.phi * self._trend + self.beta * learn_err
         if self._season is not None:
-            self._season[self.n % self._period] += self.gamma * learn_err
+            self._season.learn(self.n % self._period, self.gamma * learn_err)
 
     def _update_seasonality(self, y: float) -> None:
         if self.season_length is not None:
@@ -385,7 +391,7 @@ class IntervalForecaster:
         """Classical start for a given period: first period's deviations from its mean."""
         m = self.season_length
         first = self._history[np.arange(m) % self._history.size].astype(np.float64)
-        self._season = (first - first.mean()).astype(np.float32)
+        self._season = SeasonalCurve.fit(first - first.mean(), self.season_knots)
         self._level = float(first.mean())
         self._trend = 0.0
 
@@ -400,8 +406,8 @@ class IntervalForecaster:
 
     def _set_period(self, period: int | None) -> None:
         self._period = period
-        self._season = (
-            seasonal_profile(self._detector, self._detector_origin, period) if period else None
+        self._season = detected_season(
+            self._detector, self._detector_origin, period, self.season_knots
         )
 
     # ------------------------------------------------------------------ forecasting
@@ -413,7 +419,7 @@ class IntervalForecaster:
             damp = np.cumsum(self.phi ** steps.astype(np.float64))
         path = self._level + damp * self._trend
         if self._season is not None:
-            path = path + self._season[(self.n - 1 + steps) % self._period]
+            path = path + self._season.path((self.n - 1 + steps) % self._period)
         return path
 
     @property
@@ -552,7 +558,7 @@ class IntervalForecaster:
             "history": self._history[: min(self.n, self._history.size)],
         }
         if self._season is not None:
-            arrays["season"] = self._season
+            arrays["season"] = self._season.values
         if d is not None:
             scalars["detector"] = {
                 "lags": list(d.candidate_lags),
@@ -612,7 +618,12 @@ class IntervalForecaster:
         for name, target in fixed.items():  # in place: views of them (accuracy rows) hold
             target[...] = arrays[name]
         f._history = _padded(arrays["history"], int(s["history_size"]))
-        f._season = arrays["season"].astype(np.float32) if "season" in arrays else None
+        if "season" in arrays:
+            if not f._period:
+                raise ValueError("forecaster state does not fit this configuration (season)")
+            f._season = SeasonalCurve(f._period, f.season_knots, arrays["season"])
+        else:
+            f._season = None
         b._started = int(s["bands_started"])
         a.seasonal_count = int(s["seasonal_count"])
         d = s.get("detector")
@@ -655,10 +666,15 @@ def _optional_int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
 
-def seasonal_profile(detector: SeasonalityDetector, origin: int, period: int) -> np.ndarray:
-    """The detector's profile for `period`, re-phased so that phase 0 is the model's sample 0
-    (the detector's phase 0 is the sample it started at, `origin`)."""
-    return np.roll(detector.profile(period), origin % period).astype(np.float32)
+def detected_season(
+    detector: SeasonalityDetector, origin: int, period: int | None, knots: int
+) -> SeasonalCurve | None:
+    """The seasonal curve closest to the detector's profile for `period`, re-phased so that
+    phase 0 is the model's sample 0 (the detector's phase 0 is the sample it started at,
+    `origin`); None without a period."""
+    if not period:
+        return None
+    return SeasonalCurve.fit(np.roll(detector.profile(period), origin % period), knots)
 
 
 @cache

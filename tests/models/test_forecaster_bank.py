@@ -16,8 +16,9 @@ T0 = 1.7e9
 STEP = 60.0
 
 SETTINGS = (
-    # detected periods (two candidates); short accuracy window, so seasonal-naive takes over
-    {"candidate_periods": (48 * STEP, 24 * STEP), "accuracy_window": 30},
+    # detected periods (two candidates), a seasonal curve of fewer knots than samples; short
+    # accuracy window, so seasonal-naive takes over
+    {"candidate_periods": (48 * STEP, 24 * STEP), "accuracy_window": 30, "season_knots": 16},
     # other horizon, levels and band settings
     {
         "candidate_periods": (48 * STEP,),
@@ -26,7 +27,8 @@ SETTINGS = (
         "band_rate": 0.3,
         "band_window": 20,
     },
-    {"season_length": 24, "candidate_periods": (48 * STEP,)},  # a given period
+    # a given period, through a curve of 8 knots
+    {"season_length": 24, "candidate_periods": (48 * STEP,), "season_knots": 8},
     {"season_length": 0, "symmetric": False},  # no season, asymmetric bands
 )
 
