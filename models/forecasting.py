@@ -602,6 +602,8 @@ class IntervalForecaster:
     ) -> IntervalForecaster:
         f = cls(**args)  # type: ignore[arg-type]
         b, a = f.bands, f._accuracy
+        if "band_scale" not in arrays and "errors" in arrays:
+            _upgrade_bands(s, arrays, b.warmup)
         fixed = f._fixed_shape_state()
         for name, template in fixed.items():
             got = arrays.get(name)
@@ -619,9 +621,13 @@ class IntervalForecaster:
             target[...] = arrays[name]
         f._history = _padded(arrays["history"], int(s["history_size"]))
         if "season" in arrays:
+            season = arrays["season"]
             if not f._period:
                 raise ValueError("forecaster state does not fit this configuration (season)")
-            f._season = SeasonalCurve(f._period, f.season_knots, arrays["season"])
+            if season.shape == (f._period,) and f._period > f.season_knots:  # one per phase
+                f._season = SeasonalCurve.fit(season, f.season_knots)  # written before curves
+            else:
+                f._season = SeasonalCurve(f._period, f.season_knots, season)
         else:
             f._season = None
         b._started = int(s["bands_started"])
@@ -651,6 +657,26 @@ class IntervalForecaster:
         if self._detector is not None:
             total += self._detector.nbytes
         return int(total)
+
+
+def _upgrade_bands(scalars: dict, arrays: dict[str, np.ndarray], warmup: int) -> None:
+    """Bring a state written when bands were quantiles of a window of past errors to the
+    tracked form, in place: each step's error scale is the mean |error| of its window, its
+    band the widths it had (none below `warmup` errors), so a rolling upgrade keeps every VM's
+    forecasts and bands."""
+    errors = arrays.pop("errors")
+    arrays.pop("alpha", None)
+    count = arrays["error_count"]
+    if errors.ndim != 2 or errors.shape[0] != count.size:
+        raise ValueError("forecaster state does not fit this configuration (errors)")
+    filled = np.minimum(count, errors.shape[1])
+    kept = np.arange(errors.shape[1])[None, :] < filled[:, None]
+    total = np.where(kept, np.abs(errors.astype(np.float64)), 0.0).sum(axis=1)
+    arrays["band_scale"] = total / np.maximum(filled, 1)
+    widths = arrays["widths"].copy()
+    widths[count < warmup] = np.nan
+    arrays["widths"] = widths
+    scalars["bands_started"] = 0  # counted again from the steps' bands
 
 
 def _padded(values: np.ndarray, size: int) -> np.ndarray:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models.conformal import ConformalBands
+from models.forecaster_bank import ForecasterBank
 from models.forecasting import IntervalForecaster, forecast_message, level_key
 from models.seasonality import SeasonalityDetector, autocorrelation, detect_period
 
@@ -284,3 +286,34 @@ def test_no_band_before_warmup_then_the_normal_one_for_the_errors_seen():
     mae = np.abs(errors).mean()
     assert bands.half_widths(1)[0][1] == pytest.approx(1.2816 * math.sqrt(math.pi / 2) * mae, 1e-3)
     assert bands.update_many(np.array([0.0])).tolist() == [[1.0]]
+
+
+def test_a_state_of_the_windowed_bands_version_loads_with_its_bands_and_season():
+    """A checkpoint written by the previous version (bands from windows of past errors, one
+    seasonal value per phase: `data/forecaster_state_f1b19bb.*` says how it was made) loads
+    into the current forecaster: same bands, same accuracy figures, nearly the same point
+    forecasts (its season becomes the closest curve), and it learns on."""
+    data = Path(__file__).parent / "data"
+    state = (data / "forecaster_state_f1b19bb.bin").read_bytes()
+    old = json.loads((data / "forecaster_state_f1b19bb.json").read_text())
+    f = IntervalForecaster.load(state)
+    assert (f.n, f.period) == (914, DAY)
+    new = forecast_message("vm", "cpu_pct", f)
+    assert new["accuracy"] == old["message"]["accuracy"]
+    truth = np.array(old["next_values"])
+    for before, after in zip(old["message"]["points"], new["points"], strict=True):
+        for key in ("80", "95"):
+            assert after[f"upper_{key}"] - after["yhat"] == pytest.approx(
+                before[f"upper_{key}"] - before["yhat"], abs=1e-9
+            )
+        assert abs(after["yhat"] - before["yhat"]) < 0.2 * (before["upper_80"] - before["yhat"])
+    old_error = np.abs([p["yhat"] for p in old["message"]["points"]] - truth).mean()
+    new_error = np.abs([p["yhat"] for p in new["points"]] - truth).mean()
+    assert new_error < 1.1 * old_error
+    bank = ForecasterBank(capacity=1)
+    row = bank.load_row(state)
+    assert bank.messages([row], ["vm"], ["cpu_pct"], [None]) == [new]
+    rng = np.random.default_rng(1)
+    for i in range(914, 914 + 300):
+        f.learn_one(float(daily(i) + rng.normal(0, 1.5)), ts=T0 + 300 * i)
+    assert 0.7 < f.accuracy()["coverage"]["80"] < 0.9
