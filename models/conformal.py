@@ -10,7 +10,9 @@ where `scale` is the step's recent mean absolute error: a band wider than the ty
 moves in proportion to itself, a narrower one (after a flat stretch shrank it to nothing) by a
 share of the typical error, so it grows back within tens of errors. Symmetric bands judge
 |error|; asymmetric ones track the lower and upper side apart, each aiming at (1 - L) / 2
-misses. The fixed point is the L-quantile of the errors, and no record of past errors is
+misses. After each move the widths are sorted across levels, so that a wider level's band
+always contains a narrower one's (rearrangement: it never moves a width further from its
+quantile). The fixed point is the L-quantile of the errors, and no record of past errors is
 needed: ln q moves by about rate * (miss - (1 - L)) per error, so whatever the errors do, the
 share of misses over T errors is 1 - L up to about ln(q_T / q_0) / (rate * T). This is the
 quantile-tracking form of online conformal prediction (Angelopoulos, Candes and Tibshirani,
@@ -127,6 +129,8 @@ class ConformalBands:
             below, above = -e > widths[:, :, 0], e > widths[:, :, 1]
             hit = ~below & ~above
             widths[:, :, 0], widths[:, :, 1] = moved(0, below), moved(1, above)
+        # levels tracked apart can cross; sorting them back (rearrangement) keeps bands nested
+        widths.sort(axis=1)
         covered = hit.astype(np.float64) if self._started >= k else None
         count = self._count[:k] + 1
         self._count[:k] = count

@@ -395,6 +395,7 @@ class ForecasterBank:
             miss[...] = (below | above)[..., None]
         step = bands.rate * np.maximum(widths, scale[:, :, None, None])
         moved = np.maximum(widths + step * (miss - bands._target[:, None]), 0.0)
+        moved.sort(axis=2)  # levels back in order, as ConformalBands does
         count = self.error_count[rows] + valid
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.maximum(1.0 / count, 1.0 / bands.scale_window)

@@ -255,6 +255,20 @@ def test_tracked_bands_reach_the_nominal_miss_rate_on_heavy_tailed_errors(symmet
     assert np.median(widths, axis=0) == pytest.approx([true_q, true_q], rel=0.1)
 
 
+def test_tracked_bands_stay_nested_whatever_the_errors():
+    """Each level is tracked on its own; a run of misses between two levels' bands must still
+    leave the wider level's band around the narrower one's."""
+    bands = ConformalBands(horizon=3, levels=(0.5, 0.8, 0.95), symmetric=False)
+    rng = np.random.default_rng(13)
+    errors = np.concatenate(
+        (rng.normal(0, 1, (300, 3)), np.full((200, 3), 2.2), rng.standard_t(1, (500, 3)))
+    )
+    for e in errors:
+        bands.update_many(e)
+        widths = bands.widths[bands.ready_steps()]
+        assert (np.diff(widths, axis=1) >= 0).all()
+
+
 def test_tracked_bands_widen_after_a_shift_and_shrink_back():
     bands = ConformalBands(horizon=1, levels=(0.9,))
     rng = np.random.default_rng(10)
