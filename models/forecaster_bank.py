@@ -47,7 +47,6 @@ class ForecasterBank:
         self._bands = template.bands  # its settings: rate, warmup, targets, start widths
         self._acc_window = template._accuracy.window
         self._damp = template._damp
-        self._nominal = 1.0 - np.asarray(self.levels)
         self._steps = np.arange(1, h + 1)
         self._keys = [level_key(lvl) for lvl in self.levels]
         self._free: list[int] = []

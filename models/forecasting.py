@@ -147,8 +147,9 @@ class IntervalForecaster:
         season_knots: points of the seasonal curve per period (`SeasonalCurve`); a period
             of at most this many samples has one value per phase.
         symmetric: symmetric bands from |errors|, else separate lower/upper error quantiles.
-        band_rate: how far a band moves after each error, in units of the step's mean
-            absolute error (quantile tracking: larger adapts faster and jitters more).
+        band_rate: how far a band moves after each error, as a share of its width (of the
+            step's mean absolute error when narrower): quantile tracking, where larger adapts
+            faster and jitters more (`ConformalBands`).
         band_window: effective window (samples) of each step's mean absolute error.
         accuracy_window: effective window (samples) of the rolling accuracy figures.
         clip_scales: innovations beyond this many robust scales are clipped for learning.
