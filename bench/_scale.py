@@ -168,6 +168,8 @@ def planner(vms: int, windows: int) -> dict:
     feed_s = time.perf_counter() - began
     gc.collect()
     rss = rss_bytes()
+    periods = [m["period"] for i in range(vms) for m in planner.current_forecasts(f"vm-{i:07d}")]
+    forecasts, seasonal = len(periods), sum(p is not None for p in periods)
     # the forecasting checkpoints a worker writes and a worker taking over restores
     ids = [f"vm-{i:07d}" for i in range(vms)]
     began = time.perf_counter()
@@ -181,9 +183,10 @@ def planner(vms: int, windows: int) -> dict:
     return {
         "vms": vms,
         "windows_per_vm": windows,
-        "how": "capacity planner fed closed one-minute windows, "
+        "how": "capacity planner fed closed one-minute windows of a daily rhythm, "
         f"{PLANNER_BATCH} per call, its forecasts published into a recent history as in the "
-        "worker (no daily season detected yet)",
+        "worker",
+        "seasonal_share": seasonal / max(1, forecasts),
         "us_per_window": feed_s / (vms * windows) * 1e6,
         "rss_bytes": rss,
         "baseline_rss_bytes": base,
