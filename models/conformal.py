@@ -83,9 +83,6 @@ class ConformalBands:
         self._start = normal_half_widths(self.levels) * MAE_TO_SIGMA
         self._started = 0  # steps 1..started all have bands; only grows
 
-    def ready(self, step: int) -> bool:
-        return int(self._count[step - 1]) >= self.warmup
-
     def ready_steps(self) -> np.ndarray:
         """Per step, whether its band exists (`warmup` errors seen)."""
         return self._count >= self.warmup
