@@ -667,14 +667,15 @@ def _upgrade_bands(scalars: dict, arrays: dict[str, np.ndarray], warmup: int) ->
     forecasts and bands."""
     errors = arrays.pop("errors")
     arrays.pop("alpha", None)
-    count = arrays["error_count"]
-    if errors.ndim != 2 or errors.shape[0] != count.size:
+    count, widths = arrays["error_count"], arrays["widths"]
+    steps = {errors.shape[0] if errors.ndim == 2 else -1, widths.shape[0] if widths.ndim else -1}
+    if count.ndim != 1 or steps != {count.size}:
         raise ValueError("forecaster state does not fit this configuration (errors)")
     filled = np.minimum(count, errors.shape[1])
     kept = np.arange(errors.shape[1])[None, :] < filled[:, None]
     total = np.where(kept, np.abs(errors.astype(np.float64)), 0.0).sum(axis=1)
     arrays["band_scale"] = total / np.maximum(filled, 1)
-    widths = arrays["widths"].copy()
+    widths = widths.copy()
     widths[count < warmup] = np.nan
     arrays["widths"] = widths
     scalars["bands_started"] = 0  # counted again from the steps' bands

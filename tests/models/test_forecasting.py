@@ -331,3 +331,16 @@ def test_a_state_of_the_windowed_bands_version_loads_with_its_bands_and_season()
     for i in range(914, 914 + 300):
         f.learn_one(float(daily(i) + rng.normal(0, 1.5)), ts=T0 + 300 * i)
     assert 0.7 < f.accuracy()["coverage"]["80"] < 0.9
+
+
+@pytest.mark.parametrize("broken", ["widths", "error_count", "errors"])
+def test_a_damaged_state_of_the_windowed_bands_version_is_refused(broken):
+    """A malformed old checkpoint is a ValueError (the worker counts it and starts the VM
+    afresh), never another exception."""
+    from models import array_state
+
+    data = (Path(__file__).parent / "data" / "forecaster_state_f1b19bb.bin").read_bytes()
+    scalars, arrays = array_state.unpack(data)
+    arrays[broken] = arrays[broken][:5]
+    with pytest.raises(ValueError):
+        IntervalForecaster.load(array_state.pack(scalars, arrays))
