@@ -192,15 +192,16 @@ def summarise(per_series: dict) -> dict:
     if not per_series:
         return {}
 
-    def gmean(key: str) -> list[float]:
-        arr = np.array([r[key] for r in per_series.values() if key in r], dtype=np.float64)
+    def geometric(values: list) -> list[float]:
+        arr = np.array(values, dtype=np.float64)
         arr = np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
         return np.exp(np.nanmean(np.log(arr), axis=0)).tolist()
 
+    def gmean(key: str) -> list[float]:
+        return geometric([r[key] for r in per_series.values() if key in r])
+
     def gmean_levels(key: str, level: str) -> list[float]:
-        arr = np.array([r[key][level] for r in per_series.values()], dtype=np.float64)
-        arr = np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
-        return np.exp(np.nanmean(np.log(arr), axis=0)).tolist()
+        return geometric([r[key][level] for r in per_series.values()])
 
     def amean(values: list[list[float]]) -> list[float]:
         return np.nanmean(np.array(values, dtype=np.float64), axis=0).tolist()
@@ -214,7 +215,7 @@ def summarise(per_series: dict) -> dict:
         "smape": amean([r["smape"] for r in rows]),
         "coverage": {key: amean([r["coverage"][key] for r in rows]) for key in rows[0]["coverage"]},
         "msis": {key: gmean_levels("msis", key) for key in rows[0]["msis"]},
-        "scaled_width": {key: gmean_levels("scaled_width", key) for key in rows[0]["msis"]},
+        "scaled_width": {key: gmean_levels("scaled_width", key) for key in rows[0]["scaled_width"]},
     }
     if "river_hw_mase_snaive" in rows[0]:
         summary["river_hw_mase_snaive"] = gmean("river_hw_mase_snaive")
