@@ -214,6 +214,10 @@ class MetricsProcessor:
         self._forecast_checkpoints = CheckpointCadence(max(1, self.forecast_checkpoint_every))
         if self.planner is not None:
             self.history.forecast_source = self.current_forecasts
+        # whether the forecast windows are fed on their own (not one of the aggregate sizes)
+        self._forecast_windows_apart = not any(
+            w is self.forecast_windows for w in self.aggregate_windows
+        )
 
     def process(self, raw: bytes | None, source: Source) -> list[Output]:
         """All outputs for one `vm.metrics` record, in the order they should be sent."""
@@ -328,7 +332,7 @@ class MetricsProcessor:
                 self.closed_windows.extend(done)
                 if windows is self.forecast_windows:
                     closed = done
-        if not any(w is self.forecast_windows for w in self.aggregate_windows):
+        if self._forecast_windows_apart:
             closed = self.forecast_windows.add(sample, host)
         return closed
 
