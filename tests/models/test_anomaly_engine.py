@@ -517,3 +517,38 @@ def test_the_fleet_forests_only_see_samples_with_two_metrics_or_more():
     run(stream(300, vm="many"), engine)
     assert engine._fleet.iforest._n_learned == 300
     assert learned("many", "iforest") > 0
+
+
+def test_absent_and_unusable_values_are_left_out_like_missing_metrics():
+    """None, NaN and ±inf count as absent; ints and numeric strings are read as floats."""
+    clean = stream(300, seed=12)
+    messy, trimmed = [], []
+    for t, s in enumerate(clean):
+        values, kept = dict(s.values), dict(s.values)
+        if t % 7 == 0:
+            values["disk_read_bps"] = None
+            values["net_out_bps"] = math.inf
+            values["mem_pct"] = math.nan
+            for name in ("disk_read_bps", "net_out_bps", "mem_pct"):
+                del kept[name]
+        if t % 11 == 0:
+            values["cpu_pct"] = kept["cpu_pct"] = float(round(s.values["cpu_pct"]))
+            values["cpu_pct"] = int(values["cpu_pct"])
+        if t % 13 == 0:
+            values["net_in_bps"] = repr(s.values["net_in_bps"])
+        messy.append(Sample(s.vm_id, s.ts, values))
+        trimmed.append(Sample(s.vm_id, s.ts, kept))
+    a, b = AnomalyEngine(), AnomalyEngine()
+    got = [a.process(messy[i : i + 25]) for i in range(0, len(messy), 25)]
+    want = [b.process(trimmed[i : i + 25]) for i in range(0, len(trimmed), 25)]
+    for x, y in zip(sum(got, []), sum(want, []), strict=True):
+        assert x.values == y.values
+        assert all(type(v) is float for v in x.values.values())
+        assert (x.score, x.threshold, x.event) == (y.score, y.threshold, y.event)
+    assert a.dump_vm("vm-1") == b.dump_vm("vm-1")
+    assert set(got[0][0].values) == set(FEATURES) - {"disk_read_bps", "net_out_bps", "mem_pct"}
+
+
+def test_a_value_that_is_not_a_number_is_an_error():
+    with pytest.raises(ValueError):
+        AnomalyEngine().process([Sample("vm-1", 1_700_000_000.0, {"cpu_pct": "high"})])
