@@ -96,24 +96,6 @@ FEATURES: tuple[str, ...] = (
     "net_out_bps",
 )
 _N_FEATURES = len(FEATURES)
-_ALL_FEATURES = tuple(range(_N_FEATURES))
-
-
-def _feature_matrix(rows: list[list[object]]) -> np.ndarray:
-    """Samples' metric values as floats, one row each; NaN where a metric is absent, is None or
-    is not finite (absent and unusable values are both left out of scoring and learning)."""
-    try:
-        X = np.array(rows, dtype=float)
-    except (TypeError, ValueError):  # some value numpy does not take whole: convert one by one
-        X = np.array([[_as_float(v) for v in row] for row in rows], dtype=float)
-    X[~np.isfinite(X)] = math.nan
-    return X
-
-
-def _as_float(value: object) -> float:
-    return math.nan if value is None else float(value)
-
-
 _LOCAL_CHANNELS = ("residual", "level", "shift")
 _DAILY = "daily"
 _RESIDUAL_CHANNELS = ("residual",)
@@ -591,55 +573,62 @@ class AnomalyEngine:
 
         Returns the per-sample results and the batch's z-scores (0 where a metric is absent).
         """
-        rows: list[list[object]] = []
+        rows: list[list[float]] = []
+        presents: list[list[int]] = []
         states: list[_VMState] = []
+        values_of: list[dict[str, float]] = []
         slots: list[int] = []
         warm: list[bool] = []
         times: list[float] = []
         gaps: list[float] = []
         warmup = self.config.warmup
-        nan = math.nan
+        isfinite = math.isfinite
         for sample in samples:
             state = self._state(sample.vm_id)
             get = sample.values.get
-            rows.append([get(name, nan) for name in FEATURES])
+            values: dict[str, float] = {}
+            row = [math.nan] * _N_FEATURES
+            present = []
+            for i, name in enumerate(FEATURES):
+                raw = get(name)
+                if raw is None:
+                    continue
+                x = float(raw)
+                if isfinite(x):
+                    values[name] = row[i] = x
+                    present.append(i)
+            rows.append(row)
+            presents.append(present)
             states.append(state)
+            values_of.append(values)
             slots.append(state.slot)
             warm.append(state.seen >= warmup)
             state.seen += 1
             times.append(sample.ts)
             gaps.append(sample.ts - state.last_ts if state.last_ts else 0.0)
             state.last_ts = sample.ts  # in order, so a VM's next sample in the batch sees it
-        X = _feature_matrix(rows)
-        finite = ~np.isnan(X)
-        complete = finite.all(axis=1).tolist()
         slot_array = np.array(slots, dtype=np.intp)
+        X = np.array(rows)
         Z, R, T, shifted, shift = self._bank.observe(slot_array, X, np.array(warm, dtype=bool))
         if self._profiles is not None:
             P = self._profiles.observe(slot_array, np.array(times), np.array(gaps), X)
         else:
             P = np.full(X.shape, -1.0)
         local = []
-        for k, (state, x, z, r, t, d, is_warm, is_shifted, s) in enumerate(
-            zip(
-                states,
-                X.tolist(),
-                Z.tolist(),
-                R.tolist(),
-                T.tolist(),
-                P.tolist(),
-                warm,
-                shifted.tolist(),
-                shift.tolist(),
-                strict=True,
-            )
+        for state, values, present, z, r, t, d, is_warm, is_shifted, s in zip(
+            states,
+            values_of,
+            presents,
+            Z.tolist(),
+            R.tolist(),
+            T.tolist(),
+            P.tolist(),
+            warm,
+            shifted.tolist(),
+            shift.tolist(),
+            strict=True,
         ):
-            if complete[k]:
-                present = list(_ALL_FEATURES)
-                values = dict(zip(FEATURES, x, strict=True))
-            else:  # keep the present metrics' entries only
-                present = np.flatnonzero(finite[k]).tolist()
-                values = {FEATURES[i]: x[i] for i in present}
+            if len(present) < _N_FEATURES:  # keep the present metrics' entries only
                 z = [z[i] for i in present]
                 r = [r[i] for i in present]
                 t = [t[i] for i in present]
