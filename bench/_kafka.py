@@ -19,6 +19,7 @@ from pathlib import Path
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker, free_port
 from streams.demo import QUICK_GROUP_SETTINGS, _get_json, start_worker, stop_process, wait_ready
+from streams.settings import Settings
 from streams.simulator import Fleet
 from streams.topics import TopicSpec, load_topics
 
@@ -177,6 +178,7 @@ def faust_noop_floor(deployment: Deployment, expected: int, timeout_s: float = 1
         "BENCH_NOOP_EXPECT": str(expected),
         "BENCH_NOOP_OUT": str(out),
         "BENCH_NOOP_DATADIR": str(deployment.workdir / f"noop-data-{tag}"),
+        "BENCH_NOOP_GC_GEN0_THRESHOLD": str(Settings.from_env().gc_gen0_threshold),
     }
     command = [
         sys.executable,

@@ -23,6 +23,7 @@ Results are printed and written to `bench/results/throughput.json`. `--quick` sh
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -35,6 +36,8 @@ from pathlib import Path
 
 from bench import _kafka, _models, _pyspy
 from streams.broker import EmbeddedBroker
+from streams.cli import collect_young_every
+from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "throughput.json"
@@ -568,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep logs and raw profiles")
     args = parser.parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
+    # the in-process sections run the models with the garbage collector set as in the worker
+    collect_young_every(Settings.from_env().gc_gen0_threshold)
     if args.profile_seconds is not None:
         sizes["worker_profile_s"] = args.profile_seconds
     began = time.monotonic()
@@ -579,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "load_avg_at_start": os.getloadavg(),
+            "gc_thresholds": gc.get_threshold(),
         },
     }
     with tempfile.TemporaryDirectory(prefix="novacron-bench-") as tmp:

@@ -16,6 +16,13 @@ def _bootstrap_default() -> str:
     return Settings.from_env().bootstrap
 
 
+def collect_young_every(allocations: int) -> None:
+    """Set the collector's young-generation threshold (0: no automatic collection), as the
+    worker runs it (NOVACRON_GC_GEN0_THRESHOLD)."""
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(allocations, gen1, gen2)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Create missing topics, then run the Faust worker in this process."""
     from streams.admin import create_topics
@@ -27,8 +34,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _wait_for(lambda: create_topics(settings.bootstrap, specs.values()), settings.bootstrap)
     from streams.app import app
 
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(settings.gc_gen0_threshold, gen1, gen2)
+    collect_young_every(settings.gc_gen0_threshold)
     sys.argv = ["novacron", "worker", "-l", settings.log_level]
     app.main()
     return 0
