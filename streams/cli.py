@@ -33,8 +33,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     specs = load_topics(settings.topics_file, prefix=settings.topic_prefix)
     _wait_for(lambda: create_topics(settings.bootstrap, specs.values()), settings.bootstrap)
     from streams.app import app
+    from streams.telemetry import GC_PAUSES
 
     collect_young_every(settings.gc_gen0_threshold)
+    GC_PAUSES.install()
+    # Everything imported so far (Faust, numpy, River, the app's topics and tables) lives as
+    # long as the process: kept out of full collections, it stops costing each one a pause.
+    gc.freeze()
     sys.argv = ["novacron", "worker", "-l", settings.log_level]
     app.main()
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -31,9 +33,53 @@ PUBLISHED = Counter(
     "Output messages handed to the producer, by topic id (outside Faust's topic sensors)",
     ["topic"],
 )
+GC_PAUSE_SECONDS = Histogram(
+    "novacron_gc_pause_seconds",
+    "Pauses of Python's garbage collector in the worker, by generation (2: a full collection)",
+    ["generation"],
+    buckets=(1e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 FEEDBACK_REQUESTS = Counter(
     "novacron_feedback_requests_total", "POST /feedback requests by outcome", ["outcome"]
 )
+
+
+class GCPauses:
+    """Times every collection of the garbage collector (a pause of the whole worker).
+
+    The histogram's children are made up front: the callback runs inside the collector, and
+    only observes into them."""
+
+    def __init__(self) -> None:
+        self._by_generation = [GC_PAUSE_SECONDS.labels(str(g)) for g in range(3)]
+        self.longest_s = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info["generation"]
+        pause = time.perf_counter() - self._started
+        self._by_generation[generation].observe(pause)
+        if pause > self.longest_s[generation]:
+            self.longest_s[generation] = pause
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def snapshot(self) -> dict:
+        """Collections and longest pause per generation, and the objects frozen out of them."""
+        return {
+            "collections": [g["collections"] for g in gc.get_stats()],
+            "longest_pause_s": [round(s, 6) for s in self.longest_s],
+            "frozen_objects": gc.get_freeze_count(),
+            "young_threshold": gc.get_threshold()[0],
+        }
+
+
+GC_PAUSES = GCPauses()
 
 
 class HistoryCollector:

@@ -374,6 +374,7 @@ def register_views(
                     "model_state_bytes": model_state_bytes(),
                     "history": h.sizes(),
                     "last_sample_ts": s.last_sample_ts,
+                    "gc": telemetry.GC_PAUSES.snapshot(),
                 }
             )
 

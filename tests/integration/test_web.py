@@ -113,6 +113,10 @@ def test_views_report_what_the_worker_processed(deployment, start_worker_process
     assert all(p["lag"] == 0 for p in partitions)
     assert stats["model_state_bytes"]["per_vm_mean"] > 0
     assert set(stats["rates"]) >= {"records", "samples"}
+    # the worker's collector: what was imported at start is frozen out of full collections
+    gc_stats = stats["gc"]
+    assert gc_stats["frozen_objects"] > 10_000 and gc_stats["young_threshold"] == 50_000
+    assert len(gc_stats["collections"]) == len(gc_stats["longest_pause_s"]) == 3
 
     # /vms: paging and ordering
     status, page = get_json(f"{base}/vms?limit=3")
@@ -166,6 +170,9 @@ def test_views_report_what_the_worker_processed(deployment, start_worker_process
     )
     assert "faust_events_runtime_ms_bucket" in text and "faust_total_events_per_stream" in text
     assert "novacron_model_update_seconds_bucket" in text
+    for generation in range(3):  # timed since start (a steady worker may not have needed any)
+        timed = sample(text, "novacron_gc_pause_seconds_count", {"generation": str(generation)})
+        assert timed is not None and timed <= gc_stats["collections"][generation] + 5
     assert f"novacron_vms_tracked {float(VMS)}" in text
     assert "novacron_alerts_open" in text and "novacron_alerts_total{" in text
     published = sample(text, "novacron_published_total", {"topic": "anomalies"})
