@@ -39,7 +39,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     GC_PAUSES.install()
     # Everything imported so far (Faust, numpy, River, the app's topics and tables) lives as
     # long as the process: kept out of full collections, it stops costing each one a pause.
-    gc.freeze()
+    GC_PAUSES.freeze()
     sys.argv = ["novacron", "worker", "-l", settings.log_level]
     app.main()
     return 0

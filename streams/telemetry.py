@@ -53,6 +53,7 @@ class GCPauses:
     def __init__(self) -> None:
         self._by_generation = [GC_PAUSE_SECONDS.labels(str(g)) for g in range(3)]
         self.longest_s = [0.0, 0.0, 0.0]
+        self.frozen_objects = 0
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict) -> None:
@@ -69,12 +70,18 @@ class GCPauses:
         if self not in gc.callbacks:
             gc.callbacks.append(self)
 
+    def freeze(self) -> None:
+        """Keep every object alive now out of all later collections (for what lives as long
+        as the process). Counted here once: counting walks the whole frozen list."""
+        gc.freeze()
+        self.frozen_objects = gc.get_freeze_count()
+
     def snapshot(self) -> dict:
         """Collections and longest pause per generation, and the objects frozen out of them."""
         return {
             "collections": [g["collections"] for g in gc.get_stats()],
             "longest_pause_s": [round(s, 6) for s in self.longest_s],
-            "frozen_objects": gc.get_freeze_count(),
+            "frozen_objects": self.frozen_objects,
             "young_threshold": gc.get_threshold()[0],
         }
 

@@ -36,8 +36,10 @@ def test_every_collection_is_timed_by_generation():
 
 
 def test_objects_frozen_at_start_are_counted():
-    gc.freeze()
+    pauses = GCPauses()
+    assert pauses.snapshot()["frozen_objects"] == 0
     try:
-        assert GCPauses().snapshot()["frozen_objects"] == gc.get_freeze_count() > 0
+        pauses.freeze()
+        assert pauses.snapshot()["frozen_objects"] == gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
