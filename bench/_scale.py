@@ -12,6 +12,8 @@
     restores N VMs by cycling through the pool's warmed states (`load_vm` under new ids), feeds
     every VM one more sample, and measures RSS; with --timings also times creating and restoring
     those VMs and dumping their state.
+Each run also times one full garbage collection over what it holds (a pause of the whole
+worker), with what was imported frozen out first, as the worker does.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def full_collection() -> dict:
+    """How long one full garbage collection takes, and over how many tracked objects: a pause
+    of the whole worker. What was imported is frozen out first, as the worker does."""
+    began = time.perf_counter()
+    gc.collect()
+    return {
+        "full_gc_ms": (time.perf_counter() - began) * 1e3,
+        "gc_tracked_objects": len(gc.get_objects()),
+    }
 
 
 def _baseline(engine: AnomalyEngine) -> int:
@@ -98,6 +111,7 @@ def size(vms: int, pool_path: str, timings: bool) -> dict:
         "baseline_rss_bytes": base,
         "bytes_per_vm": (rss - base) / vms,
         "tracked_vms": engine.tracked_vms(),
+        **full_collection(),
     }
     if timings:
         began = time.perf_counter()
@@ -194,6 +208,7 @@ def planner(vms: int, windows: int) -> dict:
         "state_bytes_per_vm": sum(map(len, states)) / vms,
         "state_dump_us_per_vm": dump_s / vms * 1e6,
         "state_restore_us_per_vm": restore_s / vms * 1e6,
+        **full_collection(),
     }
 
 
@@ -206,6 +221,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--timings", action="store_true")
     args = parser.parse_args()
+    gc.freeze()  # the worker freezes what it imported at start (see full_collection)
     if args.mode == "planner":
         result = planner(args.vms, args.ticks)
     elif args.mode == "pool":

@@ -528,7 +528,7 @@ def print_table(results: dict) -> None:
                 extra = f"; restore {r['restore_s']:.2f} s, create {r['create_s']:.2f} s"
             print(
                 f"  {r['vms']:>7} VMs: RSS {r['rss_bytes'] / 2**20:,.0f} MiB, "
-                f"{r['bytes_per_vm']:,.0f} B/VM{extra}"
+                f"{r['bytes_per_vm']:,.0f} B/VM{extra}{_full_gc(r)}"
             )
         for key in ("planner", "planner_steady"):
             planner = scale.get(key)
@@ -539,7 +539,7 @@ def print_table(results: dict) -> None:
                 f"{planner['windows_per_vm']} windows each, "
                 f"{planner['seasonal_share']:.0%} of forecasters with a daily season): "
                 f"{planner['bytes_per_vm']:,.0f} B/VM more, "
-                f"{planner['us_per_window']:,.0f} us per VM window"
+                f"{planner['us_per_window']:,.0f} us per VM window{_full_gc(planner)}"
             )
             if "marginal_bytes_per_vm" in planner:
                 print(
@@ -557,6 +557,12 @@ def print_table(results: dict) -> None:
         measured = goal["measured"]
         shown = _fmt(measured, 3 if isinstance(measured, float) and measured < 10 else 0)
         print(f"  {name:<26} goal {goal['goal']:<32} measured {shown:>14}  {verdict}")
+
+
+def _full_gc(run: dict) -> str:
+    if "full_gc_ms" not in run:
+        return ""
+    return f"; full GC {run['full_gc_ms']:,.0f} ms over {run['gc_tracked_objects']:,} objects"
 
 
 def main(argv: list[str] | None = None) -> int:
