@@ -668,8 +668,14 @@ def _upgrade_bands(scalars: dict, arrays: dict[str, np.ndarray], warmup: int) ->
     errors = arrays.pop("errors")
     arrays.pop("alpha", None)
     count, widths = arrays["error_count"], arrays["widths"]
-    steps = {errors.shape[0] if errors.ndim == 2 else -1, widths.shape[0] if widths.ndim else -1}
-    if count.ndim != 1 or steps != {count.size}:
+    steps = count.size  # every per-step array must have one row per horizon step
+    if (
+        count.ndim != 1
+        or errors.ndim != 2
+        or widths.ndim == 0
+        or errors.shape[0] != steps
+        or widths.shape[0] != steps
+    ):
         raise ValueError("forecaster state does not fit this configuration (errors)")
     filled = np.minimum(count, errors.shape[1])
     kept = np.arange(errors.shape[1])[None, :] < filled[:, None]
