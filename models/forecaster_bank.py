@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from models import half_history
 from models.conformal import MAE_TO_SIGMA
 from models.forecasting import (
     IntervalForecaster,
@@ -72,7 +73,8 @@ class ForecasterBank:
             "season_length": ((), np.int64),  # _NONE: detect the period
             "detector_origin": ((), np.int64),
             "history_size": ((), np.int64),
-            "history": ((self._history_width,), np.float32),
+            "history": ((self._history_width,), np.float16),  # codes (models.half_history)
+            "history_exp": ((), np.int64),
             "pending": ((h, h), np.float32),
             "pending_model": ((h, h), np.float32),
             "error_count": ((h,), np.int64),
@@ -158,6 +160,7 @@ class ForecasterBank:
         f._detector = self.detectors[row]
         f._detector_origin = int(self.detector_origin[row])
         f._history = self.history[row, : self.history_size[row]].copy()
+        f._history_exp = int(self.history_exp[row])
         f._pending = self.pending[row].copy()
         f._pending_model = self.pending_model[row].copy()
         b = f.bands
@@ -193,6 +196,7 @@ class ForecasterBank:
             self._widen_history(size)
         self.history_size[row] = size
         self.history[row, :size] = f._history
+        self.history_exp[row] = f._history_exp
         self.pending[row] = f._pending
         self.pending_model[row] = f._pending_model
         b = f.bands
@@ -220,7 +224,7 @@ class ForecasterBank:
         return row
 
     def _widen_history(self, width: int) -> None:
-        grown = np.zeros((self._capacity, width), dtype=np.float32)
+        grown = np.zeros((self._capacity, width), dtype=np.float16)
         grown[: self._size, : self._history_width] = self.history[: self._size]
         self.history = grown
         self._history_width = width
@@ -343,11 +347,14 @@ class ForecasterBank:
         denom = np.abs(yy) + np.abs(forecasts)
         smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
         size = self.history_size[rows][:, None]
-        naive = self.history[rows[:, None], (n[:, None] - steps) % size].astype(np.float64)
+        exp = self.history_exp[rows]
+        naive = half_history.decode(
+            self.history[rows[:, None], (n[:, None] - steps) % size], exp[:, None]
+        )
         naive_err = np.abs(yy - naive)
         lags = self._lags(rows)
         seasonal = (lags > 0) & (n >= lags)
-        last_season = self.history[rows, (n - lags) % size[:, 0]].astype(np.float64)
+        last_season = half_history.decode(self.history[rows, (n - lags) % size[:, 0]], exp)
         snaive_err = np.where(seasonal[:, None], np.abs(yy - last_season[:, None]), naive_err)
         # exponentially weighted statistics of steps 1..k
         count = self.acc_count[rows] + valid
@@ -438,7 +445,7 @@ class ForecasterBank:
     def _advance(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> None:
         """Store the samples, move the clocks on, record the forecasts issued now."""
         h = self.horizon
-        self.history[rows, n % self.history_size[rows]] = y
+        self.history[rows, n % self.history_size[rows]] = self._codes(rows, y)
         n = n + 1
         self.n[rows] = n
         model_path = self._path(rows, n)
@@ -473,8 +480,24 @@ class ForecasterBank:
             steps = np.flatnonzero(use[i]) + 1
             row = int(rows[i])
             size = int(self.history_size[row])
-            path[i, steps - 1] = self.history[row, (int(n[i]) - 1 + steps - int(lags[i])) % size]
+            codes = self.history[row, (int(n[i]) - 1 + steps - int(lags[i])) % size]
+            path[i, steps - 1] = half_history.decode(codes, int(self.history_exp[row]))
         return path
+
+    def _codes(self, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The history codes of these rows' new samples, widening the scale of a row whose
+        sample is larger than it holds (as `IntervalForecaster` does)."""
+        codes = half_history.encode(y, self.history_exp[rows])
+        over = np.flatnonzero(np.isinf(codes))
+        if over.size:
+            for i in over.tolist():
+                row = int(rows[i])
+                ring = self.history[row, : self.history_size[row]]
+                self.history_exp[row] = half_history.refit(
+                    ring, int(self.history_exp[row]), float(y[i])
+                )
+            codes = half_history.encode(y, self.history_exp[rows])
+        return codes
 
     # ------------------------------------------------------------------ forecasting
     def forecast_arrays(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from functools import cache
 
 import numpy as np
 
-from models import array_state
+from models import array_state, half_history
 from models.conformal import MAE_TO_SIGMA, ConformalBands, normal_half_widths
 from models.seasonal_curve import KNOTS, SeasonalCurve
 from models.seasonality import DAY_SECONDS, SeasonalityDetector
@@ -142,7 +142,7 @@ class IntervalForecaster:
         max_period_samples: candidate periods longer than this many samples are not tried:
             a period costs an array of its length (the seasonal-naive history), so the
             default 2,880 tracks a daily season at sampling intervals of 30 s and longer (a
-            day at 2 s would be 43,200 values, ~170 KB).
+            day at 2 s would be 43,200 values, ~86 KB as float16).
         alpha, beta, gamma, phi: level, trend, seasonal smoothing and trend damping.
         season_knots: points of the seasonal curve per period (`SeasonalCurve`); a period
             of at most this many samples has one value per phase.
@@ -166,6 +166,7 @@ class IntervalForecaster:
         "_n_diffs",
         "_step_estimate",
         "_history",
+        "_history_exp",
         "_level",
         "_pending",
         "_pending_model",
@@ -245,7 +246,8 @@ class IntervalForecaster:
         )
         self._detector: SeasonalityDetector | None = None
         self._detector_origin = 0  # sample index the detector's phase 0 refers to
-        self._history = np.zeros(max(horizon, self._period or 0) + 1, dtype=np.float32)
+        self._history = np.zeros(max(horizon, self._period or 0) + 1, dtype=np.float16)
+        self._history_exp = 0  # the history holds float16 codes of values / 2**_history_exp
         self._pending = np.zeros((horizon, horizon), dtype=np.float32)  # issued forecasts
         self._pending_model = np.zeros((horizon, horizon), dtype=np.float32)  # ETS alone
         self._damp = np.cumsum(phi ** np.arange(1, horizon + 1))
@@ -304,7 +306,11 @@ class IntervalForecaster:
 
     def _advance(self, y: float) -> None:
         """Store the sample, move the clock on, and record the forecasts issued now."""
-        self._history[self.n % self._history.size] = y
+        code = half_history.encode(y, self._history_exp)
+        if np.isinf(code):  # larger than the history's scale holds: widen the scale
+            self._history_exp = half_history.refit(self._history, self._history_exp, y)
+            code = half_history.encode(y, self._history_exp)
+        self._history[self.n % self._history.size] = code
         self.n += 1
         if self.season_length and self.n == self.season_length:
             self._init_season_from_first_period()
@@ -344,14 +350,12 @@ class IntervalForecaster:
         covered = self.bands.update_many(err)
         denom = np.abs(y) + np.abs(forecasts)
         smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
-        naive = self._history[origins % self._history.size].astype(np.float64)
+        naive = self._past(origins)
         naive_err = np.abs(y - naive)
         lag = self._snaive_lag
         seasonal = bool(lag and self.n >= lag)
-        if seasonal:
-            snaive_err = abs(y - float(self._history[(self.n - lag) % self._history.size]))
-        else:
-            snaive_err = naive_err  # no seasonal lag yet: seasonal-naive is the naive forecast
+        # no seasonal lag yet: seasonal-naive is the naive forecast
+        snaive_err = abs(y - float(self._past(self.n - lag))) if seasonal else naive_err
         self._accuracy.update(k, err, model_err, smape, naive_err, snaive_err, seasonal, covered)
 
     def _update_state(self, y: float) -> None:
@@ -391,7 +395,7 @@ class IntervalForecaster:
     def _init_season_from_first_period(self) -> None:
         """Classical start for a given period: first period's deviations from its mean."""
         m = self.season_length
-        first = self._history[np.arange(m) % self._history.size].astype(np.float64)
+        first = self._past(np.arange(m))
         self._season = SeasonalCurve.fit(first - first.mean(), self.season_knots)
         self._level = float(first.mean())
         self._trend = 0.0
@@ -400,7 +404,7 @@ class IntervalForecaster:
         size = max(size, self.horizon) + 1
         if size <= self._history.size:
             return
-        grown = np.zeros(size, dtype=np.float32)
+        grown = np.zeros(size, dtype=np.float16)
         for i in range(max(0, self.n - self._history.size), self.n):
             grown[i % size] = self._history[i % self._history.size]
         self._history = grown
@@ -449,8 +453,13 @@ class IntervalForecaster:
         path = model_path.copy()
         steps = np.flatnonzero(use[: path.size]) + 1
         lag = self._snaive_lag
-        path[steps - 1] = self._history[(self.n - 1 + steps - lag) % self._history.size]
+        path[steps - 1] = self._past(self.n - 1 + steps - lag)
         return path
+
+    def _past(self, index: int | np.ndarray) -> np.ndarray:
+        """The samples of these indices (still in the history ring), as float64."""
+        h = self._history
+        return half_history.decode(h[np.asarray(index) % h.size], self._history_exp)
 
     def forecast(self, horizon: int | None = None) -> list[ForecastPoint]:
         """Point forecasts and per-level bounds for the next `horizon` samples."""
@@ -549,6 +558,7 @@ class IntervalForecaster:
             "season_length": _optional_int(self.season_length),
             "detector_origin": int(self._detector_origin),
             "history_size": int(self._history.size),
+            "history_exp": int(self._history_exp),
             "bands_started": int(b._started),
             "seasonal_count": int(a.seasonal_count),
         }
@@ -620,7 +630,7 @@ class IntervalForecaster:
         f._detector_origin = int(s["detector_origin"])
         for name, target in fixed.items():  # in place: views of them (accuracy rows) hold
             target[...] = arrays[name]
-        f._history = _padded(arrays["history"], int(s["history_size"]))
+        f._history, f._history_exp = _history_codes(s, arrays["history"])
         if "season" in arrays:
             season = arrays["season"]
             if not f._period:
@@ -687,13 +697,21 @@ def _upgrade_bands(scalars: dict, arrays: dict[str, np.ndarray], warmup: int) ->
     scalars["bands_started"] = 0  # counted again from the steps' bands
 
 
-def _padded(values: np.ndarray, size: int) -> np.ndarray:
-    """`values` followed by zeros up to `size` (float32)."""
-    if values.ndim != 1 or values.size > size:
+def _history_codes(scalars: dict, stored: np.ndarray) -> tuple[np.ndarray, int]:
+    """The history ring and its exponent from a state: the stored codes followed by zeros up
+    to its size; a state written before the history was float16 has its values coded."""
+    size = int(scalars["history_size"])
+    if stored.ndim != 1 or stored.size > size:
         raise ValueError("forecaster state does not fit this configuration (history)")
-    out = np.zeros(size, dtype=np.float32)
-    out[: values.size] = values
-    return out
+    if stored.dtype == np.float16:
+        exponent = int(scalars["history_exp"])
+    else:
+        largest = float(np.max(np.abs(stored), initial=0.0))
+        exponent = max(0, half_history.exponent_for(largest))
+        stored = half_history.encode(stored, exponent)
+    out = np.zeros(size, dtype=np.float16)
+    out[: stored.size] = stored
+    return out, exponent
 
 
 def _optional_int(value: object) -> int | None:

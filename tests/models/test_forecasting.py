@@ -56,7 +56,42 @@ def test_switches_to_seasonal_naive_where_it_forecasts_better():
     assert f.period == DAY
     assert "+snaive" in f.model_name
     yhat = np.array([p.yhat for p in f.forecast()])
-    assert np.abs(yhat - profile[np.arange(n, n + 12) % DAY]).max() < 1e-3
+    # yesterday's values, as kept in the float16 history (at most 2**-11 of the value off)
+    np.testing.assert_allclose(yhat, profile[np.arange(n, n + 12) % DAY], rtol=2**-11, atol=0)
+
+
+def test_the_seasonal_naive_reference_keeps_values_of_any_size():
+    """Hourly steps from 1 to 1e9 (a network rate bursting from idle): the float16 history
+    widens its scale as larger values come, and still gives yesterday's values back to within
+    2**-11 of each."""
+    rng = np.random.default_rng(5)
+    profile = np.repeat(10.0 ** rng.uniform(0, 9, 24), DAY // 24)
+    f = IntervalForecaster()
+    n = 6 * DAY
+    for i in range(n):
+        f.learn_one(float(profile[i % DAY]), ts=T0 + 300 * i)
+    assert "+snaive" in f.model_name
+    yhat = np.array([p.yhat for p in f.forecast()])
+    np.testing.assert_allclose(yhat, profile[np.arange(n, n + 12) % DAY], rtol=2**-11, atol=0)
+
+
+def test_a_state_with_a_float32_history_loads_with_the_same_values():
+    """Checkpoints written before the history was float16 keep their seasonal-naive values."""
+    from models import array_state
+
+    rng = np.random.default_rng(8)
+    f = IntervalForecaster()
+    for i in range(2 * DAY + 5):
+        f.learn_one(float(daily(i) * 1e5 + rng.normal(0, 10)), ts=T0 + 300 * i)
+    scalars, arrays = array_state.unpack(f.dump())
+    values = f._past(np.arange(arrays["history"].size))
+    arrays["history"] = values.astype(np.float32)
+    del scalars["history_exp"]
+    old = IntervalForecaster.load(array_state.pack(scalars, arrays))
+    kept = old._past(np.arange(values.size))
+    np.testing.assert_allclose(kept, values, rtol=2**-11, atol=0)
+    assert old._history.dtype == np.float16
+    assert old.forecast()[0].yhat == pytest.approx(f.forecast()[0].yhat, rel=1e-3)
 
 
 def test_follows_a_linear_trend():
