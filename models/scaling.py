@@ -148,6 +148,8 @@ class ScalingPolicy:
     def __init__(self, config: ScalingConfig | None = None) -> None:
         self.config = config or ScalingConfig()
         self._last_action: dict[tuple[str, str], float] = {}
+        # per (vm, resource) under the scale-down threshold: (time, desired size) of the wishes
+        # that may still be the largest of the stabilisation window, their sizes decreasing
         self._down_recs: dict[tuple[str, str], deque[tuple[float, float]]] = {}
         self._down_since: dict[tuple[str, str], float] = {}
         self._last_migration: dict[str, float] = {}
@@ -262,6 +264,8 @@ class ScalingPolicy:
         if util_upper < cfg.down_threshold and util_now < cfg.down_threshold:
             recs = self._down_recs.setdefault(key, deque())
             self._down_since.setdefault(key, now)
+            while recs and recs[-1][1] <= desired:
+                recs.pop()  # an earlier wish no larger than this one can no longer be the max
             recs.append((now, desired))
             while recs and recs[0][0] < now - cfg.stabilisation_window:
                 recs.popleft()

@@ -102,6 +102,16 @@ def test_interrupted_window_restarts_and_window_maximum_is_used():
     assert down["target_allocation"] == 9  # the largest recommendation in the window
 
 
+def test_only_wishes_that_can_still_be_the_windows_largest_are_kept():
+    policy = ScalingPolicy(config(stabilisation_window=600.0, cooldown_down=0.0))
+    for dt, upper in ((0, 5.4), (100, 3.0), (200, 1.2), (300, 3.0)):  # wishes 9, 5, 2, 5
+        assert policy.decide(T0 + dt, [vm(cpu(16, 1.0, upper=upper))]) == []
+    kept = policy.vm_state("vm-1", None)["resources"]["vcpu"]["down_recs"]
+    assert kept == [[T0, 9], [T0 + 300, 5]]
+    [down] = policy.decide(T0 + 650, [vm(cpu(16, 1.0, upper=1.2))])  # the 9 has left the window
+    assert down["target_allocation"] == 5
+
+
 def test_no_scale_down_on_a_forecast_dip_alone():
     policy = ScalingPolicy(config(stabilisation_window=0.0, cooldown_down=0.0))
     dip = cpu(16, 9.0, upper=4.0, forecast=2.0)  # forecast low, but 56 % used right now
