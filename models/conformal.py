@@ -73,9 +73,10 @@ class ConformalBands:
         self.scale_window = scale_window
         self.warmup = warmup
         # (below, above) distances per (step, level); NaN until the step has `warmup` errors
-        self._widths = np.full((horizon, len(self.levels), 2), np.nan)
-        self._scale = np.zeros(horizon)  # per step, EW mean |error|
-        self._count = np.zeros(horizon, dtype=np.int64)
+        # float32 state: computed in float64, rounded on storing (a fleet keeps one per series)
+        self._widths = np.full((horizon, len(self.levels), 2), np.nan, dtype=np.float32)
+        self._scale = np.zeros(horizon, dtype=np.float32)  # per step, EW mean |error|
+        self._count = np.zeros(horizon, dtype=np.int32)
         # share of errors each side of a band should miss (both sides together when symmetric)
         miss = 1.0 - np.asarray(self.levels)
         self._target = miss if symmetric else miss / 2.0

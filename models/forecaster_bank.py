@@ -77,14 +77,14 @@ class ForecasterBank:
             "history_exp": ((), np.int64),
             "pending": ((h, h), np.float32),
             "pending_model": ((h, h), np.float32),
-            "error_count": ((h,), np.int64),
-            "band_scale": ((h,), np.float64),
-            "widths": ((h, lv, 2), np.float64),
+            "error_count": ((h,), np.int32),
+            "band_scale": ((h,), np.float32),
+            "widths": ((h, lv, 2), np.float32),
             "started": ((), np.int64),
-            "acc_count": ((h,), np.int64),
-            "acc_table": ((5, h), np.float64),
-            "coverage": ((h, lv), np.float64),
-            "cov_count": ((h,), np.int64),
+            "acc_count": ((h,), np.int32),
+            "acc_table": ((5, h), np.float32),
+            "coverage": ((h, lv), np.float32),
+            "cov_count": ((h,), np.int32),
             "seasonal_count": ((), np.int64),
         }
 
@@ -406,6 +406,7 @@ class ForecasterBank:
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.maximum(1.0 / count, 1.0 / bands.scale_window)
             new_scale = np.where(valid, scale + rate * (np.abs(err) - scale), scale)
+        new_scale = new_scale.astype(np.float32)  # as stored, as ConformalBands has it
         born = valid & (count == bands.warmup)
         if born.any():
             moved[born] = (new_scale[born][:, None] * bands._start)[:, :, None]
@@ -566,8 +567,8 @@ class ForecasterBank:
         seen = np.count_nonzero(counts, axis=1)
         covered = np.count_nonzero(self.cov_count[rows], axis=1)
         whole = (seen == h) & ((covered == h) | (covered == 0))
-        means = np.add.reduce(self.acc_table[rows, :4], axis=2) / h
-        coverage = np.add.reduce(self.coverage[rows], axis=1) / h
+        means = np.add.reduce(self.acc_table[rows, :4], axis=2, dtype=np.float64) / h
+        coverage = np.add.reduce(self.coverage[rows], axis=1, dtype=np.float64) / h
         out = []
         for i, row in enumerate(rows.tolist()):
             if not seen[i]:
@@ -578,9 +579,13 @@ class ForecasterBank:
                 cover = coverage[i].tolist()
             else:  # young rows: the same sums over the steps seen so far
                 table = self.acc_table[row, :4, : seen[i]]
-                mae, smape, snaive, naive = (np.add.reduce(table, axis=1) / seen[i]).tolist()
+                mae, smape, snaive, naive = (
+                    np.add.reduce(table, axis=1, dtype=np.float64) / seen[i]
+                ).tolist()
                 rates = self.coverage[row, : covered[i]]
-                cover = (np.add.reduce(rates, axis=0) / max(1, covered[i])).tolist()
+                cover = (
+                    np.add.reduce(rates, axis=0, dtype=np.float64) / max(1, covered[i])
+                ).tolist()
             figures = {
                 "n": int(counts[i, 0]),
                 "mae": mae,

@@ -88,12 +88,13 @@ class _Accuracy:
 
     def __post_init__(self) -> None:
         h = self.horizon
-        self.count = np.zeros(h, dtype=np.int64)
-        self.table = np.zeros((5, h))
+        # float32 state: computed in float64, rounded on storing (a fleet keeps one per series)
+        self.count = np.zeros(h, dtype=np.int32)
+        self.table = np.zeros((5, h), dtype=np.float32)
         # row views
         self.abs_err, self.smape, self.abs_snaive, self.abs_naive, self.abs_model = self.table
-        self.coverage = np.zeros((h, self.n_levels))
-        self.cov_count = np.zeros(h, dtype=np.int64)
+        self.coverage = np.zeros((h, self.n_levels), dtype=np.float32)
+        self.cov_count = np.zeros(h, dtype=np.int32)
 
     def update(
         self,
@@ -527,7 +528,9 @@ class IntervalForecaster:
         if not seen:
             return {"n": 0}
         # sum / count: what mean() computes, without its per-call overhead
-        mae, smape, snaive, naive = (np.add.reduce(acc.table[:4, :seen], axis=1) / seen).tolist()
+        mae, smape, snaive, naive = (
+            np.add.reduce(acc.table[:4, :seen], axis=1, dtype=np.float64) / seen
+        ).tolist()
         out = {
             "n": int(acc.count[0]),
             "mae": mae,
@@ -537,7 +540,9 @@ class IntervalForecaster:
         }
         covered = int(np.count_nonzero(acc.cov_count))
         if covered:
-            means = (np.add.reduce(acc.coverage[:covered], axis=0) / covered).tolist()
+            means = (
+                np.add.reduce(acc.coverage[:covered], axis=0, dtype=np.float64) / covered
+            ).tolist()
             out["coverage"] = {level_key(lvl): m for lvl, m in zip(self.levels, means, strict=True)}
         return out
 
