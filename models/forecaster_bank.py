@@ -28,6 +28,7 @@ from models.forecasting import (
     detected_season,
     forecast_points,
     level_key,
+    pending_layout,
 )
 from models.seasonal_curve import SeasonalCurve
 
@@ -48,7 +49,7 @@ class ForecasterBank:
         self._bands = template.bands  # its settings: rate, warmup, targets, start widths
         self._acc_window = template._accuracy.window
         self._damp = template._damp
-        self._steps = np.arange(1, h + 1)
+        self._steps, self._starts = pending_layout(h)
         self._keys = [level_key(lvl) for lvl in self.levels]
         self._free: list[int] = []
         self._size = 0  # rows handed out so far (free ones included)
@@ -75,8 +76,8 @@ class ForecasterBank:
             "history_size": ((), np.int64),
             "history": ((self._history_width,), np.float16),  # codes (models.half_history)
             "history_exp": ((), np.int64),
-            "pending": ((h, h), np.float32),
-            "pending_model": ((h, h), np.float32),
+            "pending": ((h * (h + 1) // 2,), np.float32),  # triangles, see pending_layout
+            "pending_model": ((h * (h + 1) // 2,), np.float32),
             "error_count": ((h,), np.int32),
             "band_scale": ((h,), np.float32),
             "widths": ((h, lv, 2), np.float32),
@@ -337,8 +338,7 @@ class ForecasterBank:
         steps = self._steps
         k = np.minimum(h, n)
         valid = steps[None, :] <= k[:, None]
-        ring = (n[:, None] - steps) % h
-        cell = (rows[:, None], ring, steps - 1)
+        cell = (rows[:, None], self._starts + n[:, None] % steps)
         forecasts = self.pending[cell].astype(np.float64)
         yy = y[:, None]
         err = yy - forecasts
@@ -445,14 +445,13 @@ class ForecasterBank:
 
     def _advance(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> None:
         """Store the samples, move the clocks on, record the forecasts issued now."""
-        h = self.horizon
         self.history[rows, n % self.history_size[rows]] = self._codes(rows, y)
         n = n + 1
         self.n[rows] = n
         model_path = self._path(rows, n)
-        ring = (n - 1) % h
-        self.pending_model[rows, ring] = model_path
-        self.pending[rows, ring] = self._combine(rows, n, model_path)
+        cell = (rows[:, None], self._starts + (n - 1)[:, None] % self._steps)
+        self.pending_model[cell] = model_path
+        self.pending[cell] = self._combine(rows, n, model_path)
 
     def _path(self, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
         path = self.level[rows][:, None] + self._damp * self.trend[rows][:, None]

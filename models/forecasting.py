@@ -40,14 +40,18 @@ def _normal_quantiles(levels: tuple[float, ...]) -> list[float]:
 
 
 @cache
-def _pending_cells(horizon: int, k: int, phase: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 1..k and where the forecasts for the current sample made 1..k steps ago sit in
-    the (origin ring, step) pending table; `phase` is the sample count modulo `horizon`."""
-    steps = np.arange(1, k + 1)
-    cells = (steps, (phase - steps) % horizon, steps - 1)
-    for array in cells:  # shared by every forecaster: read-only
+def pending_layout(horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1..horizon, and where each step's ring starts in the triangle of pending forecasts.
+
+    A forecast for s steps ahead waits s samples for its truth, so step s keeps a ring of s
+    slots: the forecast issued after sample j sits at start[s - 1] + j % s, which is where the
+    sample of index n finds the one made s steps before it (j = n - s). The triangle holds
+    horizon * (horizon + 1) / 2 values, against horizon**2 for a table of origins by steps."""
+    steps = np.arange(1, horizon + 1)
+    starts = steps * (steps - 1) // 2
+    for array in (steps, starts):  # shared by every forecaster: read-only
         array.flags.writeable = False
-    return cells
+    return steps, starts
 
 
 def level_key(level: float) -> str:
@@ -249,8 +253,9 @@ class IntervalForecaster:
         self._detector_origin = 0  # sample index the detector's phase 0 refers to
         self._history = np.zeros(max(horizon, self._period or 0) + 1, dtype=np.float16)
         self._history_exp = 0  # the history holds float16 codes of values / 2**_history_exp
-        self._pending = np.zeros((horizon, horizon), dtype=np.float32)  # issued forecasts
-        self._pending_model = np.zeros((horizon, horizon), dtype=np.float32)  # ETS alone
+        triangle = horizon * (horizon + 1) // 2  # see pending_layout
+        self._pending = np.zeros(triangle, dtype=np.float32)  # issued forecasts
+        self._pending_model = np.zeros(triangle, dtype=np.float32)  # ETS alone
         self._damp = np.cumsum(phi ** np.arange(1, horizon + 1))
         self.bands = ConformalBands(horizon, self.levels, symmetric, band_rate, band_window)
         self._accuracy = _Accuracy(horizon, len(self.levels), accuracy_window)
@@ -316,8 +321,10 @@ class IntervalForecaster:
         if self.season_length and self.n == self.season_length:
             self._init_season_from_first_period()
         model_path = self._path(self.horizon)
-        self._pending_model[(self.n - 1) % self.horizon] = model_path
-        self._pending[(self.n - 1) % self.horizon] = self._combine(model_path)
+        steps, starts = pending_layout(self.horizon)
+        slots = starts + (self.n - 1) % steps  # issued after the sample of index n - 1
+        self._pending_model[slots] = model_path
+        self._pending[slots] = self._combine(model_path)
 
     def _missing_samples(self, diff: float) -> int:
         """Samples skipped in a gap of `diff` seconds (0 while the interval is unknown)."""
@@ -343,11 +350,13 @@ class IntervalForecaster:
     def _score_pending(self, y: float) -> None:
         """Compare the forecasts made 1..H steps ago for this sample with the truth."""
         k = min(self.horizon, self.n)
-        steps, rows, columns = _pending_cells(self.horizon, k, self.n % self.horizon)
+        steps, starts = pending_layout(self.horizon)
+        steps = steps[:k]
+        slots = starts[:k] + self.n % steps
         origins = self.n - steps  # sample index each forecast was issued after
-        forecasts = self._pending[rows, columns].astype(np.float64)
+        forecasts = self._pending[slots].astype(np.float64)
         err = y - forecasts
-        model_err = y - self._pending_model[rows, columns]
+        model_err = y - self._pending_model[slots]
         covered = self.bands.update_many(err)
         denom = np.abs(y) + np.abs(forecasts)
         smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
@@ -620,6 +629,8 @@ class IntervalForecaster:
         b, a = f.bands, f._accuracy
         if "band_scale" not in arrays and "errors" in arrays:
             _upgrade_bands(s, arrays, b.warmup)
+        if "pending" in arrays and arrays["pending"].ndim == 2:
+            _upgrade_pending(s, arrays, f.horizon)
         fixed = f._fixed_shape_state()
         for name, template in fixed.items():
             got = arrays.get(name)
@@ -700,6 +711,23 @@ def _upgrade_bands(scalars: dict, arrays: dict[str, np.ndarray], warmup: int) ->
     widths[count < warmup] = np.nan
     arrays["widths"] = widths
     scalars["bands_started"] = 0  # counted again from the steps' bands
+
+
+def _upgrade_pending(scalars: dict, arrays: dict[str, np.ndarray], horizon: int) -> None:
+    """Bring the pending forecasts of a state written as a table of origins (ring rows) by
+    steps to the triangle of `pending_layout`, in place: each forecast still waiting for its
+    truth moves to its step's ring."""
+    n = int(scalars["n"])
+    steps, starts = pending_layout(horizon)
+    for name in ("pending", "pending_model"):
+        table = arrays[name]
+        if table.shape != (horizon, horizon):
+            raise ValueError(f"forecaster state does not fit this configuration ({name})")
+        triangle = np.zeros(horizon * (horizon + 1) // 2, dtype=np.float32)
+        for s in steps.tolist():
+            for origin in range(max(0, n - s), n):  # its truth, sample origin + s, not yet seen
+                triangle[starts[s - 1] + origin % s] = table[origin % horizon, s - 1]
+        arrays[name] = triangle
 
 
 def _history_codes(scalars: dict, stored: np.ndarray) -> tuple[np.ndarray, int]:

@@ -170,3 +170,39 @@ def test_a_state_that_does_not_fit_is_refused():
     del scalars["level"]
     with pytest.raises(ValueError, match="not a forecaster state"):
         IntervalForecaster.load(array_state.pack(scalars, arrays), horizon=6)
+
+
+def test_a_state_with_pending_forecasts_as_a_table_loads_and_goes_on_the_same():
+    """States written before the pending forecasts became triangles kept them in a table of
+    origins (ring rows) by steps: a forecast for sample origin + s, issued after sample
+    `origin`, at [origin % horizon, s - 1]. Such a state scores the truths that follow against
+    the same forecasts, so it learns and forecasts on exactly as the state it was made from."""
+    rng = np.random.default_rng(4)
+    bank = ForecasterBank(capacity=1)
+    row = bank.add()
+    clock = 0
+    for _ in range(100):
+        clock += 1
+        bank.learn([row], [_value(0, T0 + STEP * clock, rng)], [T0 + STEP * clock])
+    state = bank.dump_row(row)
+    scalars, arrays = array_state.unpack(state)
+    n, h = int(scalars["n"]), bank.horizon
+    for name in ("pending", "pending_model"):
+        triangle = arrays[name]
+        assert triangle.shape == (h * (h + 1) // 2,)
+        table = np.full((h, h), np.nan, dtype=np.float32)  # cells no truth will read stay NaN
+        start = 0
+        for s in range(1, h + 1):
+            for origin in range(n - s, n):
+                table[origin % h, s - 1] = triangle[start + origin % s]
+            start += s
+        arrays[name] = table
+    old = IntervalForecaster.load(array_state.pack(scalars, arrays))
+    new = IntervalForecaster.load(state)
+    for _ in range(2 * h):
+        clock += 1
+        y = _value(0, T0 + STEP * clock, rng)
+        old.learn_one(y, T0 + STEP * clock)
+        new.learn_one(y, T0 + STEP * clock)
+    assert _same(forecast_message("vm", "m", old), forecast_message("vm", "m", new))
+    assert math.isfinite(forecast_message("vm", "m", old)["accuracy"]["mae"])
