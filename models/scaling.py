@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -149,8 +148,9 @@ class ScalingPolicy:
         self.config = config or ScalingConfig()
         self._last_action: dict[tuple[str, str], float] = {}
         # per (vm, resource) under the scale-down threshold: (time, desired size) of the wishes
-        # that may still be the largest of the stabilisation window, their sizes decreasing
-        self._down_recs: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        # that may still be the largest of the stabilisation window, their sizes decreasing (a
+        # short list: an empty deque alone takes 760 bytes)
+        self._down_recs: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self._down_since: dict[tuple[str, str], float] = {}
         self._last_migration: dict[str, float] = {}
         self._migrating: dict[str, float] = {}  # vm_id -> when its migrate was issued
@@ -218,7 +218,7 @@ class ScalingPolicy:
             if "down_since" in entry:
                 self._down_since[key] = float(entry["down_since"])
             if "down_recs" in entry:
-                self._down_recs[key] = deque((float(t), float(d)) for t, d in entry["down_recs"])
+                self._down_recs[key] = [(float(t), float(d)) for t, d in entry["down_recs"]]
         if "migrating" in state:
             self._migrating[vm_id] = float(state["migrating"])
         if host is not None and "host_last_migration" in state:
@@ -262,13 +262,15 @@ class ScalingPolicy:
             return self._action(now, vm, resource, "scale_up", alloc, target, reason, conf)
 
         if util_upper < cfg.down_threshold and util_now < cfg.down_threshold:
-            recs = self._down_recs.setdefault(key, deque())
+            recs = self._down_recs.setdefault(key, [])
             self._down_since.setdefault(key, now)
             while recs and recs[-1][1] <= desired:
                 recs.pop()  # an earlier wish no larger than this one can no longer be the max
             recs.append((now, desired))
-            while recs and recs[0][0] < now - cfg.stabilisation_window:
-                recs.popleft()
+            expired = 0  # the wishes older than the window; the one made now stays
+            while expired < len(recs) - 1 and recs[expired][0] < now - cfg.stabilisation_window:
+                expired += 1
+            del recs[:expired]
             if now - self._down_since[key] < cfg.stabilisation_window:
                 return None  # not yet held for the whole window
             if last is not None and now - last < cfg.cooldown_down:
