@@ -12,8 +12,10 @@
     restores N VMs by cycling through the pool's warmed states (`load_vm` under new ids), feeds
     every VM one more sample, and measures RSS; with --timings also times creating and restoring
     those VMs and dumping their state.
-Each run also times one full garbage collection over what it holds (a pause of the whole
-worker), with what was imported frozen out first, as the worker does.
+Each run sets the garbage collector's young-generation threshold as the worker does (with
+Python's default, collections take a third of the planner's time per window) and times one
+full garbage collection over what it holds (a pause of the whole worker), with what was
+imported frozen out first, as the worker does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import time
 
 from bench._models import feed, fleet_ticks, iter_fleet_ticks
 from models.engine import FEATURES, AnomalyEngine, EngineConfig, Sample
+from streams.cli import collect_young_every
+from streams.settings import Settings
 
 
 def rss_bytes() -> int:
@@ -221,6 +225,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--timings", action="store_true")
     args = parser.parse_args()
+    collect_young_every(Settings.from_env().gc_gen0_threshold)  # as in the worker
     gc.freeze()  # the worker freezes what it imported at start (see full_collection)
     if args.mode == "planner":
         result = planner(args.vms, args.ticks)
