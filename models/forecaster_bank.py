@@ -488,15 +488,12 @@ class ForecasterBank:
         """The history codes of these rows' new samples, widening the scale of a row whose
         sample is larger than it holds (as `IntervalForecaster` does)."""
         codes = half_history.encode(y, self.history_exp[rows])
-        over = np.flatnonzero(np.isinf(codes))
-        if over.size:
-            for i in over.tolist():
-                row = int(rows[i])
-                ring = self.history[row, : self.history_size[row]]
-                self.history_exp[row] = half_history.refit(
-                    ring, int(self.history_exp[row]), float(y[i])
-                )
-            codes = half_history.encode(y, self.history_exp[rows])
+        for i in np.flatnonzero(np.isinf(codes)).tolist():
+            row = int(rows[i])
+            ring = self.history[row, : self.history_size[row]]
+            codes[i], self.history_exp[row] = half_history.code_for(
+                ring, int(self.history_exp[row]), float(y[i])
+            )
         return codes
 
     # ------------------------------------------------------------------ forecasting

@@ -312,10 +312,7 @@ class IntervalForecaster:
 
     def _advance(self, y: float) -> None:
         """Store the sample, move the clock on, and record the forecasts issued now."""
-        code = half_history.encode(y, self._history_exp)
-        if np.isinf(code):  # larger than the history's scale holds: widen the scale
-            self._history_exp = half_history.refit(self._history, self._history_exp, y)
-            code = half_history.encode(y, self._history_exp)
+        code, self._history_exp = half_history.code_for(self._history, self._history_exp, y)
         self._history[self.n % self._history.size] = code
         self.n += 1
         if self.season_length and self.n == self.season_length:

@@ -39,7 +39,17 @@ def decode(codes: np.ndarray, exponent: int | np.ndarray) -> np.ndarray:
     return np.ldexp(codes.astype(np.float64), np.asarray(exponent))
 
 
-def refit(codes: np.ndarray, exponent: int, value: float = 0.0) -> int:
+def code_for(ring: np.ndarray, exponent: int, value: float) -> tuple[np.ndarray, int]:
+    """`value`'s code in `ring`, and the ring's exponent after: widened, with the ring
+    re-coded, when the value is too large for the one it has."""
+    code = encode(value, exponent)
+    if np.isinf(code):
+        exponent = refit(ring, exponent, value)
+        code = encode(value, exponent)
+    return code, exponent
+
+
+def refit(codes: np.ndarray, exponent: int, value: float) -> int:
     """Re-code `codes` in place for an exponent fitted to their largest magnitude and to
     `value`'s (about to be written); returns that exponent."""
     values = decode(codes, exponent)

@@ -48,3 +48,15 @@ def test_a_value_too_large_for_the_scale_overflows_and_a_refit_makes_room():
     # the small values lost precision to the wider scale, within its absolute bound
     assert abs(back[0] - 12.5) <= 2.0 ** (exponent - 25)
     assert abs(back[3] + 7.25) <= 2.0 ** (exponent - 25)
+
+
+def test_code_for_keeps_the_scale_when_the_value_fits_and_widens_it_when_not():
+    ring = half_history.encode(np.array([3.0, -250.0]), 0)
+    code, exponent = half_history.code_for(ring, 0, 1000.0)
+    assert exponent == 0 and float(code) == 1000.0
+    code, exponent = half_history.code_for(ring, 0, 3e8)
+    assert exponent == half_history.exponent_for(3e8) > 0
+    assert half_history.decode(code, exponent) == pytest.approx(3e8, rel=REL)
+    assert half_history.decode(ring, exponent)[1] == pytest.approx(
+        -250.0, abs=2.0 ** (exponent - 25)
+    )
