@@ -111,7 +111,7 @@ class FleetForests:
 
     def _score_halfspace(self, X: np.ndarray, rows: np.ndarray | None) -> dict[str, np.ndarray]:
         # HalfSpaceTrees scores 0 until its first reference window is complete: not ready yet.
-        if self.hst is None or self.hst.hst._first_window or len(X) == 0:
+        if self.hst is None or self.hst.first_window or len(X) == 0:
             return {}
         index = np.arange(len(X)) if rows is None else np.flatnonzero(rows)
         scores = np.full(len(X), np.nan)
@@ -122,9 +122,7 @@ class FleetForests:
     def _learn_halfspace(self, X: np.ndarray, rows: np.ndarray | None) -> None:
         if self.hst is None or len(X) == 0:
             return
-        feats = self.features
         H = X if rows is None else X[rows]
         start = (-self._rows_seen) % self.learn_every
-        for row in squash(H[start :: self.learn_every]).tolist():
-            self.hst.learn_one(dict(zip(feats, row, strict=True)))
+        self.hst.learn_many(squash(H[start :: self.learn_every]))
         self._rows_seen += len(H)

@@ -507,7 +507,7 @@ def test_the_fleet_forests_only_see_samples_with_two_metrics_or_more():
     ]
     run(single, engine)
     assert engine._fleet.iforest._n_learned == 0
-    assert engine._fleet.hst.hst.counter == 0
+    assert engine._fleet.hst.counter == 0 and engine._fleet.hst.first_window
 
     def learned(vm: str, channel: str) -> int:
         return engine._calibration.count(engine._vms[vm].slot, engine._columns[channel])
