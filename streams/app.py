@@ -91,7 +91,10 @@ host_tables = {
     .relative_to(lambda event: _window_start.get())
     for size, retention in AGGREGATES.items()
 }
-windows_by_size = {size: TumblingWindows(size, settings.window_grace_s) for size in AGGREGATES}
+# one set of windows: the shortest size, the longer ones rolled up from it as they close
+aggregate_windows = TumblingWindows(
+    min(AGGREGATES), settings.window_grace_s, rollups=tuple(sorted(AGGREGATES))[1:]
+)
 processor = MetricsProcessor(
     engine=AnomalyEngine(settings.engine),
     validator=Validator(
@@ -99,11 +102,12 @@ processor = MetricsProcessor(
     ),
     checkpoint_every=settings.checkpoint_every,
     planner=CapacityPlanner(settings.capacity),
-    forecast_windows=windows_by_size.get(
-        settings.forecast_window_s,
-        TumblingWindows(settings.forecast_window_s, settings.window_grace_s),
+    forecast_windows=(
+        aggregate_windows
+        if settings.forecast_window_s == aggregate_windows.size_s
+        else TumblingWindows(settings.forecast_window_s, settings.window_grace_s)
     ),
-    aggregate_windows=tuple(windows_by_size.values()),
+    aggregate_windows=(aggregate_windows,),
     restore=lambda vm_id: Checkpoint.decode(model_state.get(vm_id)),
     forecast_checkpoint_every=settings.forecast_checkpoint_every,
     restore_forecasts=lambda vm_id: _from_text(forecast_state.get(vm_id)),
@@ -233,7 +237,7 @@ def recent_windows(vm_id: str, count: int = 12) -> dict[str, list[dict]]:
     """The VM's latest closed windows of each size, newest first, read from the tables."""
     return {
         f"{int(size)}s": _read_back(
-            aggregate_tables[size], vm_id, windows_by_size[size].last_closed_end(vm_id), count
+            aggregate_tables[size], vm_id, aggregate_windows.last_closed_end(vm_id, size), count
         )
         for size in AGGREGATES
     }
@@ -243,7 +247,7 @@ def recent_host_windows(host: str, count: int = 12) -> dict[str, list[dict]]:
     """The host's latest windows of each size, newest first (None if this worker has none)."""
     out = {}
     for size in AGGREGATES:
-        ends = [windows_by_size[size].last_closed_end(vm) for vm in processor.vms_on(host)]
+        ends = [aggregate_windows.last_closed_end(vm, size) for vm in processor.vms_on(host)]
         ends = [e for e in ends if e is not None]
         out[f"{int(size)}s"] = _read_back(host_tables[size], host, max(ends, default=None), count)
     return out

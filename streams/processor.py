@@ -330,8 +330,8 @@ class MetricsProcessor:
             done = windows.add(sample, host)
             if done:
                 self.closed_windows.extend(done)
-                if windows is self.forecast_windows:
-                    closed = done
+                if windows is self.forecast_windows:  # its rollups are not forecast
+                    closed = [w for w in done if w.size_s == windows.size_s]
         if self._forecast_windows_apart:
             closed = self.forecast_windows.add(sample, host)
         return closed

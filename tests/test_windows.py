@@ -60,3 +60,39 @@ def test_vms_are_independent_and_forgettable() -> None:
 def test_invalid_sizes_are_refused() -> None:
     with pytest.raises(ValueError):
         TumblingWindows(0)
+
+
+def test_a_rollup_is_the_sum_of_its_windows_and_closes_with_its_last_one() -> None:
+    w = TumblingWindows(60, grace_s=10, rollups=(300,))
+    for ts, cpu in ((5, 10), (65, 50), (70, 20), (250, 40)):
+        w.add(s(ts, cpu))
+    assert w.add(s(305, 1)) == []  # [240, 300) has its grace still
+    minute, five = w.add(s(311, 2))
+    assert (minute.size_s, minute.start, five.size_s, five.start) == (60, 240, 300, 0)
+    assert five.metrics["cpu_pct"].as_dict() == {"mean": 30.0, "max": 50.0, "count": 4}
+    assert w.last_closed_end("vm", 300) == 300 and w.last_closed_end("vm") == 300
+
+
+def test_a_rollup_closes_on_a_sample_that_closes_no_shorter_window() -> None:
+    w = TumblingWindows(60, grace_s=10, rollups=(300,))
+    w.add(s(10, 4))
+    (minute,) = w.add(s(305, 8))  # closes [0, 60); the rollup [0, 300) is still in its grace
+    assert minute.start == 0 and w.last_closed_end("vm", 300) is None
+    (five,) = w.add(s(315, 8))
+    assert (five.size_s, five.start, five.metrics["cpu_pct"].count) == (300, 0, 1)
+
+
+def test_a_sample_late_for_its_window_is_late_for_the_rollup_too() -> None:
+    w = TumblingWindows(60, grace_s=10, rollups=(300,))
+    w.add(s(10, 1))
+    w.add(s(75, 2))  # closes [0, 60)
+    assert w.add(s(20, 99)) == [] and w.late == 1
+    (five,) = w.open_windows("vm", 300)
+    assert five["metrics"]["cpu_pct"] == {"mean": 1.5, "max": 2.0, "count": 2}
+    assert w.open_windows("vm")[0]["start"] == 60  # the base size's open windows
+
+
+def test_rollups_must_be_multiples_of_the_window() -> None:
+    for bad in (60, 90, 30):
+        with pytest.raises(ValueError):
+            TumblingWindows(60, rollups=(bad,))
