@@ -112,7 +112,7 @@ _PROFILE_BLOB = "daily_profile_bins"
 _P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is three times as slow to create
 class Sample:
     """One observation of one VM: event time in epoch seconds and any subset of FEATURES."""
 

@@ -28,6 +28,9 @@ ALLOCATION_RANGES: dict[str, tuple[float, float]] = {
     "mem_mib": (64.0, 1e8),
     "net_mbps": (1.0, 1e7),
 }
+# (name, low, high) triples: what the per-sample loop iterates
+_METRIC_BOUNDS = tuple((name, low, high) for name, (low, high) in RANGES.items())
+_ALLOCATION_BOUNDS = tuple((name, low, high) for name, (low, high) in ALLOCATION_RANGES.items())
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Rejection:
     sample_index: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per sample: not frozen, which is three times as slow to create
 class ValidSample:
     sample: Sample
     host: str | None
@@ -153,17 +156,18 @@ class Validator:
             ts = default_ts
         elif not (type(ts) is float and EARLIEST_TS <= ts <= now + self.max_clock_skew_s):
             ts = self._ts(ts, now)  # anything but an in-range float: convert or explain
-        values = self._numbers(doc, RANGES)
+        values = self._numbers(doc, _METRIC_BOUNDS)
         if not values:
             raise _Invalid("no_metrics", f"none of the metric fields {list(RANGES)} is present")
         own_host = self._optional_id(doc, "host")
-        allocation = self._numbers(doc, ALLOCATION_RANGES) or None
+        allocation = self._numbers(doc, _ALLOCATION_BOUNDS) or None
         return ValidSample(Sample(vm_id, ts, values), own_host or host, allocation)
 
-    def _numbers(self, doc: dict, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
+    def _numbers(self, doc: dict, bounds: tuple[tuple[str, float, float], ...]) -> dict[str, float]:
         values: dict[str, float] = {}
-        for name, (low, high) in ranges.items():
-            value = doc.get(name)
+        get = doc.get
+        for name, low, high in bounds:
+            value = get(name)
             if value is None:
                 continue
             kind = type(value)
