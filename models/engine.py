@@ -80,7 +80,7 @@ from models.daily_profile import DailyProfiles
 from models.drift import CompactPageHinkley
 from models.fleet import FleetForests
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
-from models.metric_bank import MetricBank, occurrence_groups
+from models.metric_bank import MetricBank, batch_rounds
 from models.normalizer import EWStandardizer
 from models.peaks import RecentPeaks
 from models.recurrence import DailyRecurrence
@@ -684,8 +684,9 @@ class AnomalyEngine:
         sum_combine = self.config.combine == "sum"
         log = math.log
         # the k-th round holds each VM's k-th scored sample
-        slots = [local[i].state.slot for i in scored]
-        rounds = [[scored[j] for j in group] for group in occurrence_groups(slots)]
+        slots = np.array([local[i].state.slot for i in scored])
+        in_order = np.array(scored)
+        rounds = [in_order[group].tolist() for group in batch_rounds(slots)]
         for members in rounds:
             pair_slots: list[int] = []
             pair_columns: list[int] = []

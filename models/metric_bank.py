@@ -307,10 +307,20 @@ class MetricBank:
 
 
 def batch_rounds(slots: np.ndarray) -> list[np.ndarray]:
-    """Row indices grouped so that no slot repeats within a group, in order of occurrence."""
-    if len(slots) == 1 or len(np.unique(slots)) == len(slots):
-        return [np.arange(len(slots))]
-    return [np.array(group, dtype=np.intp) for group in occurrence_groups(slots.tolist())]
+    """Row indices grouped so that no slot repeats within a group, in order of occurrence:
+    the k-th group holds each slot's k-th row (`occurrence_groups`, for integer slots)."""
+    n = len(slots)
+    if n <= 1:
+        return [np.arange(n)]
+    order = np.argsort(slots, kind="stable")  # each slot's rows together, in row order
+    ordered = slots[order]
+    first = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    if len(first) == n:  # no slot repeats
+        return [np.arange(n)]
+    occurrence = np.empty(n, dtype=np.intp)
+    occurrence[order] = np.arange(n) - np.repeat(first, np.diff(np.append(first, n)))
+    rows = np.argsort(occurrence, kind="stable")
+    return np.split(rows, np.cumsum(np.bincount(occurrence))[:-1])
 
 
 def occurrence_groups(keys: Iterable[Hashable]) -> list[list[int]]:

@@ -7,7 +7,7 @@ import pytest
 
 from models.classification import GrowthTracker
 from models.drift import CompactPageHinkley
-from models.metric_bank import MetricBank
+from models.metric_bank import MetricBank, batch_rounds, occurrence_groups
 from models.normalizer import EWStandardizer
 from models.residual import DampedTrendForecaster
 
@@ -108,3 +108,13 @@ def test_state_round_trips_and_released_slots_come_back_empty():
     again = bank.allocate()
     assert again == slot and bank.state(again) == [0.0] * len(values)
     assert bank.shift_state(again) == [0.0] * M
+
+
+@pytest.mark.parametrize("size, distinct", [(1, 1), (7, 7), (50, 3), (400, 60)])
+def test_batch_rounds_hold_each_slots_kth_row_in_row_order(size: int, distinct: int):
+    slots = np.random.default_rng(size).integers(0, distinct, size)
+    if distinct == size:
+        slots = np.random.default_rng(size).permutation(size)
+    rounds = batch_rounds(slots)
+    assert [r.tolist() for r in rounds] == occurrence_groups(slots.tolist())
+    assert all(len(np.unique(slots[r])) == len(r) for r in rounds)
