@@ -328,7 +328,17 @@ class _Local:
     daily: list[float]  # profile scores of the present metrics (-1: none)
     shifted: bool
     scored: bool
-    shift: float  # largest |EW mean of a metric's clipped z-score|
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The VM-local pass's per-metric arrays for a batch (rows = samples, columns = FEATURES)."""
+
+    present: np.ndarray  # bool: the sample has a finite value of the metric
+    Z: np.ndarray  # z-scores (0 where absent)
+    R: np.ndarray  # forecast residual scores
+    P: np.ndarray  # daily-profile scores (-1: none)
+    shift: np.ndarray  # per sample: largest |EW mean of a metric's clipped z-score|
 
 
 class AnomalyEngine:
@@ -413,15 +423,8 @@ class AnomalyEngine:
         """Score each sample against what its VM and the fleet learned before it, then learn it."""
         if not samples:
             return []
-        local, Z = self._local_pass(samples)
-        # Python floats: the per-sample decision reads them one at a time
-        fleet_scores = {name: arr.tolist() for name, arr in self._fleet_pass(local, Z).items()}
-        raws = [
-            self._raw_scores(loc, {name: col[i] for name, col in fleet_scores.items()})
-            if loc.scored
-            else None
-            for i, loc in enumerate(local)
-        ]
+        local, batch = self._local_pass(samples)
+        raws = self._raw_scores(batch, self._fleet_pass(local, batch.Z))
         calibrated = self._calibrate(local, raws)
         return [
             self._decide(sample, loc, cal)
@@ -568,10 +571,10 @@ class AnomalyEngine:
             self._profiles.reset(slot)
         return slot
 
-    def _local_pass(self, samples: Sequence[Sample]) -> tuple[list[_Local], np.ndarray]:
+    def _local_pass(self, samples: Sequence[Sample]) -> tuple[list[_Local], _Batch]:
         """Per-metric scores of each sample against its VM's state before it, then learn it.
 
-        Returns the per-sample results and the batch's z-scores (0 where a metric is absent).
+        Returns the per-sample results and the batch's per-metric arrays.
         """
         rows: list[list[float]] = []
         presents: list[list[int]] = []
@@ -615,7 +618,7 @@ class AnomalyEngine:
         else:
             P = np.full(X.shape, -1.0)
         local = []
-        for state, values, present, z, r, t, d, is_warm, is_shifted, s in zip(
+        for state, values, present, z, r, t, d, is_warm, is_shifted in zip(
             states,
             values_of,
             presents,
@@ -625,7 +628,6 @@ class AnomalyEngine:
             P.tolist(),
             warm,
             shifted.tolist(),
-            shift.tolist(),
             strict=True,
         ):
             if len(present) < _N_FEATURES:  # keep the present metrics' entries only
@@ -634,8 +636,8 @@ class AnomalyEngine:
                 t = [t[i] for i in present]
                 d = [d[i] for i in present]
             scored = is_warm and bool(present)
-            local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored, s))
-        return local, Z
+            local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored))
+        return local, _Batch(~np.isnan(X), Z, R, P, shift)
 
     def _fleet_pass(self, local: list[_Local], Z: np.ndarray) -> dict[str, np.ndarray]:
         if not self._fleet.names:
@@ -647,25 +649,29 @@ class AnomalyEngine:
         rows = np.fromiter((len(loc.present) >= need for loc in local), bool, len(local))
         return self._fleet.score_and_learn(Z, rows)
 
-    def _raw_scores(self, loc: _Local, fleet: dict[str, float]) -> dict[str, float]:
-        """Each channel's raw score (a float) of a scored sample, in `channels` order."""
+    def _raw_scores(self, batch: _Batch, fleet: dict[str, np.ndarray]) -> np.ndarray:
+        """Each channel's raw score per sample (rows) in `channels` order; NaN where a channel
+        does not score the sample."""
+        present = batch.present
         # shift: EW mean of signed z per metric (kept in the metric bank), in units of its own
         # noise level on pure noise; a sustained moderate move accumulates, noise averages out.
-        raw = {
-            "residual": max(loc.residual),
-            "level": max(map(abs, loc.z)),
-            "shift": loc.shift * self._shift_norm,
-        }
-        daily = max(loc.daily) if loc.daily else -1.0
-        if daily >= 0.0:  # some metric has a daily rhythm and a ready bin
-            raw[_DAILY] = daily
-        for name, s in fleet.items():
-            if s == s:  # NaN: that forest did not score this sample
-                raw[name] = -math.log(max(1e-12, 1.0 - s))
-        return raw
+        columns = [
+            np.where(present, batch.R, -np.inf).max(axis=1),  # residual
+            np.where(present, np.abs(batch.Z), -np.inf).max(axis=1),  # level
+            batch.shift * self._shift_norm,
+        ]
+        if _DAILY in self._columns:  # where some metric has a daily rhythm and a ready bin
+            daily = np.where(present, batch.P, -np.inf).max(axis=1)
+            columns.append(np.where(daily >= 0.0, daily, np.nan))
+        log = math.log
+        nan = math.nan
+        for name in self._fleet.names:  # NaN: that forest is not ready or skipped the sample
+            scores = fleet[name].tolist() if name in fleet else [nan] * len(present)
+            columns.append(np.array([-log(max(1e-12, 1.0 - v)) if v == v else v for v in scores]))
+        return np.stack(columns, axis=1)
 
     def _calibrate(
-        self, local: list[_Local], raws: list[dict[str, float] | None]
+        self, local: list[_Local], raws: np.ndarray
     ) -> list[tuple[dict[str, float], float] | None]:
         """Per scored sample, each counted channel's surprise (-ln p) and the final p-value.
 
@@ -676,56 +682,45 @@ class AnomalyEngine:
         once its own does). All calibrators of a batch run in the bank together, in rounds in
         which no VM repeats (which equals sample order: VMs are independent)."""
         out: list[tuple[dict[str, float], float] | None] = [None] * len(local)
-        scored = [i for i, raw in enumerate(raws) if raw is not None]
-        if not scored:
+        scored = np.flatnonzero(np.fromiter((loc.scored for loc in local), bool, len(local)))
+        if not len(scored):
             return out
-        bank, columns = self._calibration, self._columns
-        combined = columns[_COMBINED]
+        bank, channels = self._calibration, self.channels
+        combined = self._columns[_COMBINED]
+        optional = np.array([name in _OPTIONAL_CHANNELS for name in channels])
         sum_combine = self.config.combine == "sum"
         log = math.log
+        slots = np.array([loc.state.slot for loc in local])
         # the k-th round holds each VM's k-th scored sample
-        slots = np.array([local[i].state.slot for i in scored])
-        in_order = np.array(scored)
-        rounds = [in_order[group].tolist() for group in batch_rounds(slots)]
-        for members in rounds:
-            pair_slots: list[int] = []
-            pair_columns: list[int] = []
-            pair_raws: list[float] = []
-            for i in members:
-                raw = raws[i]
-                pair_slots.extend([local[i].state.slot] * len(raw))
-                pair_columns.extend([columns[name] for name in raw])
-                pair_raws.extend(raw.values())
-            ps, counted = bank.observe(pair_slots, pair_columns, pair_raws)
-            ready_slots: list[int] = []
-            ready_tops: list[float] = []
-            ready_members: list[int] = []
-            k = 0
-            for i in members:
-                surprises: dict[str, float] = {}
-                top = 0.0
-                ready = True  # every counted channel's calibrator gives p-values
-                for name in raws[i]:
-                    p, ok = ps[k], counted[k]
-                    k += 1
-                    if not ok:
-                        if name in _OPTIONAL_CHANNELS:
-                            continue
-                        ready = False
-                    s = -log(p if p > _P_FLOOR else _P_FLOOR)
-                    surprises[name] = s
-                    if s > top:
-                        top = s
-                if sum_combine:
-                    top = sum(surprises.values())
-                out[i] = (surprises, 1.0)
-                if ready:
-                    ready_slots.append(local[i].state.slot)
-                    ready_tops.append(top)
-                    ready_members.append(i)
-            if ready_slots:
-                finals, _ = bank.observe(ready_slots, [combined] * len(ready_slots), ready_tops)
-                for i, p in zip(ready_members, finals, strict=True):
+        for group in batch_rounds(slots[scored]):
+            members = scored[group]
+            member_slots = slots[members]
+            scores = raws[members]
+            valid = ~np.isnan(scores)  # the pairs (sample, channel) to calibrate, row by row
+            ps, counted = bank.observe(
+                np.repeat(member_slots, valid.sum(axis=1)).tolist(),
+                np.nonzero(valid)[1].tolist(),
+                scores[valid].tolist(),
+            )
+            surprise = np.zeros(scores.shape)
+            surprise[valid] = [-log(p if p > _P_FLOOR else _P_FLOOR) for p in ps]
+            young = np.zeros(scores.shape, dtype=bool)
+            young[valid] = np.logical_not(counted)
+            kept = valid & ~(young & optional)  # a young optional channel is left out
+            ready = ~(young & ~optional).any(axis=1)  # every counted channel gives p-values
+            kept_surprise = np.where(kept, surprise, 0.0)
+            tops = kept_surprise.sum(axis=1) if sum_combine else kept_surprise.max(axis=1)
+            rows = zip(members.tolist(), surprise.tolist(), kept.tolist(), strict=True)
+            for i, row, keep in rows:
+                named = zip(channels, row, keep, strict=True)
+                out[i] = ({name: v for name, v, k in named if k}, 1.0)
+            if ready.any():
+                finals, _ = bank.observe(
+                    member_slots[ready].tolist(),
+                    [combined] * int(ready.sum()),
+                    tops[ready].tolist(),
+                )
+                for i, p in zip(members[ready].tolist(), finals, strict=True):
                     out[i] = (out[i][0], min(1.0, max(p, _P_FLOOR)))
         return out
 
