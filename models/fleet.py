@@ -19,7 +19,7 @@ import importlib.util
 import numpy as np
 from river import anomaly
 
-from models.halfspace import HalfSpaceBatchScorer
+from models.halfspace import BatchedHalfSpaceTrees
 
 
 def squash(Z: np.ndarray) -> np.ndarray:
@@ -63,7 +63,7 @@ class FleetForests:
         self.learn_every = max(1, learn_every)
         self._rows_seen = 0
         self.hst = (
-            HalfSpaceBatchScorer(
+            BatchedHalfSpaceTrees(
                 anomaly.HalfSpaceTrees(
                     n_trees=hst_trees, height=hst_height, window_size=hst_window, seed=seed
                 ),

@@ -20,7 +20,7 @@ from river.tree.padded import PaddedBranch
 _MIN_BATCH = 4  # below this many rows numpy's per-call cost exceeds a walk in Python
 
 
-class HalfSpaceBatchScorer:
+class BatchedHalfSpaceTrees:
     """A River `HalfSpaceTrees` that learns and scores rows of a matrix.
 
     `features` names the matrix columns, in the order of the keys the trees split on. The

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from river import anomaly
 
-from models.halfspace import HalfSpaceBatchScorer
+from models.halfspace import BatchedHalfSpaceTrees
 
 FEATURES = ("a", "b", "c")
 
@@ -19,7 +19,7 @@ def _row(x: np.ndarray) -> dict[str, float]:
 def test_batches_learn_and_score_as_river_one_at_a_time_through_window_pivots(window: int):
     rng = np.random.default_rng(3)
     reference = anomaly.HalfSpaceTrees(n_trees=5, height=4, window_size=window, seed=7)
-    batched = HalfSpaceBatchScorer(
+    batched = BatchedHalfSpaceTrees(
         anomaly.HalfSpaceTrees(n_trees=5, height=4, window_size=window, seed=7), FEATURES
     )
     if window > 1:
@@ -46,7 +46,7 @@ def test_batches_learn_and_score_as_river_one_at_a_time_through_window_pivots(wi
 
 def test_a_row_in_a_sparse_corner_scores_above_the_rows_the_trees_saw_most():
     rng = np.random.default_rng(5)
-    scorer = HalfSpaceBatchScorer(
+    scorer = BatchedHalfSpaceTrees(
         anomaly.HalfSpaceTrees(n_trees=10, height=6, window_size=100, seed=1), FEATURES
     )
     scorer.learn_many(0.5 + 0.05 * rng.standard_normal((400, 3)))
