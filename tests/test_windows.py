@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
+import time
+
 import pytest
 
-from models.engine import Sample
+from models.engine import AnomalyEngine, Sample
+from streams.capacity import CapacityConfig, CapacityPlanner
+from streams.processor import MetricsProcessor, Source
 from streams.windows import TumblingWindows
 
 
@@ -96,3 +102,44 @@ def test_rollups_must_be_multiples_of_the_window() -> None:
     for bad in (60, 90, 30):
         with pytest.raises(ValueError):
             TumblingWindows(60, rollups=(bad,))
+
+
+def test_the_processor_forecasts_the_minutes_not_their_rollups() -> None:
+    """With the 5-minute rollup on the forecast windows' instance, the planner learns the same
+    windows, and publishes the same forecasts and actions, as with 1-minute windows alone."""
+    start = (time.time() - 7200.0) // 300.0 * 300.0  # windows aligned: fixed counts
+    records = [
+        json.dumps(
+            {
+                "vm_id": "vm-1",
+                "ts": start + 20.0 * i,
+                "cpu_pct": 40.0 + 30.0 * math.sin(i / 9.0),
+                "mem_pct": 50.0 + i % 7,
+                "net_in_bps": 1e6 * (2.0 + math.cos(i / 5.0)),
+                "net_out_bps": 5e5 + 1e3 * (i % 11),
+                "vcpus": 4,
+                "mem_mib": 8192,
+                "net_mbps": 1000.0,
+            }
+        ).encode()
+        for i in range(300)
+    ]
+
+    def published(forecast: TumblingWindows, aggregates: tuple) -> tuple[list, list]:
+        processor = MetricsProcessor(
+            engine=AnomalyEngine(),
+            planner=CapacityPlanner(CapacityConfig(min_windows=3, act_after_windows=5)),
+            forecast_windows=forecast,
+            aggregate_windows=aggregates,
+        )
+        outputs = []
+        for i, raw in enumerate(records):
+            outputs += processor.process(raw, Source("vm.metrics", 0, i, b"vm-1"))
+        planned = [(o.topic_id, o.value) for o in outputs if o.topic_id in ("forecasts", "actions")]
+        return planned, [w.size_s for w in processor.take_closed_windows()]
+
+    rolled = TumblingWindows(60.0, 10.0, rollups=(300.0,))
+    with_rollup, sizes = published(rolled, (rolled,))
+    alone, _ = published(TumblingWindows(60.0, 10.0), ())
+    assert sizes.count(300.0) == 19 and sizes.count(60.0) == 99
+    assert with_rollup and with_rollup == alone
