@@ -108,10 +108,6 @@ class TumblingWindows:
             if size <= self.size_s or size % self.size_s:
                 raise ValueError(f"a rollup ({size:g} s) must be a multiple of {self.size_s:g} s")
 
-    @property
-    def sizes(self) -> tuple[float, ...]:
-        return (self.size_s, *self.rollups)
-
     def add(self, sample: Sample, host: str | None = None) -> list[ClosedWindow]:
         """Add one sample; returns the windows of its VM its event time closed, each size
         oldest first (the shortest size first)."""
