@@ -334,6 +334,7 @@ class _Local:
 class _Batch:
     """The VM-local pass's per-metric arrays for a batch (rows = samples, columns = FEATURES)."""
 
+    slots: np.ndarray  # per sample: its VM's row in the banks
     present: np.ndarray  # bool: the sample has a finite value of the metric
     Z: np.ndarray  # z-scores (0 where absent)
     R: np.ndarray  # forecast residual scores
@@ -425,7 +426,7 @@ class AnomalyEngine:
             return []
         local, batch = self._local_pass(samples)
         raws = self._raw_scores(batch, self._fleet_pass(local, batch.Z))
-        calibrated = self._calibrate(local, raws)
+        calibrated = self._calibrate(local, batch.slots, raws)
         return [
             self._decide(sample, loc, cal)
             for sample, loc, cal in zip(samples, local, calibrated, strict=True)
@@ -637,7 +638,7 @@ class AnomalyEngine:
                 d = [d[i] for i in present]
             scored = is_warm and bool(present)
             local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored))
-        return local, _Batch(~np.isnan(X), Z, R, P, shift)
+        return local, _Batch(slot_array, ~np.isnan(X), Z, R, P, shift)
 
     def _fleet_pass(self, local: list[_Local], Z: np.ndarray) -> dict[str, np.ndarray]:
         if not self._fleet.names:
@@ -671,7 +672,7 @@ class AnomalyEngine:
         return np.stack(columns, axis=1)
 
     def _calibrate(
-        self, local: list[_Local], raws: np.ndarray
+        self, local: list[_Local], slots: np.ndarray, raws: np.ndarray
     ) -> list[tuple[dict[str, float], float] | None]:
         """Per scored sample, each counted channel's surprise (-ln p) and the final p-value.
 
@@ -690,7 +691,6 @@ class AnomalyEngine:
         optional = np.array([name in _OPTIONAL_CHANNELS for name in channels])
         sum_combine = self.config.combine == "sum"
         log = math.log
-        slots = np.array([loc.state.slot for loc in local])
         # the k-th round holds each VM's k-th scored sample
         for group in batch_rounds(slots[scored]):
             members = scored[group]
