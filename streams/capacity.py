@@ -311,8 +311,10 @@ class CapacityPlanner:
                 points = by_metric.get(metric, [])
                 point = [max(0.0, p["yhat"]) * scale for p in points]
                 high = [max(0.0, p[upper]) * scale for p in points]
-            resources[resource] = ResourceView(  # kept for every VM until its next window:
-                allocation=allocation,  # arrays of floats take a third of lists' memory
+            # kept for every VM until its next window: arrays of floats take a third of the
+            # memory of lists
+            resources[resource] = ResourceView(
+                allocation=allocation,
                 usage=history.latest(index),
                 forecast=array("d", point),
                 upper=array("d", high),
