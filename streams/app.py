@@ -17,6 +17,7 @@ import faust
 from faust.streams import _current_event as faust_current_event  # no public setter
 
 from models.engine import AnomalyEngine
+from streams.batching import partition_backlog, take_ready
 from streams.capacity import CapacityPlanner
 from streams.faust_monitor import setup_prometheus_monitor
 from streams.fetch_wait import limit_fetch_wait
@@ -132,7 +133,14 @@ async def process_metrics(stream: faust.StreamT) -> None:
     records would otherwise each pay the fleet forests' per-call cost). Faust acknowledges the
     events only after the batch is handled, so delivery stays at-least-once.
     """
-    async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
+    batches = take_ready(
+        stream,
+        settings.take_max,
+        settings.take_ready_bytes,
+        within=settings.take_within_s,
+        backlog=partition_backlog(app),
+    )
+    async for events in batches:
         records = [(e.message.value, _source(e.message)) for e in events]
         deliveries = await publisher.publish(processor.process_many(records))
         # a checkpoint must not reach the changelog before the outputs it reflects: a worker

@@ -112,6 +112,9 @@ class Settings:
     fetch_max_wait_ms: int = 100
     take_max: int = 200
     take_within_s: float = 0.02
+    # a batch of records this large goes to the engine as soon as no further record is waiting
+    # (one record of ~70 samples or more; see streams/batching.py)
+    take_ready_bytes: int = 16_384
     forecast_window_s: float = 60.0
     window_grace_s: float = 10.0
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
@@ -156,6 +159,7 @@ class Settings:
             fetch_max_wait_ms=_env("NOVACRON_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, int),
             take_max=_env("NOVACRON_TAKE_MAX", d.take_max, int),
             take_within_s=_env("NOVACRON_TAKE_WITHIN_S", d.take_within_s, float),
+            take_ready_bytes=_env("NOVACRON_TAKE_READY_BYTES", d.take_ready_bytes, int),
             feedback_token=_env("NOVACRON_FEEDBACK_TOKEN", d.feedback_token, str),
             max_body_bytes=_env("NOVACRON_MAX_BODY_BYTES", d.max_body_bytes, int),
             history_series_vms=_env("NOVACRON_HISTORY_SERIES_VMS", d.history_series_vms, int),

@@ -1,0 +1,131 @@
+"""take_ready: when a stream's events are handed to the agent, through Faust's in-memory agent."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import faust
+import pytest
+
+from streams.batching import take_ready
+
+BIG = b"x" * 200  # at least ready_bytes (100) on its own
+SMALL = b"y"
+
+
+class Harness:
+    """An agent over an in-memory channel that records each batch it is handed."""
+
+    def __init__(self, max_events: int, within: float) -> None:
+        self.app = faust.App(f"take-ready-{uuid.uuid4().hex[:8]}", web_enabled=False)
+        self.batches: list[list[bytes]] = []
+        self.release = asyncio.Event()  # the agent handles a batch only once this is set
+        self.release.set()
+        channel = self.app.channel(value_type=bytes)
+
+        async def collect(stream: faust.StreamT) -> None:
+            async for events in take_ready(stream, max_events, ready_bytes=100, within=within):
+                self.batches.append([e.message.value for e in events])
+                await self.release.wait()
+                yield len(events)
+
+        self.agent = self.app.agent(channel)(collect)
+
+    async def until(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.batches) < count:
+            assert time.monotonic() < deadline, f"{len(self.batches)} batches, not {count}"
+            await asyncio.sleep(0.01)
+
+
+def run(coro_fn) -> None:  # noqa: ANN001 - an async test body taking the harness
+    asyncio.run(coro_fn())
+
+
+def test_a_record_worth_a_batch_is_handed_over_without_waiting() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=60.0)
+        async with h.agent.test_context() as agent:
+            await agent.put(BIG, wait=False)
+            await h.until(1)  # a 60 s timer would fail this
+            assert h.batches == [[BIG]]
+
+    run(body)
+
+
+def test_small_records_wait_for_company_up_to_max_events() -> None:
+    async def body() -> None:
+        h = Harness(max_events=3, within=60.0)
+        async with h.agent.test_context() as agent:
+            for _ in range(2):
+                await agent.put(SMALL, wait=False)
+            await asyncio.sleep(0.3)
+            assert h.batches == []  # 2 bytes, nothing else waiting: not yet worth a batch
+            await agent.put(SMALL, wait=False)
+            await h.until(1)
+            assert h.batches == [[SMALL] * 3]
+
+    run(body)
+
+
+def test_a_lone_small_record_is_handed_over_after_within() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=0.3)
+        async with h.agent.test_context() as agent:
+            put_at = time.monotonic()
+            await agent.put(SMALL, wait=False)
+            await h.until(1)
+            assert time.monotonic() - put_at >= 0.3
+            assert h.batches == [[SMALL]]
+
+    run(body)
+
+
+def test_records_that_queue_behind_a_batch_make_the_next_batch_together() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=60.0)
+        async with h.agent.test_context() as agent:
+            h.release.clear()  # the agent is busy with its first batch
+            await agent.put(BIG, wait=False)
+            await h.until(1)
+            for i in range(3):
+                await agent.put(bytes([i]) * 150, wait=False)
+            await asyncio.sleep(0.2)
+            assert len(h.batches) == 1  # nothing is handed over while the agent is busy
+            h.release.set()
+            await h.until(2)
+            assert h.batches[1] == [bytes([i]) * 150 for i in range(3)]
+
+    run(body)
+
+
+def test_max_events_bounds_a_backlog() -> None:
+    async def body() -> None:
+        h = Harness(max_events=2, within=60.0)
+        async with h.agent.test_context() as agent:
+            h.release.clear()
+            await agent.put(BIG, wait=False)
+            await h.until(1)
+            for _ in range(5):
+                await agent.put(BIG, wait=False)
+            h.release.set()
+            await h.until(4)
+            assert [len(b) for b in h.batches] == [1, 2, 2, 1]
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("max_events", "ready_bytes", "within"), [(0, 10, 1.0), (1, -1, 1.0), (1, 10, 0.0)]
+)
+def test_nonsense_limits_are_refused(max_events: int, ready_bytes: int, within: float) -> None:
+    async def body() -> None:
+        app = faust.App(f"take-ready-{uuid.uuid4().hex[:8]}", web_enabled=False)
+        stream = app.channel(value_type=bytes).stream()
+        with pytest.raises(ValueError, match="take_ready needs"):
+            async for _ in take_ready(stream, max_events, ready_bytes, within):
+                pass
+
+    run(body)
