@@ -468,8 +468,12 @@ def produce_to_alert_latency(
     forecast_window_s: float = 2.0,
     window_grace_s: float = 0.5,
     fetch_max_wait_ms: int | None = None,
+    samples_per_record: int = 1,
 ) -> dict:
-    """Fixed-rate single-sample records with injected anomalies through one real worker.
+    """Fixed-rate records with injected anomalies through one real worker.
+
+    With `samples_per_record` 1 each record is one sample; above 1 each record carries that many
+    VMs' samples of one tick (a host's batch), all stamped with the record's produce time.
 
     Latency of an alert = the listener's receive time minus the wall-clock time its sample
     (same vm_id and ts) was handed to the producer. A forecast is issued when a VM's sample
@@ -500,7 +504,10 @@ def produce_to_alert_latency(
     ticks = warmup_ticks + steady_ticks + anomaly_ticks + tail_ticks
     tick_rate = rate / vms
     step = 1.0 / tick_rate
-    fleet = Fleet(vms, seed=11, vms_per_host=4, day_seconds=600.0)
+    batched = samples_per_record > 1
+    fleet = Fleet(
+        vms, seed=11, vms_per_host=samples_per_record if batched else 4, day_seconds=600.0
+    )
     kinds = ("cpu_spike", "io_bottleneck", "network_saturation", "memory_leak")
     for i in range(anomalies):
         first = warmup_ticks + (i * steady_ticks) // max(anomalies, 1)
@@ -517,7 +524,7 @@ def produce_to_alert_latency(
         start_ts = time.time()
         began = time.monotonic()
         lateness = 0.0
-        for tick, records in fleet.records(ticks, start_ts, step, batch=False):
+        for tick, records in fleet.records(ticks, start_ts, step, batch=batched):
             delay = began + tick * step - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -525,8 +532,9 @@ def produce_to_alert_latency(
                 lateness = max(lateness, -delay)
             for key, value in records:
                 now = time.time()
-                sent_at[(key, round(value["ts"], 3))] = now
-                sent_by_vm.setdefault(key, []).append((value["ts"], now))
+                for sample in value["samples"] if batched else (value,):
+                    sent_at[(sample["vm_id"], round(sample["ts"], 3))] = now
+                    sent_by_vm.setdefault(sample["vm_id"], []).append((sample["ts"], now))
                 producer.send(
                     deployment.metrics_topic,
                     key=key.encode(),
@@ -557,6 +565,8 @@ def produce_to_alert_latency(
     for topic_id, received_at, value in listener.received:
         vm_id = value.get("vm_id")
         if topic_id == "metrics":
+            if batched:  # the record's first sample stands for the record
+                vm_id = (value.get("samples") or [{}])[0].get("vm_id")
             sent = sent_at.get((vm_id, round(float(value.get("ts", 0.0)), 3)))
             if sent is not None:
                 transport.append(received_at - sent)
@@ -602,6 +612,7 @@ def produce_to_alert_latency(
         "worker_backlog_samples_while_producing": _spread(backlog),
         "worker_behind_wall_clock_s_while_producing": _spread(behind),
         "target_rate_samples_per_s": rate,
+        "samples_per_record": samples_per_record,
         "consumer_fetch_max_wait_ms": fetch_max_wait_ms or 1500,
         "achieved_produce_rate": ticks * vms / max(produced_s, 1e-9),
         "max_producer_lateness_s": round(lateness, 4),

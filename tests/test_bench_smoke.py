@@ -103,6 +103,14 @@ def test_model_costs_state_and_memory(results: dict) -> None:
     assert len(timed) == 1 and _positive(timed[0]["create_s"])
 
 
+def test_the_batched_latency_run_sees_every_record(results: dict) -> None:
+    run = results["latency_batch"]
+    assert run["samples_per_record"] > 1
+    records = run["ticks"] * math.ceil(run["vms"] / run["samples_per_record"])
+    assert run["produce_to_raw_consumer"]["count"] == records
+    assert "p99_produce_to_alert_ms_batched" in results["summary"]["goals"]
+
+
 def test_latency_section_is_well_formed(results: dict) -> None:
     latency = results["latency"]
     assert _positive(latency["achieved_produce_rate"])
