@@ -22,10 +22,13 @@ stays at-least-once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
 import faust
+
+log = logging.getLogger(__name__)
 
 Backlog = Callable[[faust.EventT], bool]
 
@@ -36,7 +39,11 @@ def partition_backlog(app: faust.App) -> Backlog:
 
     def behind(event: faust.EventT) -> bool:
         message = event.message
-        highwater = app.consumer.highwater(message.tp)
+        try:
+            highwater = app.consumer.highwater(message.tp)
+        except Exception:  # noqa: BLE001 - not known here: consumer not started, or the
+            # partition was revoked in a rebalance while its events were on their way
+            return False
         return highwater is not None and message.offset + 1 < highwater
 
     return behind
@@ -69,19 +76,25 @@ async def take_ready(
         nonlocal size, first_at
         if not accepting.is_set():
             await accepting.wait()
-        event = stream.current_event
-        if event is None:
-            raise RuntimeError("take_ready found no current event")
-        if not events:
-            first_at = time.monotonic()
-            arrived.set()
-        events.append(event)
-        size += len(event.message.value or b"")
-        if len(events) >= max_events or (
-            size >= ready_bytes and queue.empty() and not (backlog and backlog(event))
-        ):
-            accepting.clear()
-            ready.set()
+        try:
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take_ready found no current event")
+            if not events:
+                first_at = time.monotonic()
+                arrived.set()
+            events.append(event)
+            size += len(event.message.value or b"")
+            if len(events) >= max_events or (
+                size >= ready_bytes and queue.empty() and not (backlog and backlog(event))
+            ):
+                accepting.clear()
+                ready.set()
+        except Exception as exc:
+            # raised here, it would end the background drain and leave the agent waiting for
+            # events that never come: stop the stream loudly instead
+            log.exception("take_ready could not buffer an event")
+            await stream.crash(exc)
         return value
 
     stream.enable_acks = False  # acknowledged here, after the agent handled the batch

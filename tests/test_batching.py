@@ -9,7 +9,7 @@ import uuid
 import faust
 import pytest
 
-from streams.batching import take_ready
+from streams.batching import partition_backlog, take_ready
 
 BIG = b"x" * 200  # at least ready_bytes (100) on its own
 SMALL = b"y"
@@ -127,5 +127,17 @@ def test_nonsense_limits_are_refused(max_events: int, ready_bytes: int, within: 
         with pytest.raises(ValueError, match="take_ready needs"):
             async for _ in take_ready(stream, max_events, ready_bytes, within):
                 pass
+
+    run(body)
+
+
+def test_the_backlog_is_unknown_rather_than_an_error_without_an_assigned_partition() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=60.0)
+        behind = partition_backlog(h.app)  # this app's consumer never starts
+        async with h.agent.test_context() as agent:
+            event = await agent.put(BIG, wait=False)
+            assert behind(event) is False
+            await h.until(1)
 
     run(body)
