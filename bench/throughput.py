@@ -271,8 +271,9 @@ def broker_sections(sizes: dict, workdir: Path) -> dict:
         for lat in sizes["latency"]:
             per_record = lat.get("per_record", 1)
             shape = "batch_all_models" if per_record > 1 else "single_all_models"
+            records = "single-sample" if per_record == 1 else f"{per_record}-sample"
             log(
-                f"   at {lat['load']:.0%} load, {per_record} samples per record, "
+                f"   at {lat['load']:.0%} load, {records} records, "
                 f"fetch wait {lat.get('wait', 'as Faust sets it')}"
             )
             run = _kafka.produce_to_alert_latency(
