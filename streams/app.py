@@ -130,8 +130,9 @@ async def process_metrics(stream: faust.StreamT) -> None:
     """Validate, score and learn records; publish alerts, forecasts, actions and dead letters.
 
     Records are taken a few at a time so that one engine call scores them all (single-sample
-    records would otherwise each pay the fleet forests' per-call cost). Faust acknowledges the
-    events only after the batch is handled, so delivery stays at-least-once.
+    records would otherwise each pay the fleet forests' per-call cost); `take_ready` hands them
+    over as soon as nothing more is waiting, and acknowledges the events only after the batch
+    is handled, so delivery stays at-least-once.
     """
     batches = take_ready(
         stream,
