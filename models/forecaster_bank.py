@@ -55,6 +55,7 @@ class ForecasterBank:
         self._size = 0  # rows handed out so far (free ones included)
         self._capacity = 0
         self._history_width = template._history.size
+        self._recent = h + 1  # the history's ring of recent samples, then its seasonal one
         self._grow(max(1, capacity))
 
     # ------------------------------------------------------------------ rows
@@ -73,9 +74,11 @@ class ForecasterBank:
             "periods": ((), np.int64),  # 0: non-seasonal
             "season_length": ((), np.int64),  # _NONE: detect the period
             "detector_origin": ((), np.int64),
-            "history_size": ((), np.int64),
+            "history_size": ((), np.int64),  # seasonal-naive slots (after the recent ring)
             "history": ((self._history_width,), np.float16),  # codes (models.half_history)
             "history_exp": ((), np.int64),
+            "history_block": ((), np.int64),
+            "history_sum": ((), np.float64),
             "pending": ((h * (h + 1) // 2,), np.float32),  # triangles, see pending_layout
             "pending_model": ((h * (h + 1) // 2,), np.float32),
             "error_count": ((h,), np.int32),
@@ -160,8 +163,10 @@ class ForecasterBank:
         f._season = self.seasons[row]
         f._detector = self.detectors[row]
         f._detector_origin = int(self.detector_origin[row])
-        f._history = self.history[row, : self.history_size[row]].copy()
+        f._history = self.history[row, : self._recent + self.history_size[row]].copy()
         f._history_exp = int(self.history_exp[row])
+        f._history_block = int(self.history_block[row])
+        f._history_sum = float(self.history_sum[row])
         f._pending = self.pending[row].copy()
         f._pending_model = self.pending_model[row].copy()
         b = f.bands
@@ -195,9 +200,11 @@ class ForecasterBank:
         size = f._history.size
         if size > self._history_width:
             self._widen_history(size)
-        self.history_size[row] = size
+        self.history_size[row] = size - self._recent
         self.history[row, :size] = f._history
         self.history_exp[row] = f._history_exp
+        self.history_block[row] = f._history_block
+        self.history_sum[row] = f._history_sum
         self.pending[row] = f._pending
         self.pending_model[row] = f._pending_model
         b = f.bands
@@ -346,15 +353,16 @@ class ForecasterBank:
         covered, has_band = self._update_bands(rows, k, valid, err)
         denom = np.abs(yy) + np.abs(forecasts)
         smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
-        size = self.history_size[rows][:, None]
         exp = self.history_exp[rows]
         naive = half_history.decode(
-            self.history[rows[:, None], (n[:, None] - steps) % size], exp[:, None]
+            self.history[rows[:, None], (n[:, None] - steps) % self._recent], exp[:, None]
         )
         naive_err = np.abs(yy - naive)
         lags = self._lags(rows)
         seasonal = (lags > 0) & (n >= lags)
-        last_season = half_history.decode(self.history[rows, (n - lags) % size[:, 0]], exp)
+        last_season = half_history.decode(
+            self.history[rows, self._seasonal_slots(rows, n - lags)], exp
+        )
         snaive_err = np.where(seasonal[:, None], np.abs(yy - last_season[:, None]), naive_err)
         # exponentially weighted statistics of steps 1..k
         count = self.acc_count[rows] + valid
@@ -445,7 +453,14 @@ class ForecasterBank:
 
     def _advance(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> None:
         """Store the samples, move the clocks on, record the forecasts issued now."""
-        self.history[rows, n % self.history_size[rows]] = self._codes(rows, y)
+        self.history[rows, n % self._recent] = self._codes(rows, y)
+        block = self.history_block[rows]
+        within = n % block
+        total = np.where(within == 0, y, self.history_sum[rows] + y)
+        self.history_sum[rows] = total
+        self.history[rows, self._seasonal_slots(rows, n)] = half_history.encode(
+            total / (within + 1), self.history_exp[rows]
+        )
         n = n + 1
         self.n[rows] = n
         model_path = self._path(rows, n)
@@ -479,10 +494,15 @@ class ForecasterBank:
         for i in np.flatnonzero(use.any(axis=1)).tolist():
             steps = np.flatnonzero(use[i]) + 1
             row = int(rows[i])
-            size = int(self.history_size[row])
-            codes = self.history[row, (int(n[i]) - 1 + steps - int(lags[i])) % size]
+            index = int(n[i]) - 1 + steps - int(lags[i])
+            codes = self.history[row, self._seasonal_slots(np.full(steps.size, row), index)]
             path[i, steps - 1] = half_history.decode(codes, int(self.history_exp[row]))
         return path
+
+    def _seasonal_slots(self, rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Where the rows' seasonal-naive values of these sample indices are in `history`."""
+        blocks = index // self.history_block[rows]
+        return self._recent + blocks % self.history_size[rows]
 
     def _codes(self, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The history codes of these rows' new samples, widening the scale of a row whose
@@ -490,7 +510,7 @@ class ForecasterBank:
         codes = half_history.encode(y, self.history_exp[rows])
         for i in np.flatnonzero(np.isinf(codes)).tolist():
             row = int(rows[i])
-            ring = self.history[row, : self.history_size[row]]
+            ring = self.history[row, : self._recent + self.history_size[row]]
             codes[i], self.history_exp[row] = half_history.code_for(
                 ring, int(self.history_exp[row]), float(y[i])
             )

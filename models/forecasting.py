@@ -39,6 +39,12 @@ def _normal_quantiles(levels: tuple[float, ...]) -> list[float]:
     return normal_half_widths(levels).tolist()
 
 
+def seasonal_block(lag: int, slots: int) -> int:
+    """Samples per value of the seasonal-naive reference for periods up to `lag`: 1 while a
+    period fits in `slots` values, else the fewest consecutive samples whose means do."""
+    return max(1, lag // slots)
+
+
 @cache
 def pending_layout(horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Steps 1..horizon, and where each step's ring starts in the triangle of pending forecasts.
@@ -144,10 +150,12 @@ class IntervalForecaster:
         step_seconds: sampling interval; None infers it from the timestamps passed to
             `learn_one` (falling back to `default_step_seconds` when none are given).
         candidate_periods: seasonal periods (seconds) tried by the detector.
-        max_period_samples: candidate periods longer than this many samples are not tried:
-            a period costs an array of its length (the seasonal-naive history), so the
-            default 2,880 tracks a daily season at sampling intervals of 30 s and longer (a
-            day at 2 s would be 43,200 values, ~86 KB as float16).
+        max_period_samples: candidate periods longer than this many samples are not tried;
+            the default 2,880 tracks a daily season at sampling intervals of 30 s and longer.
+        seasonal_slots: values the seasonal-naive reference keeps per period. A longer period
+            keeps means of consecutive samples instead (`seasonal_block`): with the default
+            288 and a daily period, one value per 5 minutes, so one sample a minute costs 290
+            two-byte values instead of 1,441. At 5-minute samples and slower it is exact.
         alpha, beta, gamma, phi: level, trend, seasonal smoothing and trend damping.
         season_knots: points of the seasonal curve per period (`SeasonalCurve`); a period
             of at most this many samples has one value per phase.
@@ -171,7 +179,9 @@ class IntervalForecaster:
         "_n_diffs",
         "_step_estimate",
         "_history",
+        "_history_block",
         "_history_exp",
+        "_history_sum",
         "_level",
         "_pending",
         "_pending_model",
@@ -195,6 +205,7 @@ class IntervalForecaster:
         "phi",
         "season_knots",
         "season_length",
+        "seasonal_slots",
         "step_seconds",
         "switch_ratio",
     )
@@ -209,6 +220,7 @@ class IntervalForecaster:
         default_step_seconds: float = 300.0,
         candidate_periods: Sequence[float] = (DAY_SECONDS,),
         max_period_samples: int = 2880,
+        seasonal_slots: int = 288,
         detect_threshold: float = 0.3,
         alpha: float = 0.1,
         beta: float = 0.003,
@@ -231,6 +243,9 @@ class IntervalForecaster:
         self.default_step_seconds = default_step_seconds
         self.candidate_periods = tuple(candidate_periods)
         self.max_period_samples = max_period_samples
+        if seasonal_slots < 1:
+            raise ValueError("seasonal_slots must be >= 1")
+        self.seasonal_slots = seasonal_slots
         self.detect_threshold = detect_threshold
         self.alpha, self.beta, self.gamma, self.phi = alpha, beta, gamma, phi
         self.season_knots = season_knots
@@ -251,8 +266,17 @@ class IntervalForecaster:
         )
         self._detector: SeasonalityDetector | None = None
         self._detector_origin = 0  # sample index the detector's phase 0 refers to
-        self._history = np.zeros(max(horizon, self._period or 0) + 1, dtype=np.float16)
-        self._history_exp = 0  # the history holds float16 codes of values / 2**_history_exp
+        # The history holds float16 codes of values / 2**_history_exp: first a ring of the
+        # last horizon + 1 samples (the naive reference), then one of the seasonal-naive
+        # reference's values, each the mean of _history_block consecutive samples (one slot,
+        # unused, until there is a seasonal lag). _history_sum: the sum of the samples of
+        # the block being filled.
+        self._history = np.zeros(horizon + 2, dtype=np.float16)
+        self._history_exp = 0
+        self._history_block = 1
+        self._history_sum = 0.0
+        if self._period:
+            self._start_seasonal_history(self._period)
         triangle = horizon * (horizon + 1) // 2  # see pending_layout
         self._pending = np.zeros(triangle, dtype=np.float32)  # issued forecasts
         self._pending_model = np.zeros(triangle, dtype=np.float32)  # ETS alone
@@ -313,7 +337,15 @@ class IntervalForecaster:
     def _advance(self, y: float) -> None:
         """Store the sample, move the clock on, and record the forecasts issued now."""
         code, self._history_exp = half_history.code_for(self._history, self._history_exp, y)
-        self._history[self.n % self._history.size] = code
+        recent = self.horizon + 1
+        self._history[self.n % recent] = code
+        block = self._history_block
+        within = self.n % block
+        self._history_sum = y if within == 0 else self._history_sum + y
+        slot = recent + (self.n // block) % (self._history.size - recent)
+        self._history[slot] = half_history.encode(
+            self._history_sum / (within + 1), self._history_exp
+        )
         self.n += 1
         if self.season_length and self.n == self.season_length:
             self._init_season_from_first_period()
@@ -357,12 +389,12 @@ class IntervalForecaster:
         covered = self.bands.update_many(err)
         denom = np.abs(y) + np.abs(forecasts)
         smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
-        naive = self._past(origins)
+        naive = self._recent_past(origins)
         naive_err = np.abs(y - naive)
         lag = self._snaive_lag
         seasonal = bool(lag and self.n >= lag)
         # no seasonal lag yet: seasonal-naive is the naive forecast
-        snaive_err = abs(y - float(self._past(self.n - lag))) if seasonal else naive_err
+        snaive_err = abs(y - float(self._seasonal_past(self.n - lag))) if seasonal else naive_err
         self._accuracy.update(k, err, model_err, smape, naive_err, snaive_err, seasonal, covered)
 
     def _update_state(self, y: float) -> None:
@@ -395,26 +427,38 @@ class IntervalForecaster:
                 return
             self._detector = SeasonalityDetector(lags, threshold=self.detect_threshold)
             self._detector_origin = self.n
-            self._grow_history(max(lags))
+            self._start_seasonal_history(max(lags))
         if self._detector.learn_one(y):
             self._set_period(self._detector.period)
 
     def _init_season_from_first_period(self) -> None:
         """Classical start for a given period: first period's deviations from its mean."""
         m = self.season_length
-        first = self._past(np.arange(m))
+        first = self._seasonal_past(np.arange(m))
         self._season = SeasonalCurve.fit(first - first.mean(), self.season_knots)
         self._level = float(first.mean())
         self._trend = 0.0
 
-    def _grow_history(self, size: int) -> None:
-        size = max(size, self.horizon) + 1
-        if size <= self._history.size:
-            return
-        grown = np.zeros(size, dtype=np.float16)
-        for i in range(max(0, self.n - self._history.size), self.n):
-            grown[i % size] = self._history[i % self._history.size]
-        self._history = grown
+    def _start_seasonal_history(self, lag: int, past: np.ndarray | None = None) -> None:
+        """Make room for a seasonal-naive reference of lags up to `lag`, filled from `past`
+        (the values of the last samples, oldest first), by default the recent ring's."""
+        recent = self.horizon + 1
+        if past is None:
+            past = self._recent_past(np.arange(max(0, self.n - recent), self.n))
+        block = seasonal_block(lag, self.seasonal_slots)
+        slots = lag // block + 2  # blocks from n - lag to the one being filled
+        history = np.zeros(recent + slots, dtype=np.float16)
+        history[:recent] = self._history[:recent]
+        self._history, self._history_block = history, block
+        first = self.n - past.size
+        for start in range(first - first % block, self.n, block):
+            values = past[max(start, first) - first : start + block - first]
+            mean = float(values.mean())
+            history[recent + (start // block) % slots] = half_history.encode(
+                mean, self._history_exp
+            )
+            # the block being filled: samples missing from its start count at the mean
+            self._history_sum = mean * (self.n - start)
 
     def _set_period(self, period: int | None) -> None:
         self._period = period
@@ -460,13 +504,22 @@ class IntervalForecaster:
         path = model_path.copy()
         steps = np.flatnonzero(use[: path.size]) + 1
         lag = self._snaive_lag
-        path[steps - 1] = self._past(self.n - 1 + steps - lag)
+        path[steps - 1] = self._seasonal_past(self.n - 1 + steps - lag)
         return path
 
-    def _past(self, index: int | np.ndarray) -> np.ndarray:
-        """The samples of these indices (still in the history ring), as float64."""
-        h = self._history
-        return half_history.decode(h[np.asarray(index) % h.size], self._history_exp)
+    def _recent_past(self, index: int | np.ndarray) -> np.ndarray:
+        """The samples of these indices (the last horizon + 1 at most), as float64."""
+        slots = np.asarray(index) % (self.horizon + 1)
+        return half_history.decode(self._history[slots], self._history_exp)
+
+    def _seasonal_past(self, index: int | np.ndarray) -> np.ndarray:
+        """The seasonal-naive reference's values for these sample indices (within the
+        longest lag), as float64: each the mean of its block of samples (of those seen so
+        far, for the block being filled)."""
+        recent = self.horizon + 1
+        blocks = np.asarray(index) // self._history_block
+        slots = recent + blocks % (self._history.size - recent)
+        return half_history.decode(self._history[slots], self._history_exp)
 
     def forecast(self, horizon: int | None = None) -> list[ForecastPoint]:
         """Point forecasts and per-level bounds for the next `horizon` samples."""
@@ -570,15 +623,12 @@ class IntervalForecaster:
             "detector_origin": int(self._detector_origin),
             "history_size": int(self._history.size),
             "history_exp": int(self._history_exp),
+            "history_block": int(self._history_block),
+            "history_sum": float(self._history_sum),
             "bands_started": int(b._started),
             "seasonal_count": int(a.seasonal_count),
         }
-        # the history ring is written up to where it has been filled (a young forecaster's is
-        # mostly empty); `load` pads it back
-        arrays = {
-            **self._fixed_shape_state(),
-            "history": self._history[: min(self.n, self._history.size)],
-        }
+        arrays = {**self._fixed_shape_state(), "history": self._history}
         if self._season is not None:
             arrays["season"] = self._season.values
         if d is not None:
@@ -643,7 +693,6 @@ class IntervalForecaster:
         f._detector_origin = int(s["detector_origin"])
         for name, target in fixed.items():  # in place: views of them (accuracy rows) hold
             target[...] = arrays[name]
-        f._history, f._history_exp = _history_codes(s, arrays["history"])
         if "season" in arrays:
             season = arrays["season"]
             if not f._period:
@@ -668,6 +717,16 @@ class IntervalForecaster:
             detector._acc = float(d["acc"])
             detector._acc_n = int(d["acc_n"])
             f._detector = detector
+        if "history_block" in s:
+            history = arrays["history"]
+            if history.dtype != np.float16 or history.shape != (int(s["history_size"]),):
+                raise ValueError("forecaster state does not fit this configuration (history)")
+            if history.size < f.horizon + 2:
+                raise ValueError("forecaster state does not fit this configuration (history)")
+            f._history, f._history_exp = history.copy(), int(s["history_exp"])
+            f._history_block, f._history_sum = int(s["history_block"]), float(s["history_sum"])
+        else:
+            _upgrade_history(f, s, arrays["history"])
         return f
 
     @property
@@ -727,21 +786,31 @@ def _upgrade_pending(scalars: dict, arrays: dict[str, np.ndarray], horizon: int)
         arrays[name] = triangle
 
 
-def _history_codes(scalars: dict, stored: np.ndarray) -> tuple[np.ndarray, int]:
-    """The history ring and its exponent from a state: the stored codes followed by zeros up
-    to its size; a state written before the history was float16 has its values coded."""
+def _upgrade_history(f: IntervalForecaster, scalars: dict, stored: np.ndarray) -> None:
+    """Fill `f`'s history from a state written when it was one ring of every sample of the
+    longest lag (sample i at i % size, float16 codes; float32 values before that): its last
+    samples go to the recent ring, and the seasonal-naive reference is rebuilt from them."""
     size = int(scalars["history_size"])
     if stored.ndim != 1 or stored.size > size:
         raise ValueError("forecaster state does not fit this configuration (history)")
     if stored.dtype == np.float16:
-        exponent = int(scalars["history_exp"])
+        f._history_exp = int(scalars["history_exp"])
+        values = half_history.decode(stored, f._history_exp)
     else:
-        largest = float(np.max(np.abs(stored), initial=0.0))
-        exponent = max(0, half_history.exponent_for(largest))
-        stored = half_history.encode(stored, exponent)
-    out = np.zeros(size, dtype=np.float16)
-    out[: stored.size] = stored
-    return out, exponent
+        values = stored.astype(np.float64)
+        f._history_exp = max(
+            0, half_history.exponent_for(float(np.max(np.abs(values), initial=0.0)))
+        )
+    ring = np.zeros(size)
+    ring[: values.size] = values
+    past = ring[np.arange(max(0, f.n - size), f.n) % size]  # oldest first
+    recent = f.horizon + 1
+    kept = np.arange(max(0, f.n - recent), f.n)
+    f._history[kept % recent] = half_history.encode(past[past.size - kept.size :], f._history_exp)
+    lags = list(f._detector.candidate_lags) if f._detector is not None else []
+    lag = max(lags + [f.season_length or 0])
+    if lag > 0:
+        f._start_seasonal_history(lag, past)
 
 
 def _optional_int(value: object) -> int | None:

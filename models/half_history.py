@@ -1,9 +1,9 @@
 """A series' past values as float16 codes sharing one power-of-two scale.
 
-A forecaster keeps a whole period of its series for the seasonal-naive reference: at one
-sample a minute and a daily season that is 1,441 values per series, the largest part of a
-watched VM's forecasting memory. Stored as float16 divided by 2**exponent, a value costs two
-bytes instead of four, and multiplying back by 2**exponent is exact, so the only change is the
+A forecaster keeps its last samples, and a period of its series for the seasonal-naive
+reference: up to 303 values per series with the default settings, the largest array of a
+watched VM's forecasting. Stored as float16 divided by 2**exponent, a value costs two bytes
+instead of four, and multiplying back by 2**exponent is exact, so the only change is the
 float16 rounding: at most 2**-11 (0.05 %) of the value, down to 2**(exponent - 14); below
 that, at most 2**(exponent - 25) in absolute terms. The exponent starts at 0 and grows only
 when a value would overflow (above 65,504 * 2**exponent), to put the largest value kept just

@@ -17,8 +17,13 @@ STEP = 60.0
 
 SETTINGS = (
     # detected periods (two candidates), a seasonal curve of fewer knots than samples; short
-    # accuracy window, so seasonal-naive takes over
-    {"candidate_periods": (48 * STEP, 24 * STEP), "accuracy_window": 30, "season_knots": 16},
+    # accuracy window, so seasonal-naive takes over; its reference as means of 6 samples
+    {
+        "candidate_periods": (48 * STEP, 24 * STEP),
+        "accuracy_window": 30,
+        "season_knots": 16,
+        "seasonal_slots": 8,
+    },
     # other horizon, levels and band settings
     {
         "candidate_periods": (48 * STEP,),
@@ -27,9 +32,16 @@ SETTINGS = (
         "band_rate": 0.3,
         "band_window": 20,
     },
-    # a given period, through a curve of 8 knots
-    {"season_length": 24, "candidate_periods": (48 * STEP,), "season_knots": 8},
+    # a given period, through a curve of 8 knots, its reference as means of 4 samples
+    {
+        "season_length": 24,
+        "candidate_periods": (48 * STEP,),
+        "season_knots": 8,
+        "seasonal_slots": 6,
+    },
     {"season_length": 0, "symmetric": False},  # no season, asymmetric bands
+    # a reference of one mean per period: forecasts read the block still being filled
+    {"season_length": 8, "horizon": 6, "seasonal_slots": 1, "accuracy_window": 30},
 )
 
 

@@ -75,23 +75,83 @@ def test_the_seasonal_naive_reference_keeps_values_of_any_size():
     np.testing.assert_allclose(yhat, profile[np.arange(n, n + 12) % DAY], rtol=2**-11, atol=0)
 
 
-def test_a_state_with_a_float32_history_loads_with_the_same_values():
-    """Checkpoints written before the history was float16 keep their seasonal-naive values."""
-    from models import array_state
+def test_at_one_sample_a_minute_the_reference_is_yesterdays_five_minute_means():
+    """A daily season at 60 s keeps 290 reference values, not 1,441: each the mean of 5
+    minutes of yesterday. Where that reference beats the model (here a profile that jumps
+    every 5 minutes), it is what is forecast; a state written when the history kept every
+    sample of the day loads with the same means."""
+    day = 1440
+    rng = np.random.default_rng(3)
+    profile = np.repeat(10.0 ** rng.uniform(0, 3, day // 5), 5)
+    n = 3 * day
+    values = profile[np.arange(n) % day] * (1 + 0.01 * rng.standard_normal(n))
+    f = IntervalForecaster(accuracy_window=60)
+    for i in range(n):
+        f.learn_one(float(values[i]), ts=T0 + 60 * i)
+    assert f.period == day and f._history_block == 5
+    assert f._history.size == 13 + 290
+    assert "+snaive" in f.model_name
+    yesterday = values[n - day : n].reshape(-1, 5).mean(axis=1)
+    yhat = np.array([p.yhat for p in f.forecast()])
+    np.testing.assert_allclose(yhat, yesterday[np.arange(12) // 5], rtol=2**-10, atol=0)
+    np.testing.assert_allclose(f._seasonal_past(np.arange(n - day, n, 5)), yesterday, rtol=2**-11)
+    old = IntervalForecaster.load(_one_ring_state(f, values, np.float16), accuracy_window=60)
+    assert old._history.size == f._history.size and old._history_block == 5
+    np.testing.assert_allclose(old._seasonal_past(np.arange(n - day, n, 5)), yesterday, rtol=2**-10)
 
-    rng = np.random.default_rng(8)
-    f = IntervalForecaster()
-    for i in range(2 * DAY + 5):
-        f.learn_one(float(daily(i) * 1e5 + rng.normal(0, 10)), ts=T0 + 300 * i)
+
+def _one_ring_state(f: IntervalForecaster, values: np.ndarray, dtype: type) -> bytes:
+    """`f`'s state as written before the history had blocks: one ring of the last
+    max(lag, horizon) + 1 samples, sample i at i % size (float16 codes with an exponent, or
+    float32 values before that)."""
+    from models import array_state, half_history
+
     scalars, arrays = array_state.unpack(f.dump())
-    values = f._past(np.arange(arrays["history"].size))
-    arrays["history"] = values.astype(np.float32)
-    del scalars["history_exp"]
-    old = IntervalForecaster.load(array_state.pack(scalars, arrays))
-    kept = old._past(np.arange(values.size))
-    np.testing.assert_allclose(kept, values, rtol=2**-11, atol=0)
+    size = max(f.period or 0, f.horizon) + 1
+    ring = np.zeros(size)
+    for i in range(f.n - size, f.n):
+        ring[i % size] = values[i]
+    for key in ("history_block", "history_sum"):
+        del scalars[key]
+    scalars["history_size"] = size
+    if dtype is np.float16:
+        arrays["history"] = half_history.encode(ring, f._history_exp)
+    else:
+        del scalars["history_exp"]
+        arrays["history"] = ring.astype(np.float32)
+    return array_state.pack(scalars, arrays)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_a_state_with_a_one_ring_history_loads_and_forecasts_on_the_same(dtype):
+    """Checkpoints written when the history was one ring of every sample of the period
+    (float16, and float32 before that) keep their naive and seasonal-naive values: at
+    5-minute samples the reference has one value per sample, so the loaded forecaster goes on
+    as the original does."""
+    rng = np.random.default_rng(8)
+    values = daily(np.arange(3 * DAY)) * 1e5 + rng.normal(0, 10, 3 * DAY)
+    f = IntervalForecaster(accuracy_window=60)
+    for i in range(2 * DAY + 5):
+        f.learn_one(float(values[i]), ts=T0 + 300 * i)
+    assert f.period == DAY and f._history_block == 1
+    old = IntervalForecaster.load(_one_ring_state(f, values, dtype), accuracy_window=60)
     assert old._history.dtype == np.float16
-    assert old.forecast()[0].yhat == pytest.approx(f.forecast()[0].yhat, rel=1e-3)
+    np.testing.assert_allclose(
+        old._seasonal_past(np.arange(f.n - DAY, f.n)), values[f.n - DAY : f.n], rtol=2**-11
+    )
+    np.testing.assert_allclose(
+        old._recent_past(np.arange(f.n - 13, f.n)), values[f.n - 13 : f.n], rtol=2**-11
+    )
+    for i in range(2 * DAY + 5, 2 * DAY + 40):
+        f.learn_one(float(values[i]), ts=T0 + 300 * i)
+        old.learn_one(float(values[i]), ts=T0 + 300 * i)
+    got, want = old.forecast(), f.forecast()
+    if dtype is np.float16:
+        assert json.dumps(forecast_message("a", "m", old)) == json.dumps(
+            forecast_message("a", "m", f)
+        )
+    for a, b in zip(got, want, strict=True):
+        assert a.yhat == pytest.approx(b.yhat, rel=1e-3)
 
 
 def test_follows_a_linear_trend():
