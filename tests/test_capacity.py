@@ -178,3 +178,25 @@ def test_usage_history_keeps_the_latest_usages_of_each_resource_oldest_first() -
     assert history.latest(0) == 7.0 and history.filled(0) == 4
     assert history.ordered(1).tolist() == [9.0] and history.filled(1) == 1
     assert history.as_dict() == {"vcpu": [4.0, 5.0, 6.0, 7.0], "memory": [9.0]}
+
+
+def test_an_action_reads_the_workload_pattern_of_the_usage_history_kept() -> None:
+    """A view reads its VM's usage history when an action is written, rather than keeping a
+    copy: the pattern an action carries is that of the usages kept then, as
+    `classify_workload` labels them (a steady rise here)."""
+    from models.workload import classify_workload
+
+    planner = CapacityPlanner(CapacityConfig(min_windows=3, act_after_windows=20, history=30))
+    ups = []
+    for k in range(40):
+        _, actions = planner.on_window(window("vm-1", 60.0 * k, 30.0, 500.0 + 12.0 * k))
+        for action in actions:
+            if action["action"] == "scale_up" and action["resource"] == "bandwidth":
+                view = planner._views["vm-1"].resources["bandwidth"]
+                kept = list(view.history)
+                assert len(kept) == min(30, k + 1) and kept[-1] == 500.0 + 12.0 * k
+                ups.append((action, classify_workload(kept, view.period).as_dict()))
+    assert ups, "a steady rise towards the allocation should scale bandwidth up"
+    for action, expected in ups:
+        assert action["pattern"] == expected
+    assert expected["kind"] == "trending"
