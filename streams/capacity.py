@@ -61,7 +61,8 @@ class UsageHistory:
 
     def __init__(self, resources: Sequence[str], size: int) -> None:
         self.resources = tuple(resources)
-        self._values = np.zeros((len(self.resources), max(1, size)), dtype=np.float64)
+        # float32: usages in allocation units need no more than its 7 digits
+        self._values = np.zeros((len(self.resources), max(1, size)), dtype=np.float32)
         self._counts = [0] * len(self.resources)  # usages ever appended, per resource
 
     def append(self, index: int, usage: float) -> None:
