@@ -15,7 +15,7 @@ seasonal detector, the first season of a given period: such a row is checked out
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from models.forecasting import (
     level_key,
     pending_layout,
 )
-from models.seasonal_curve import SeasonalCurve
+from models.seasonal_curve import SeasonalCurve, knot_map
 
 _DIFFS = 9  # ring of recent sampling intervals, as in IntervalForecaster
 _NONE = -1  # season_length "None" (detect the period)
@@ -56,6 +56,7 @@ class ForecasterBank:
         self._capacity = 0
         self._history_width = template._history.size
         self._recent = h + 1  # the history's ring of recent samples, then its seasonal one
+        self._knots = template.season_knots
         self._grow(max(1, capacity))
 
     # ------------------------------------------------------------------ rows
@@ -72,6 +73,8 @@ class ForecasterBank:
             "trend": ((), np.float64),
             "scale": ((), np.float64),
             "periods": ((), np.int64),  # 0: non-seasonal
+            # the seasonal curve's knots (SeasonalCurve.values; the first min(period, knots))
+            "season": ((self._knots,), np.float32),
             "season_length": ((), np.int64),  # _NONE: detect the period
             "detector_origin": ((), np.int64),
             "history_size": ((), np.int64),  # seasonal-naive slots (after the recent ring)
@@ -102,9 +105,6 @@ class ForecasterBank:
             if before:
                 array[:before] = getattr(self, name)
             setattr(self, name, array)
-        self.seasons: list[SeasonalCurve | None] = getattr(self, "seasons", []) + [None] * (
-            capacity - before
-        )
         self.detectors: list[Any] = getattr(self, "detectors", []) + [None] * (capacity - before)
         self._capacity = capacity
         if not before:  # a new forecaster's state, as a row to copy into fresh rows
@@ -118,8 +118,6 @@ class ForecasterBank:
                 self.history[row] = 0.0
             else:
                 getattr(self, name)[row] = value
-        season = self._template._season  # a flat curve of a given period, else None
-        self.seasons[row] = None if season is None else season.copy()
         self.detectors[row] = None
 
     def add(self) -> int:
@@ -136,7 +134,7 @@ class ForecasterBank:
 
     def remove(self, row: int) -> None:
         """Forget a series; its row is reused for a new one."""
-        self.seasons[row] = self.detectors[row] = None
+        self.detectors[row] = None
         self._free.append(row)
 
     def period(self, row: int) -> int | None:
@@ -160,7 +158,9 @@ class ForecasterBank:
         f._period = period or None
         season_length = int(self.season_length[row])
         f.season_length = None if season_length == _NONE else season_length
-        f._season = self.seasons[row]
+        if period:
+            knots = min(period, self._knots)
+            f._season = SeasonalCurve(period, self._knots, self.season[row, :knots])
         f._detector = self.detectors[row]
         f._detector_origin = int(self.detector_origin[row])
         f._history = self.history[row, : self._recent + self.history_size[row]].copy()
@@ -194,7 +194,8 @@ class ForecasterBank:
         self.scale[row] = f._scale
         self.periods[row] = f._period or 0
         self.season_length[row] = _NONE if f.season_length is None else f.season_length
-        self.seasons[row] = None if f._season is None else f._season.copy()
+        if f._season is not None:
+            self.season[row, : f._season.values.size] = f._season.values
         self.detectors[row] = f._detector
         self.detector_origin[row] = f._detector_origin
         size = f._history.size
@@ -295,13 +296,10 @@ class ForecasterBank:
                 self._note_intervals(rows[later], ts[later])
                 self._score_pending(rows[later], n[later], y[later])
         learn_err = self._update_state(rows, n, y)
-        gamma = self._template.gamma
+        self._learn_seasons(rows[later], n[later], self._template.gamma * learn_err[later])
         for i, row in enumerate(rows.tolist()):
             if not later[i]:
                 continue
-            season = self.seasons[row]
-            if season is not None:
-                season.learn(int(n[i]) % int(self.periods[row]), gamma * float(learn_err[i]))
             detector = self.detectors[row]
             if detector is not None and detector.learn_one(float(y[i])):
                 self._set_period(row, detector)
@@ -325,9 +323,9 @@ class ForecasterBank:
     def _set_period(self, row: int, detector: Any) -> None:
         period = detector.period
         self.periods[row] = period or 0
-        self.seasons[row] = detected_season(
-            detector, int(self.detector_origin[row]), period, self._template.season_knots
-        )
+        curve = detected_season(detector, int(self.detector_origin[row]), period, self._knots)
+        if curve is not None:
+            self.season[row, : curve.values.size] = curve.values
 
     def _lags(self, rows: np.ndarray) -> np.ndarray:
         """Seasonal-naive lag per row (0 when there is none yet)."""
@@ -426,11 +424,7 @@ class ForecasterBank:
     def _update_state(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Error-correction update of level, trend and scale; returns the innovations learnt."""
         t = self._template
-        seasonal = np.zeros(rows.size)
-        for i, row in enumerate(rows.tolist()):
-            season = self.seasons[row]
-            if season is not None:
-                seasonal[i] = season.value(int(n[i]) % int(self.periods[row]))
+        seasonal = self._seasonal_values(rows, n[:, None])[:, 0]
         level, trend, scale = self.level[rows], self.trend[rows], self.scale[rows]
         err = y - (level + t.phi * trend + seasonal)
         abs_err = np.abs(err)
@@ -470,12 +464,44 @@ class ForecasterBank:
 
     def _path(self, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
         path = self.level[rows][:, None] + self._damp * self.trend[rows][:, None]
-        for i, row in enumerate(rows.tolist()):
-            season = self.seasons[row]
-            if season is not None:
-                period = int(self.periods[row])
-                path[i] = path[i] + season.path((int(n[i]) - 1 + self._steps) % period)
-        return path
+        return path + self._seasonal_values(rows, n[:, None] - 1 + self._steps)
+
+    def _season_groups(
+        self, rows: np.ndarray
+    ) -> Iterator[tuple[int, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], float]]:
+        """Per seasonal period among `rows`: which of them have it, and its curves' knot map
+        (the knot before each phase, the one after, the after one's weight) and gain."""
+        periods = self.periods[rows]
+        for period in np.unique(periods[periods > 0]).tolist():
+            knots = min(period, self._knots)
+            yield (
+                period,
+                np.flatnonzero(periods == period),
+                knot_map(period, knots),
+                knots / period,
+            )
+
+    def _seasonal_values(self, rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Each row's seasonal curve at sample indices `index` (rows, k) (0 without a season),
+        as `SeasonalCurve.path` gives them."""
+        out = np.zeros(index.shape)
+        for period, which, (before, after, weight), _gain in self._season_groups(rows):
+            phases = index[which] % period
+            knots = self.season[rows[which]]
+            line = np.arange(which.size)[:, None]
+            w = weight[phases]
+            out[which] = knots[line, before[phases]] * (1.0 - w) + knots[line, after[phases]] * w
+        return out
+
+    def _learn_seasons(self, rows: np.ndarray, n: np.ndarray, corrections: np.ndarray) -> None:
+        """`SeasonalCurve.learn` of each seasonal row's curve at its sample `n`."""
+        for period, which, (before, after, weight), gain in self._season_groups(rows):
+            phases = n[which] % period
+            amount = corrections[which] * gain
+            w = weight[phases]
+            at = rows[which]
+            for knot, share in ((before[phases], 1.0 - w), (after[phases], w)):
+                self.season[at, knot] = self.season[at, knot].astype(np.float64) + amount * share
 
     def _switch_steps(self, rows: np.ndarray, n: np.ndarray, lags: np.ndarray) -> np.ndarray:
         """Per row and step, whether seasonal-naive has lately beaten the model clearly."""
@@ -618,6 +644,5 @@ class ForecasterBank:
     def nbytes(self) -> int:
         """Bytes of the arrays and of the per-row seasonal profiles and detectors."""
         total = sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
-        total += sum(s.nbytes for s in self.seasons if s is not None)
         total += sum(d.nbytes for d in self.detectors if d is not None)
         return int(total)

@@ -9,7 +9,9 @@ phase would. With P <= K there is one knot per phase and it is the classic per-p
 component.
 
 Why: per-phase values cost P floats per series and learn each phase from one sample a period;
-48 knots cost 48 floats, and each knot learns from the P / K samples around it.
+48 knots cost 48 floats, and each knot learns from the P / K samples around it. The knots are
+stored as float32 (192 bytes for 48) and computed with in float64: reading converts them,
+learning rounds the knot it moved.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ KNOTS = 48
 
 
 @cache
-def _knot_map(period: int, knots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def knot_map(period: int, knots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per phase: the knot at or before it, the next knot (cyclically) and the next one's
     interpolation weight. Shared by every curve of the same shape: read-only."""
     position = np.arange(period) * (knots / period)
@@ -37,9 +39,9 @@ def _knot_map(period: int, knots: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 @cache
 def _least_squares(period: int, knots: int) -> np.ndarray:
     """The (knots, period) matrix that maps a per-phase profile to the knot values of the
-    closest curve (the pseudo-inverse of the interpolation). Shared, like `_knot_map`: a fleet
+    closest curve (the pseudo-inverse of the interpolation). Shared, like `knot_map`: a fleet
     finds its daily seasons at about the same time, and solving each fit afresh costs ~4 ms."""
-    before, after, weight = _knot_map(period, knots)
+    before, after, weight = knot_map(period, knots)
     design = np.zeros((period, knots))
     phases = np.arange(period)
     np.add.at(design, (phases, before), 1.0 - weight)
@@ -60,13 +62,13 @@ class SeasonalCurve:
         k = min(period, knots)
         self.period = period
         if values is None:
-            self.values = np.zeros(k)
+            self.values = np.zeros(k, dtype=np.float32)
         else:
-            values = np.asarray(values, dtype=np.float64)
+            values = np.asarray(values)
             if values.shape != (k,):
                 raise ValueError(f"a curve of period {period} has {k} knots, not {values.shape}")
-            self.values = values.copy()
-        self._before, self._after, self._weight = _knot_map(period, k)
+            self.values = values.astype(np.float32)  # a copy
+        self._before, self._after, self._weight = knot_map(period, k)
         self._gain = k / period
 
     @classmethod
@@ -74,7 +76,9 @@ class SeasonalCurve:
         """The curve closest (least squares) to a per-phase `profile` of one period."""
         profile = np.asarray(profile, dtype=np.float64)
         curve = cls(profile.size, knots)
-        curve.values = _least_squares(profile.size, curve.values.size) @ profile
+        curve.values = (_least_squares(profile.size, curve.values.size) @ profile).astype(
+            np.float32
+        )
         return curve
 
     def copy(self) -> SeasonalCurve:
@@ -87,7 +91,7 @@ class SeasonalCurve:
         return float(v[self._before[phase]]) * (1.0 - w) + float(v[self._after[phase]]) * w
 
     def path(self, phases: np.ndarray) -> np.ndarray:
-        """The seasonal values at several phases."""
+        """The seasonal values at several phases (float64)."""
         w = self._weight[phases]
         v = self.values
         return v[self._before[phases]] * (1.0 - w) + v[self._after[phases]] * w
@@ -97,8 +101,10 @@ class SeasonalCurve:
         knots around it."""
         amount = correction * self._gain
         w = float(self._weight[phase])
-        self.values[self._before[phase]] += amount * (1.0 - w)
-        self.values[self._after[phase]] += amount * w
+        v = self.values
+        before, after = self._before[phase], self._after[phase]
+        v[before] = float(v[before]) + amount * (1.0 - w)  # in float64, rounded on store
+        v[after] = float(v[after]) + amount * w
 
     @property
     def nbytes(self) -> int:

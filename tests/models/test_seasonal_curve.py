@@ -11,12 +11,12 @@ from models.seasonal_curve import SeasonalCurve
 def test_a_short_period_has_one_knot_per_phase_and_learns_like_per_phase_values():
     curve = SeasonalCurve(24, knots=48)
     assert curve.values.size == 24
-    per_phase = np.zeros(24)
+    per_phase = np.zeros(24, dtype=np.float32)  # values stored as float32, summed in float64
     rng = np.random.default_rng(0)
     for i in range(500):
         correction = float(rng.normal())
         curve.learn(i % 24, correction)
-        per_phase[i % 24] += correction
+        per_phase[i % 24] = float(per_phase[i % 24]) + correction
     assert curve.values.tolist() == per_phase.tolist()
     assert [curve.value(p) for p in range(24)] == per_phase.tolist()
     assert curve.path(np.arange(24)).tolist() == per_phase.tolist()
