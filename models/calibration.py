@@ -5,8 +5,8 @@ p-value — from an exponentially decayed histogram of past raw scores: 64 bins 
 `log1p(raw * scale)` (0.125 per bin: raw scores from 0 to ~3000 / scale) for scores with heavy
 tails, or on a linear axis `raw * scale` for scores whose tail is exponential already
 (surprises, -ln p). The decay (`half_life` samples) forgets old behaviour slowly, so the memory
-spans days of 5-minute data in ~540 bytes, where a reservoir of the same size would remember a
-few hours.
+spans days of 5-minute data in ~280 bytes (the bins as float32, summed in float64), where a
+reservoir of the same size would remember a few hours.
 
 Inside the histogram the mass above a score is interpolated linearly within its bin. In the
 upper tail (the top `tail_mass` of the mass, and at least ~10 samples' worth) the count is
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 _BINS = 64
 _WIDTH = 0.125
-_RESCALE_AT = 1e150
+_RESCALE_AT = 1e30  # the bins are float32 (up to 3.4e38): a bin sums a few thousand weights
 _MIN_TAIL = 10.0
 
 
@@ -63,7 +63,7 @@ class TailCalibrator:
         self.n = 0
         self.weight = 1.0  # weight of the next sample; older samples keep theirs (= decay)
         self.total = 0.0
-        self.counts = array("d", bytes(8 * _BINS))
+        self.counts = array("f", bytes(4 * _BINS))  # each sum rounded on store
         self.top = 0  # the highest bin holding mass: the tail search starts there
 
     def __len__(self) -> int:
@@ -144,13 +144,20 @@ class TailCalibrator:
         )
 
     def load_bytes(self, data: bytes) -> None:
+        """Restore `to_bytes` output; also of the format whose bins were float64."""
         head = array("d")
         head.frombytes(data[:24])
         self.n = int(head[0])
         self.weight = head[1]
         self.total = head[2]
-        counts = array("d")
+        wide = len(data) - 24 == 8 * _BINS  # float64 bins, weights up to 1e150
+        counts = array("d" if wide else "f")
         counts.frombytes(data[24:])
+        if wide:
+            inv = 1.0 / self.weight if self.weight > _RESCALE_AT else 1.0
+            counts = array("f", [c * inv for c in counts])
+            self.total *= inv
+            self.weight *= inv
         self.counts = counts
         self.top = max((i for i, c in enumerate(counts) if c > 0.0), default=0)
 

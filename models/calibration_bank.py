@@ -57,7 +57,7 @@ class CalibrationBank:
         self._scales = [c.scale for c in self._settings]
         self._log_axes = [c.log_axis for c in self._settings]
         # Calibrator (slot, column) is row slot * n_columns + column: its 64 bins, contiguous.
-        self._counts = np.zeros((capacity * self.n_columns, _BINS))
+        self._counts = np.zeros((capacity * self.n_columns, _BINS), dtype=np.float32)
         self._meta = np.zeros((capacity * self.n_columns, 4))
         self._meta[:, _WEIGHT] = 1.0
         self._out: dict[int, TailCalibrator] = {}  # checked out: their rows are stale
@@ -74,7 +74,7 @@ class CalibrationBank:
         """Room for slots up to `capacity` - 1 at least, doubling (new rows empty)."""
         capacity = max(capacity, 2 * self.capacity)
         old = self._meta.shape[0]
-        counts = np.zeros((capacity * self.n_columns, _BINS))
+        counts = np.zeros((capacity * self.n_columns, _BINS), dtype=np.float32)
         counts[:old] = self._counts
         meta = np.zeros((capacity * self.n_columns, 4))
         meta[:, _WEIGHT] = 1.0
@@ -106,7 +106,7 @@ class CalibrationBank:
         if cal is not None:
             return cal.to_bytes()
         head = self._meta[i, :_TOP].astype("<f8").tobytes()
-        return head + self._counts[i].astype("<f8").tobytes()
+        return head + self._counts[i].astype("<f4").tobytes()
 
     def load_bytes(self, slot: int, column: int, data: bytes) -> None:
         """Restore one calibrator from `to_bytes` (or `TailCalibrator.to_bytes`) output."""
@@ -122,7 +122,7 @@ class CalibrationBank:
         cal = copy.copy(self._settings[column])
         n, cal.weight, cal.total, top = self._meta[i].tolist()
         cal.n, cal.top = int(n), int(top)
-        cal.counts = array("d", self._counts[i].tolist())
+        cal.counts = array("f", self._counts[i].tolist())
         self._out[i] = cal
         return cal
 
@@ -170,7 +170,7 @@ class CalibrationBank:
             cal = self._settings[column]  # scratch: load, observe, write back what changed
             n, weight, cal.total, top = self._meta[i].tolist()
             cal.n, cal.weight, cal.top = int(n), weight, int(top)
-            cal.counts = counts = self._counts[i].tolist()
+            cal.counts = counts = array("f", self._counts[i].tolist())
             counted.append(n >= cal.min_count)
             pos = cal._position(raw)
             ps.append(cal._p_at(pos))
@@ -199,7 +199,7 @@ class CalibrationBank:
         cols = np.asarray(columns, dtype=np.intp)
         index = np.asarray(slots, dtype=np.intp) * self.n_columns + cols
         pos = np.array(pos_list)
-        counts = self._counts.take(index, axis=0)  # (pairs, bins)
+        counts = self._counts.take(index, axis=0)  # (pairs, bins), float32: summed in float64
         by_bin = counts.T  # a view: the blocks summed below are copied out of it contiguous
         n, weight, total, top = self._meta.take(index, axis=0).T
         young = (n < self._min_count[cols]) | (total <= 0.0)
@@ -254,7 +254,7 @@ class CalibrationBank:
     def _rescale(self, i: int) -> None:
         meta = self._meta[i]
         inv = 1.0 / float(meta[_WEIGHT])
-        self._counts[i] *= inv
+        self._counts[i] = self._counts[i].astype(np.float64) * inv  # as array("f") does
         meta[_TOTAL] *= inv
         meta[_WEIGHT] = 1.0
 
