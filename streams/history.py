@@ -104,21 +104,25 @@ def _level_order(level: str) -> float:
 
 
 FigureKey = tuple[str, str]  # (kind, name): ("measure", "mae"), ("coverage", "80")
-# A forecast's figures: their keys (one shared tuple per set of names) and their values. Kept
-# for every VM and metric, this is a fifth of the memory of a dict of floats.
-Figures = tuple[tuple[FigureKey, ...], array]
+# A forecast's figures: their keys (one shared tuple per set of names) and their values (the
+# message's own float objects). Kept for every VM and metric, this is about half the memory of
+# a dict of them.
+Figures = tuple[tuple[FigureKey, ...], tuple[float, ...]]
 _KEY_SETS: dict[tuple[FigureKey, ...], tuple[FigureKey, ...]] = {}
+_MEASURES: dict[str, FigureKey] = {}  # ("measure", name) by name
 
 
 def _accuracy_figures(accuracy: object) -> Figures:
     """The numeric figures of a forecast's `accuracy` object."""
     keys: list[FigureKey] = []
-    values = array("d")
+    values: list[float] = []
     if isinstance(accuracy, dict):
         for name, v in accuracy.items():
             if type(v) is float:  # the common case; NaN and infinities are skipped
                 if v - v == 0.0 and name != "n":
-                    keys.append(("measure", name))
+                    keys.append(
+                        _MEASURES.get(name) or _MEASURES.setdefault(name, ("measure", name))
+                    )
                     values.append(v)
             elif name == "coverage" and isinstance(v, dict):
                 for level, c in v.items():
@@ -129,7 +133,7 @@ def _accuracy_figures(accuracy: object) -> Figures:
                 keys.append(("measure", name))
                 values.append(float(v))
     names = tuple(keys)
-    return _KEY_SETS.setdefault(names, names), values
+    return _KEY_SETS.get(names) or _KEY_SETS.setdefault(names, names), tuple(values)
 
 
 @dataclass
@@ -248,7 +252,8 @@ class RecentHistory:
         sums = self.accuracy_sums.get(metric)
         if sums is None:
             sums = self.accuracy_sums[metric] = {}
-        for key, v in zip(*figures, strict=True):
+        keys, values = figures
+        for key, v in zip(keys, values, strict=True):
             acc = sums.get(key)
             if acc is None:
                 acc = sums[key] = [0.0, 0]
