@@ -517,12 +517,11 @@ class ForecasterBank:
         if not use.any():
             return model_path
         path = model_path.copy()
-        for i in np.flatnonzero(use.any(axis=1)).tolist():
-            steps = np.flatnonzero(use[i]) + 1
-            row = int(rows[i])
-            index = int(n[i]) - 1 + steps - int(lags[i])
-            codes = self.history[row, self._seasonal_slots(np.full(steps.size, row), index)]
-            path[i, steps - 1] = half_history.decode(codes, int(self.history_exp[row]))
+        at, step = np.nonzero(use)  # (row, step - 1) of every switched step
+        switched = rows[at]
+        index = n[at] + step - lags[at]  # the sample a period before step's target
+        codes = self.history[switched, self._seasonal_slots(switched, index)]
+        path[at, step] = half_history.decode(codes, self.history_exp[switched])
         return path
 
     def _seasonal_slots(self, rows: np.ndarray, index: np.ndarray) -> np.ndarray:
