@@ -641,7 +641,7 @@ class ForecasterBank:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the arrays and of the per-row seasonal profiles and detectors."""
+        """Bytes of the arrays and of the per-row seasonal detectors."""
         total = sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
         total += sum(d.nbytes for d in self.detectors if d is not None)
         return int(total)

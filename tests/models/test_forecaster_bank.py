@@ -218,3 +218,14 @@ def test_a_state_with_pending_forecasts_as_a_table_loads_and_goes_on_the_same():
         new.learn_one(y, T0 + STEP * clock)
     assert _same(forecast_message("vm", "m", old), forecast_message("vm", "m", new))
     assert math.isfinite(forecast_message("vm", "m", old)["accuracy"]["mae"])
+
+
+def test_a_state_with_a_damaged_history_is_refused():
+    bank = ForecasterBank(capacity=1)
+    row = bank.add()
+    bank.learn([row], [1.0], [T0])
+    scalars, arrays = array_state.unpack(bank.dump_row(row))
+    for key, value in (("history_block", 0), ("history_size", 3)):
+        broken = dict(scalars, **{key: value})
+        with pytest.raises(ValueError, match="does not fit"):
+            IntervalForecaster.load(array_state.pack(broken, arrays))
