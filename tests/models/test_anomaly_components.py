@@ -58,6 +58,26 @@ def test_calibrator_is_silent_until_it_has_seen_enough_and_round_trips():
         assert clone.p_value(raw) == cal.p_value(raw)
 
 
+def test_a_calibrator_written_with_float64_bins_loads_with_the_same_p_values():
+    """States written before the bins were float32 held float64 bins, with weights allowed up
+    to 1e150: they load rescaled into float32 and answer as before, to float32's precision."""
+    from array import array
+
+    rng = random.Random(11)
+    cal = TailCalibrator(half_life=300.0)
+    for _ in range(3000):
+        cal.learn_one(abs(rng.gauss(0, 1)) * (1 + 5 * (rng.random() < 0.02)))
+    big = 1e80  # a weight the old format allowed and float32 bins cannot hold
+    head = array("d", (float(cal.n), cal.weight * big, cal.total * big))
+    wide = array("d", (c * big for c in cal.counts))
+    old = TailCalibrator(half_life=300.0)
+    old.load_bytes(head.tobytes() + wide.tobytes())
+    assert old.counts.typecode == "f" and old.weight == pytest.approx(1.0)
+    for raw in (0.0, 0.5, 2.0, 4.0, 9.0, 40.0):
+        assert old.p_value(raw) == pytest.approx(cal.p_value(raw), rel=1e-5)
+    assert len(old.to_bytes()) == len(cal.to_bytes())
+
+
 def test_standardizer_follows_mean_and_spread_and_resists_a_spike():
     rng = random.Random(5)
     s = EWStandardizer(alpha=0.01)
