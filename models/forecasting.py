@@ -719,9 +719,12 @@ class IntervalForecaster:
             f._detector = detector
         if "history_block" in s:
             history = arrays["history"]
-            if history.dtype != np.float16 or history.shape != (int(s["history_size"]),):
-                raise ValueError("forecaster state does not fit this configuration (history)")
-            if history.size < f.horizon + 2 or int(s["history_block"]) < 1:
+            if (
+                history.dtype != np.float16
+                or history.shape != (int(s["history_size"]),)
+                or history.size < f.horizon + 2
+                or int(s["history_block"]) < 1
+            ):
                 raise ValueError("forecaster state does not fit this configuration (history)")
             f._history, f._history_exp = history.copy(), int(s["history_exp"])
             f._history_block, f._history_sum = int(s["history_block"]), float(s["history_sum"])

@@ -81,9 +81,6 @@ class SeasonalCurve:
         )
         return curve
 
-    def copy(self) -> SeasonalCurve:
-        return SeasonalCurve(self.period, self.values.size, self.values)
-
     def value(self, phase: int) -> float:
         """The seasonal value at `phase` (0 <= phase < period)."""
         w = float(self._weight[phase])

@@ -57,5 +57,5 @@ def test_values_must_fit_the_shape():
         SeasonalCurve(1440, 48, np.zeros(1440))
     with pytest.raises(ValueError):
         SeasonalCurve(0)
-    copy = SeasonalCurve(10, 4, np.arange(4.0)).copy()
-    assert copy.values.tolist() == [0.0, 1.0, 2.0, 3.0]
+    curve = SeasonalCurve(10, 4, np.arange(4.0))
+    assert curve.values.tolist() == [0.0, 1.0, 2.0, 3.0]
