@@ -638,6 +638,7 @@ class IntervalForecaster:
                 "blocks": int(d._blocks),
                 "acc": float(d._acc),
                 "acc_n": int(d._acc_n),
+                "exp": int(d._exp),
             }
             arrays["detector_buffer"] = d._buffer[: min(d._blocks, d.capacity)]
         return array_state.pack(scalars, arrays)
@@ -711,7 +712,12 @@ class IntervalForecaster:
             buffer = arrays["detector_buffer"]
             if buffer.ndim != 1 or buffer.size > detector.capacity:
                 raise ValueError("forecaster state does not fit this configuration (detector)")
-            detector._buffer[: buffer.size] = buffer
+            if "exp" in d:
+                detector._buffer[: buffer.size] = buffer
+                detector._exp = int(d["exp"])
+            else:  # written when the buffer held block means as float32
+                detector._exp = half_history.exponent_for(float(np.max(np.abs(buffer), initial=0)))
+                detector._buffer[: buffer.size] = half_history.encode(buffer, detector._exp)
             detector.period = d["period"]
             detector._blocks = int(d["blocks"])
             detector._acc = float(d["acc"])

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from models import half_history
+
 DAY_SECONDS = 86_400.0
 
 
@@ -65,12 +67,14 @@ class SeasonalityDetector:
     """Detect which of `candidate_lags` (in samples) is the seasonal period, if any.
 
     Memory is bounded: `periods_kept` periods of the longest lag, at `blocks_per_period` block
-    means per period. `learn_one` returns True when the detected period changed.
+    means per period, kept as float16 codes (`models.half_history`: two bytes a block, within
+    0.05 % of its mean, far below what an autocorrelation of 0.3 is told from).
+    `learn_one` returns True when the detected period changed.
     """
 
     __slots__ = (
         "candidate_lags", "threshold", "block", "capacity", "recheck_every_blocks", "period",
-        "_buffer", "_blocks", "_acc", "_acc_n",
+        "_buffer", "_exp", "_blocks", "_acc", "_acc_n",
     )  # fmt: skip
 
     def __init__(
@@ -90,7 +94,8 @@ class SeasonalityDetector:
         self.capacity = int(np.ceil(periods_kept * lags[-1] / self.block))
         self.recheck_every_blocks = recheck_every_blocks or max(1, lags[0] // self.block // 2)
         self.period: int | None = None
-        self._buffer = np.zeros(self.capacity, dtype=np.float32)
+        self._buffer = np.zeros(self.capacity, dtype=np.float16)  # codes under 2**_exp
+        self._exp = 0
         self._blocks = 0  # blocks completed since start
         self._acc = 0.0
         self._acc_n = 0
@@ -100,7 +105,8 @@ class SeasonalityDetector:
         self._acc_n += 1
         if self._acc_n < self.block:
             return False
-        self._buffer[self._blocks % self.capacity] = self._acc / self._acc_n
+        code, self._exp = half_history.code_for(self._buffer, self._exp, self._acc / self._acc_n)
+        self._buffer[self._blocks % self.capacity] = code
         self._blocks += 1
         self._acc, self._acc_n = 0.0, 0
         if self._blocks % self.recheck_every_blocks:
@@ -113,9 +119,10 @@ class SeasonalityDetector:
         """Buffered block means, oldest first."""
         n = min(self._blocks, self.capacity)
         if self._blocks <= self.capacity:
-            return self._buffer[:n].astype(np.float64)
+            return half_history.decode(self._buffer[:n], self._exp)
         start = self._blocks % self.capacity
-        return np.concatenate((self._buffer[start:], self._buffer[:start])).astype(np.float64)
+        ordered = np.concatenate((self._buffer[start:], self._buffer[:start]))
+        return half_history.decode(ordered, self._exp)
 
     def _check(self) -> int | None:
         block_lags = [lag // self.block for lag in self.candidate_lags]

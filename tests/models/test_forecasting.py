@@ -238,6 +238,49 @@ def test_online_detector_finds_period_and_forecaster_stays_nonseasonal_on_noise(
     assert f.model_name == "ets-damped-nonseasonal+conformal"
 
 
+def test_the_detector_keeps_block_means_of_any_size_in_two_bytes():
+    """A network rate of 2e9 with a daily rhythm of 1 % and noise: the float16 block means
+    widen their scale as the rate grows from idle, and the period and profile come out as
+    from exact means (to 2**-11 of the values)."""
+    rng = np.random.default_rng(11)
+    n = 3 * DAY
+    values = np.concatenate(
+        (np.full(DAY // 2, 10.0), 2e9 * (1 + 0.01 * np.sin(2 * np.pi * np.arange(n) / DAY)))
+    )
+    values = values + rng.normal(0, 2e6, values.size)
+    detector = SeasonalityDetector([DAY])
+    for v in values:
+        detector.learn_one(float(v))
+    assert detector.period == DAY
+    assert detector._buffer.dtype == np.float16 and detector.nbytes == 2 * detector.capacity
+    kept = min(detector._blocks, detector.capacity) * detector.block
+    exact = values[values.size - kept :].reshape(-1, detector.block).mean(axis=1)
+    np.testing.assert_allclose(detector._ordered(), exact, rtol=2**-11)
+
+
+def test_a_state_with_float32_detector_means_loads_with_the_same_detection():
+    """Checkpoints written when the detector kept float32 block means load coded, and the
+    loaded forecaster finds the same period and forecasts within the coding of the means."""
+    from models import array_state
+
+    rng = np.random.default_rng(12)
+    values = daily(np.arange(3 * DAY)) * 1e5 + rng.normal(0, 1e4, 3 * DAY)
+    f = IntervalForecaster()
+    for i in range(2 * DAY):
+        f.learn_one(float(values[i]), ts=T0 + 300 * i)
+    scalars, arrays = array_state.unpack(f.dump())
+    del scalars["detector"]["exp"]
+    arrays["detector_buffer"] = f._detector._ordered()[: f._detector._blocks].astype(np.float32)
+    old = IntervalForecaster.load(array_state.pack(scalars, arrays))
+    np.testing.assert_allclose(old._detector._ordered(), f._detector._ordered(), rtol=2**-11)
+    for i in range(2 * DAY, 3 * DAY):
+        f.learn_one(float(values[i]), ts=T0 + 300 * i)
+        old.learn_one(float(values[i]), ts=T0 + 300 * i)
+    assert old.period == f.period == DAY
+    for a, b in zip(old.forecast(), f.forecast(), strict=True):
+        assert a.yhat == pytest.approx(b.yhat, rel=1e-3)
+
+
 def test_period_follows_the_sampling_interval():
     # One-minute samples: a daily cycle is 1440 samples; the detector must look there.
     f = IntervalForecaster()
