@@ -82,8 +82,9 @@ class ForecasterBank:
             "history_exp": ((), np.int64),
             "history_block": ((), np.int64),
             "history_sum": ((), np.float64),
-            "pending": ((h * (h + 1) // 2,), np.float32),  # triangles, see pending_layout
-            "pending_model": ((h * (h + 1) // 2,), np.float32),
+            "pending": ((h * (h + 1) // 2,), np.float16),  # triangles, see pending_layout
+            "pending_model": ((h * (h + 1) // 2,), np.float16),
+            "pending_exp": ((), np.int64),
             "error_count": ((h,), np.int32),
             "band_scale": ((h,), np.float32),
             "widths": ((h, lv, 2), np.float32),
@@ -169,6 +170,7 @@ class ForecasterBank:
         f._history_sum = float(self.history_sum[row])
         f._pending = self.pending[row].copy()
         f._pending_model = self.pending_model[row].copy()
+        f._pending_exp = int(self.pending_exp[row])
         b = f.bands
         b._count = self.error_count[row].copy()
         b._scale = self.band_scale[row].copy()
@@ -208,6 +210,7 @@ class ForecasterBank:
         self.history_sum[row] = f._history_sum
         self.pending[row] = f._pending
         self.pending_model[row] = f._pending_model
+        self.pending_exp[row] = f._pending_exp
         b = f.bands
         self.error_count[row] = b._count
         self.band_scale[row] = b._scale
@@ -344,10 +347,11 @@ class ForecasterBank:
         k = np.minimum(h, n)
         valid = steps[None, :] <= k[:, None]
         cell = (rows[:, None], self._starts + n[:, None] % steps)
-        forecasts = self.pending[cell].astype(np.float64)
+        pending_exp = self.pending_exp[rows][:, None]
+        forecasts = half_history.decode(self.pending[cell], pending_exp)
         yy = y[:, None]
         err = yy - forecasts
-        model_err = y.astype(np.float32)[:, None] - self.pending_model[cell]
+        model_err = yy - half_history.decode(self.pending_model[cell], pending_exp)
         covered, has_band = self._update_bands(rows, k, valid, err)
         denom = np.abs(yy) + np.abs(forecasts)
         smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
@@ -459,8 +463,24 @@ class ForecasterBank:
         self.n[rows] = n
         model_path = self._path(rows, n)
         cell = (rows[:, None], self._starts + (n - 1)[:, None] % self._steps)
-        self.pending_model[cell] = model_path
-        self.pending[cell] = self._combine(rows, n, model_path)
+        issued, model = self._pending_codes(rows, self._combine(rows, n, model_path), model_path)
+        self.pending[cell], self.pending_model[cell] = issued, model
+
+    def _pending_codes(
+        self, rows: np.ndarray, issued: np.ndarray, model: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The pending codes of these rows' new forecasts, widening the scale of a row with a
+        forecast larger than it holds (as `IntervalForecaster` does)."""
+        exp = self.pending_exp[rows][:, None]
+        codes = half_history.encode(np.stack((issued, model)), exp)  # (2, rows, H)
+        for i in np.flatnonzero(np.isinf(codes).any(axis=(0, 2))).tolist():
+            row = int(rows[i])
+            codes[:, i], self.pending_exp[row] = half_history.codes_for(
+                (self.pending[row], self.pending_model[row]),
+                int(self.pending_exp[row]),
+                np.stack((issued[i], model[i])),
+            )
+        return codes[0], codes[1]
 
     def _path(self, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
         path = self.level[rows][:, None] + self._damp * self.trend[rows][:, None]

@@ -184,6 +184,7 @@ class IntervalForecaster:
         "_history_sum",
         "_level",
         "_pending",
+        "_pending_exp",
         "_pending_model",
         "_period",
         "_scale",
@@ -277,9 +278,12 @@ class IntervalForecaster:
         self._history_sum = 0.0
         if self._period:
             self._start_seasonal_history(self._period)
+        # forecasts waiting for their truth, as float16 codes under 2**_pending_exp (rounded
+        # to 2**-11 of each, far below any error they are scored for)
         triangle = horizon * (horizon + 1) // 2  # see pending_layout
-        self._pending = np.zeros(triangle, dtype=np.float32)  # issued forecasts
-        self._pending_model = np.zeros(triangle, dtype=np.float32)  # ETS alone
+        self._pending = np.zeros(triangle, dtype=np.float16)  # issued forecasts
+        self._pending_model = np.zeros(triangle, dtype=np.float16)  # ETS alone
+        self._pending_exp = 0
         self._damp = np.cumsum(phi ** np.arange(1, horizon + 1))
         self.bands = ConformalBands(horizon, self.levels, symmetric, band_rate, band_window)
         self._accuracy = _Accuracy(horizon, len(self.levels), accuracy_window)
@@ -352,8 +356,12 @@ class IntervalForecaster:
         model_path = self._path(self.horizon)
         steps, starts = pending_layout(self.horizon)
         slots = starts + (self.n - 1) % steps  # issued after the sample of index n - 1
-        self._pending_model[slots] = model_path
-        self._pending[slots] = self._combine(model_path)
+        codes, self._pending_exp = half_history.codes_for(
+            (self._pending, self._pending_model),
+            self._pending_exp,
+            np.stack((self._combine(model_path), model_path)),
+        )
+        self._pending[slots], self._pending_model[slots] = codes
 
     def _missing_samples(self, diff: float) -> int:
         """Samples skipped in a gap of `diff` seconds (0 while the interval is unknown)."""
@@ -383,9 +391,9 @@ class IntervalForecaster:
         steps = steps[:k]
         slots = starts[:k] + self.n % steps
         origins = self.n - steps  # sample index each forecast was issued after
-        forecasts = self._pending[slots].astype(np.float64)
+        forecasts = half_history.decode(self._pending[slots], self._pending_exp)
         err = y - forecasts
-        model_err = y - self._pending_model[slots]
+        model_err = y - half_history.decode(self._pending_model[slots], self._pending_exp)
         covered = self.bands.update_many(err)
         denom = np.abs(y) + np.abs(forecasts)
         smape = np.where(denom > 0, 200.0 * np.abs(err) / np.where(denom > 0, denom, 1.0), 0.0)
@@ -625,6 +633,7 @@ class IntervalForecaster:
             "history_exp": int(self._history_exp),
             "history_block": int(self._history_block),
             "history_sum": float(self._history_sum),
+            "pending_exp": int(self._pending_exp),
             "bands_started": int(b._started),
             "seasonal_count": int(a.seasonal_count),
         }
@@ -679,6 +688,10 @@ class IntervalForecaster:
             _upgrade_bands(s, arrays, b.warmup)
         if "pending" in arrays and arrays["pending"].ndim == 2:
             _upgrade_pending(s, arrays, f.horizon)
+        if "pending_exp" not in s:  # written when pending forecasts were float32
+            _code_pending(s, arrays)
+        elif any(arrays[name].dtype != np.float16 for name in ("pending", "pending_model")):
+            raise ValueError("forecaster state does not fit this configuration (pending)")
         fixed = f._fixed_shape_state()
         for name, template in fixed.items():
             got = arrays.get(name)
@@ -692,6 +705,7 @@ class IntervalForecaster:
         f._period = s["period"]
         f.season_length = s["season_length"]
         f._detector_origin = int(s["detector_origin"])
+        f._pending_exp = int(s["pending_exp"])
         for name, target in fixed.items():  # in place: views of them (accuracy rows) hold
             target[...] = arrays[name]
         if "season" in arrays:
@@ -716,8 +730,8 @@ class IntervalForecaster:
                 detector._buffer[: buffer.size] = buffer
                 detector._exp = int(d["exp"])
             else:  # written when the buffer held block means as float32
-                detector._exp = half_history.exponent_for(float(np.max(np.abs(buffer), initial=0)))
-                detector._buffer[: buffer.size] = half_history.encode(buffer, detector._exp)
+                codes, detector._exp = half_history.encode_fitted(buffer)
+                detector._buffer[: buffer.size] = codes
             detector.period = d["period"]
             detector._blocks = int(d["blocks"])
             detector._acc = float(d["acc"])
@@ -795,6 +809,16 @@ def _upgrade_pending(scalars: dict, arrays: dict[str, np.ndarray], horizon: int)
         arrays[name] = triangle
 
 
+def _code_pending(scalars: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Bring float32 pending forecasts (states written before they were coded) to float16
+    codes under one fitted exponent, in place."""
+    issued, model = arrays.get("pending"), arrays.get("pending_model")
+    if issued is None or model is None or issued.shape != model.shape:
+        raise ValueError("forecaster state does not fit this configuration (pending)")
+    codes, scalars["pending_exp"] = half_history.encode_fitted(np.stack((issued, model)))
+    arrays["pending"], arrays["pending_model"] = codes
+
+
 def _upgrade_history(f: IntervalForecaster, scalars: dict, stored: np.ndarray) -> None:
     """Fill `f`'s history from a state written when it was one ring of every sample of the
     longest lag (sample i at i % size, float16 codes; float32 values before that): its last
@@ -807,9 +831,7 @@ def _upgrade_history(f: IntervalForecaster, scalars: dict, stored: np.ndarray) -
         values = half_history.decode(stored, f._history_exp)
     else:
         values = stored.astype(np.float64)
-        f._history_exp = max(
-            0, half_history.exponent_for(float(np.max(np.abs(values), initial=0.0)))
-        )
+        _, f._history_exp = half_history.encode_fitted(values)
     ring = np.zeros(size)
     ring[: values.size] = values
     past = ring[np.arange(max(0, f.n - size), f.n) % size]  # oldest first

@@ -13,6 +13,7 @@ under float16's top.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,19 +43,35 @@ def decode(codes: np.ndarray, exponent: int | np.ndarray) -> np.ndarray:
 def code_for(ring: np.ndarray, exponent: int, value: float) -> tuple[np.ndarray, int]:
     """`value`'s code in `ring`, and the ring's exponent after: widened, with the ring
     re-coded, when the value is too large for the one it has."""
-    code = encode(value, exponent)
-    if np.isinf(code):
-        exponent = refit(ring, exponent, value)
-        code = encode(value, exponent)
-    return code, exponent
+    return codes_for((ring,), exponent, value)
 
 
-def refit(codes: np.ndarray, exponent: int, value: float) -> int:
-    """Re-code `codes` in place for an exponent fitted to their largest magnitude and to
-    `value`'s (about to be written); returns that exponent."""
-    values = decode(codes, exponent)
-    largest = max(float(np.max(np.abs(values), initial=0.0)), abs(value))
+def codes_for(
+    rings: Sequence[np.ndarray], exponent: int, values: float | np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Codes of `values` for `rings` that share `exponent`, and the exponent after: widened,
+    with every ring re-coded, when a value is too large for the one they have."""
+    codes = encode(values, exponent)
+    if np.isinf(codes).any():
+        exponent = refit(rings, exponent, values)
+        codes = encode(values, exponent)
+    return codes, exponent
+
+
+def refit(rings: Sequence[np.ndarray], exponent: int, values: float | np.ndarray) -> int:
+    """Re-code `rings` in place for an exponent fitted to their largest magnitude and to
+    that of `values` (about to be written); returns that exponent."""
+    decoded = [decode(ring, exponent) for ring in rings]
+    largest = max(float(np.max(np.abs(v), initial=0.0)) for v in [np.asarray(values), *decoded])
     fitted = exponent_for(largest)
     if fitted != exponent:
-        codes[...] = encode(values, fitted)
+        for ring, ring_values in zip(rings, decoded, strict=True):
+            ring[...] = encode(ring_values, fitted)
     return fitted
+
+
+def encode_fitted(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Codes of values kept uncoded (as float32, in states written before), under the
+    exponent a ring that started at 0 would have grown to for them."""
+    exponent = max(0, exponent_for(float(np.max(np.abs(values), initial=0.0))))
+    return encode(values, exponent), exponent

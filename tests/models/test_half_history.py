@@ -39,7 +39,7 @@ def test_decoding_is_exact_scaling_by_a_power_of_two():
 def test_a_value_too_large_for_the_scale_overflows_and_a_refit_makes_room():
     ring = half_history.encode(np.array([12.5, 0.0, 40000.0, -7.25]), 0)
     assert np.isinf(half_history.encode(1e9, 0))
-    exponent = half_history.refit(ring, 0, 1e9)
+    exponent = half_history.refit((ring,), 0, 1e9)
     assert exponent == half_history.exponent_for(1e9) > 0
     assert np.isfinite(half_history.encode(1e9, exponent))
     back = half_history.decode(ring, exponent)
@@ -60,3 +60,25 @@ def test_code_for_keeps_the_scale_when_the_value_fits_and_widens_it_when_not():
     assert half_history.decode(ring, exponent)[1] == pytest.approx(
         -250.0, abs=2.0 ** (exponent - 25)
     )
+
+
+def test_rings_that_share_a_scale_are_recoded_together():
+    issued = half_history.encode(np.array([10.0, -20.0]), 0)
+    model = half_history.encode(np.array([30000.0]), 0)
+    codes, exponent = half_history.codes_for((issued, model), 0, np.array([5.0, 2e6]))
+    assert exponent == half_history.exponent_for(2e6) > 0
+    assert half_history.decode(codes, exponent)[1] == pytest.approx(2e6, rel=REL)
+    assert half_history.decode(model, exponent)[0] == pytest.approx(30000.0, rel=REL)
+    assert half_history.decode(issued, exponent)[1] == pytest.approx(
+        -20.0, abs=2.0 ** (exponent - 25)
+    )
+    codes, same = half_history.codes_for((issued, model), exponent, np.array([1e6]))
+    assert same == exponent
+
+
+def test_values_kept_uncoded_are_coded_at_the_scale_a_ring_grows_to():
+    codes, exponent = half_history.encode_fitted(np.array([3.0, 90.0], dtype=np.float32))
+    assert exponent == 0 and half_history.decode(codes, 0).tolist() == [3.0, 90.0]
+    codes, exponent = half_history.encode_fitted(np.array([1.0, 7e8], dtype=np.float32))
+    assert exponent == half_history.exponent_for(7e8)
+    assert half_history.decode(codes, exponent)[1] == pytest.approx(7e8, rel=REL)
