@@ -61,39 +61,40 @@ class ForecasterBank:
 
     # ------------------------------------------------------------------ rows
     def _fields(self) -> dict[str, tuple[tuple[int, ...], type]]:
-        """Per-row arrays: name -> (shape of a row, dtype)."""
+        """Per-row arrays: name -> (shape of a row, dtype). Counts, indices and exponents are
+        int32: a series of one sample a second passes 2**31 samples after 68 years."""
         h, lv = self.horizon, self._n_levels
         return {
-            "n": ((), np.int64),
+            "n": ((), np.int32),
             "last_ts": ((), np.float64),  # NaN: none yet
-            "n_diffs": ((), np.int64),
+            "n_diffs": ((), np.int32),
             "step_estimate": ((), np.float64),
             "diffs": ((_DIFFS,), np.float64),
             "level": ((), np.float64),
             "trend": ((), np.float64),
             "scale": ((), np.float64),
-            "periods": ((), np.int64),  # 0: non-seasonal
+            "periods": ((), np.int32),  # 0: non-seasonal
             # the seasonal curve's knots (SeasonalCurve.values; the first min(period, knots))
             "season": ((self._knots,), np.float32),
-            "season_length": ((), np.int64),  # _NONE: detect the period
-            "detector_origin": ((), np.int64),
-            "history_size": ((), np.int64),  # seasonal-naive slots (after the recent ring)
+            "season_length": ((), np.int32),  # _NONE: detect the period
+            "detector_origin": ((), np.int32),
+            "history_size": ((), np.int32),  # seasonal-naive slots (after the recent ring)
             "history": ((self._history_width,), np.float16),  # codes (models.half_history)
-            "history_exp": ((), np.int64),
-            "history_block": ((), np.int64),
+            "history_exp": ((), np.int32),
+            "history_block": ((), np.int32),
             "history_sum": ((), np.float64),
             "pending": ((h * (h + 1) // 2,), np.float16),  # triangles, see pending_layout
             "pending_model": ((h * (h + 1) // 2,), np.float16),
-            "pending_exp": ((), np.int64),
+            "pending_exp": ((), np.int32),
             "error_count": ((h,), np.int32),
             "band_scale": ((h,), np.float32),
             "widths": ((h, lv, 2), np.float32),
-            "started": ((), np.int64),
+            "started": ((), np.int32),
             "acc_count": ((h,), np.int32),
             "acc_table": ((5, h), np.float32),
             "coverage": ((h, lv), np.float32),
             "cov_count": ((h,), np.int32),
-            "seasonal_count": ((), np.int64),
+            "seasonal_count": ((), np.int32),
         }
 
     def _grow(self, capacity: int) -> None:
