@@ -10,6 +10,11 @@ A row's first sample and every next one at its regular interval take the vectori
 The rest is rare — a gap to fill, a late, untimed or non-finite sample, the start of the
 seasonal detector, the first season of a given period: such a row is checked out as an
 `IntervalForecaster`, learns there, and is written back.
+
+A row's seasonality detector is kept in the arrays too (its block means, their scale and
+its counters), not as an object: about half the memory, and its samples are summed for all
+rows at once. The rare re-check of a detector's period works on a `SeasonalityDetector`
+made from the row.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from models.forecasting import (
     pending_layout,
 )
 from models.seasonal_curve import SeasonalCurve, knot_map
+from models.seasonality import SeasonalityDetector
 
 _DIFFS = 9  # ring of recent sampling intervals, as in IntervalForecaster
 _NONE = -1  # season_length "None" (detect the period)
@@ -54,7 +60,15 @@ class ForecasterBank:
         self._free: list[int] = []
         self._size = 0  # rows handed out so far (free ones included)
         self._capacity = 0
-        self._history_width = template._history.size
+        # rows of these fields are as wide as the widest row needs (they grow)
+        self._row_widths = {"history": template._history.size, "det_buffer": 1}
+        # the detector settings rows use (one per distinct candidate lags), and per setting
+        # its block, buffer size, re-check interval (in blocks) and daily lag, as arrays
+        self._detector_kinds: list[SeasonalityDetector] = []
+        self._kind_index: dict[tuple[tuple[int, ...], float], int] = {}
+        self._kind_block = self._kind_capacity = self._kind_recheck = self._kind_lag = np.zeros(
+            0, dtype=np.int64
+        )
         self._recent = h + 1  # the history's ring of recent samples, then its seasonal one
         self._knots = template.season_knots
         self._grow(max(1, capacity))
@@ -79,7 +93,7 @@ class ForecasterBank:
             "season_length": ((), np.int32),  # _NONE: detect the period
             "detector_origin": ((), np.int32),
             "history_size": ((), np.int32),  # seasonal-naive slots (after the recent ring)
-            "history": ((self._history_width,), np.float16),  # codes (models.half_history)
+            "history": ((self._row_widths["history"],), np.float16),  # codes (half_history)
             "history_exp": ((), np.int32),
             "history_block": ((), np.int32),
             "history_sum": ((), np.float64),
@@ -95,6 +109,14 @@ class ForecasterBank:
             "coverage": ((h, lv), np.float32),
             "cov_count": ((h,), np.int32),
             "seasonal_count": ((), np.int32),
+            # the seasonality detector (SeasonalityDetector's state); det_kind -1: none
+            "det_kind": ((), np.int16),
+            "det_buffer": ((self._row_widths["det_buffer"],), np.float16),
+            "det_exp": ((), np.int32),
+            "det_blocks": ((), np.int32),
+            "det_acc": ((), np.float64),
+            "det_acc_n": ((), np.int32),
+            "det_period": ((), np.int32),  # 0: none detected
         }
 
     def _grow(self, capacity: int) -> None:
@@ -107,7 +129,6 @@ class ForecasterBank:
             if before:
                 array[:before] = getattr(self, name)
             setattr(self, name, array)
-        self.detectors: list[Any] = getattr(self, "detectors", []) + [None] * (capacity - before)
         self._capacity = capacity
         if not before:  # a new forecaster's state, as a row to copy into fresh rows
             self._checkin(0, self._template)
@@ -116,11 +137,10 @@ class ForecasterBank:
     def _reset(self, row: int) -> None:
         """The row becomes a new forecaster."""
         for name, value in self._fresh.items():
-            if name == "history":  # wider than the fresh row once daily lags were seen
-                self.history[row] = 0.0
+            if name in self._row_widths:  # may be wider than the fresh row by now
+                getattr(self, name)[row] = 0.0
             else:
                 getattr(self, name)[row] = value
-        self.detectors[row] = None
 
     def add(self) -> int:
         """A row for a new series."""
@@ -136,7 +156,7 @@ class ForecasterBank:
 
     def remove(self, row: int) -> None:
         """Forget a series; its row is reused for a new one."""
-        self.detectors[row] = None
+        self.det_kind[row] = -1
         self._free.append(row)
 
     def period(self, row: int) -> int | None:
@@ -163,7 +183,7 @@ class ForecasterBank:
         if period:
             knots = min(period, self._knots)
             f._season = SeasonalCurve(period, self._knots, self.season[row, :knots])
-        f._detector = self.detectors[row]
+        f._detector = self._detector(row)
         f._detector_origin = int(self.detector_origin[row])
         f._history = self.history[row, : self._recent + self.history_size[row]].copy()
         f._history_exp = int(self.history_exp[row])
@@ -199,11 +219,11 @@ class ForecasterBank:
         self.season_length[row] = _NONE if f.season_length is None else f.season_length
         if f._season is not None:
             self.season[row, : f._season.values.size] = f._season.values
-        self.detectors[row] = f._detector
+        self._checkin_detector(row, f._detector)
         self.detector_origin[row] = f._detector_origin
         size = f._history.size
-        if size > self._history_width:
-            self._widen_history(size)
+        if size > self._row_widths["history"]:
+            self._widen("history", size)
         self.history_size[row] = size - self._recent
         self.history[row, :size] = f._history
         self.history_exp[row] = f._history_exp
@@ -236,11 +256,92 @@ class ForecasterBank:
         self._checkin(row, forecaster)
         return row
 
-    def _widen_history(self, width: int) -> None:
-        grown = np.zeros((self._capacity, width), dtype=np.float16)
-        grown[: self._size, : self._history_width] = self.history[: self._size]
-        self.history = grown
-        self._history_width = width
+    def _widen(self, name: str, width: int) -> None:
+        """Make the rows of a growing field (`_row_widths`) `width` wide."""
+        old = getattr(self, name)
+        grown = np.zeros((self._capacity, width), dtype=old.dtype)
+        grown[: self._size, : old.shape[1]] = old[: self._size]
+        setattr(self, name, grown)
+        self._row_widths[name] = width
+
+    # ------------------------------------------------------------------ detectors
+    def _detector(self, row: int) -> SeasonalityDetector | None:
+        """The row's seasonality detector as an object (a copy), None when it has none."""
+        kind = int(self.det_kind[row])
+        return None if kind < 0 else self._detector_of(row, kind)
+
+    def _detector_of(self, row: int, kind: int) -> SeasonalityDetector:
+        setting = self._detector_kinds[kind]
+        d = SeasonalityDetector(setting.candidate_lags, threshold=setting.threshold)
+        d._buffer[...] = self.det_buffer[row, : d.capacity]
+        d._exp = int(self.det_exp[row])
+        d._blocks = int(self.det_blocks[row])
+        d._acc = float(self.det_acc[row])
+        d._acc_n = int(self.det_acc_n[row])
+        d.period = int(self.det_period[row]) or None
+        return d
+
+    def _checkin_detector(self, row: int, d: SeasonalityDetector | None) -> None:
+        if d is None:
+            self.det_kind[row] = -1
+            self.det_exp[row] = self.det_blocks[row] = self.det_acc_n[row] = 0
+            self.det_acc[row] = self.det_period[row] = 0
+            return
+        key = (d.candidate_lags, d.threshold)
+        kind = self._kind_index.get(key)
+        if kind is None:  # a setting not seen yet (another sampling interval)
+            kind = self._kind_index[key] = len(self._detector_kinds)
+            self._detector_kinds.append(d)
+            kinds = self._detector_kinds
+            self._kind_block = np.array([k.block for k in kinds], dtype=np.int64)
+            self._kind_capacity = np.array([k.capacity for k in kinds], dtype=np.int64)
+            self._kind_recheck = np.array([k.recheck_every_blocks for k in kinds], dtype=np.int64)
+            self._kind_lag = np.array([k.candidate_lags[0] for k in kinds], dtype=np.int64)
+        if d.capacity > self._row_widths["det_buffer"]:
+            self._widen("det_buffer", d.capacity)
+        self.det_kind[row] = kind
+        self.det_buffer[row, : d.capacity] = d._buffer
+        self.det_exp[row] = d._exp
+        self.det_blocks[row] = d._blocks
+        self.det_acc[row] = d._acc
+        self.det_acc_n[row] = d._acc_n
+        self.det_period[row] = d.period or 0
+
+    def _learn_detectors(self, rows: np.ndarray, y: np.ndarray) -> None:
+        """`SeasonalityDetector.learn_one` of these rows' detectors (rows without one are
+        skipped); a row whose detector finds another period takes its season."""
+        kind = self.det_kind[rows]
+        has = kind >= 0
+        if not has.any():
+            return
+        rows, y, kind = rows[has], y[has], kind[has]
+        acc = self.det_acc[rows] + y
+        acc_n = self.det_acc_n[rows] + 1
+        full = acc_n >= self._kind_block[kind]  # a block mean to store
+        self.det_acc[rows] = np.where(full, 0.0, acc)
+        self.det_acc_n[rows] = np.where(full, 0, acc_n)
+        if not full.any():
+            return
+        rows, kind, means = rows[full], kind[full], acc[full] / acc_n[full]
+        blocks = self.det_blocks[rows]
+        capacity = self._kind_capacity[kind]
+        codes = half_history.encode(means, self.det_exp[rows])
+        for i in np.flatnonzero(np.isinf(codes)).tolist():  # a mean too large for the scale
+            row = int(rows[i])
+            codes[i], self.det_exp[row] = half_history.code_for(
+                self.det_buffer[row, : capacity[i]], int(self.det_exp[row]), float(means[i])
+            )
+        self.det_buffer[rows, blocks % capacity] = codes
+        blocks = blocks + 1
+        self.det_blocks[rows] = blocks
+        for i in np.flatnonzero(blocks % self._kind_recheck[kind] == 0).tolist():
+            row = int(rows[i])
+            d = self._detector_of(row, int(kind[i]))
+            period = d._check()
+            if period != d.period:
+                d.period = period
+                self.det_period[row] = period or 0
+                self._set_period(row, d)
 
     # ------------------------------------------------------------------ learning
     def learn(
@@ -276,9 +377,7 @@ class ForecasterBank:
         ordinary = (n > 0) & later & regular
         season_length = self.season_length[rows]
         detecting = season_length == _NONE
-        started = np.fromiter(
-            (self.detectors[r] is not None for r in rows.tolist()), bool, rows.size
-        )
+        started = self.det_kind[rows] >= 0
         # a detector starts once three intervals are known: the row's object does that
         waiting = np.zeros(rows.size, dtype=bool) if t.step_seconds else n_diffs + ordinary < 3
         return (
@@ -301,12 +400,7 @@ class ForecasterBank:
                 self._score_pending(rows[later], n[later], y[later])
         learn_err = self._update_state(rows, n, y)
         self._learn_seasons(rows[later], n[later], self._template.gamma * learn_err[later])
-        for i, row in enumerate(rows.tolist()):
-            if not later[i]:
-                continue
-            detector = self.detectors[row]
-            if detector is not None and detector.learn_one(float(y[i])):
-                self._set_period(row, detector)
+        self._learn_detectors(rows[later], y[later])
         self._advance(rows, n, y)
 
     def _note_intervals(self, rows: np.ndarray, ts: np.ndarray) -> None:
@@ -324,7 +418,7 @@ class ForecasterBank:
         for row, count in zip(rows[filling].tolist(), n_diffs[filling].tolist(), strict=True):
             self.step_estimate[row] = float(np.median(self.diffs[row, :count]))
 
-    def _set_period(self, row: int, detector: Any) -> None:
+    def _set_period(self, row: int, detector: SeasonalityDetector) -> None:
         period = detector.period
         self.periods[row] = period or 0
         curve = detected_season(detector, int(self.detector_origin[row]), period, self._knots)
@@ -334,12 +428,11 @@ class ForecasterBank:
     def _lags(self, rows: np.ndarray) -> np.ndarray:
         """Seasonal-naive lag per row (0 when there is none yet)."""
         periods = self.periods[rows]
-        lags = periods.copy()
-        for i in np.flatnonzero(periods == 0).tolist():
-            detector = self.detectors[int(rows[i])]
-            if detector is not None:
-                lags[i] = detector.candidate_lags[0]
-        return lags
+        kind = self.det_kind[rows]
+        waiting = (periods == 0) & (kind >= 0)  # the detector's first candidate meanwhile
+        if not waiting.any():
+            return periods.copy()
+        return np.where(waiting, self._kind_lag[np.maximum(kind, 0)], periods)
 
     def _score_pending(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> None:
         """Compare the forecasts made 1..H steps ago for these samples with the truth."""
@@ -662,7 +755,5 @@ class ForecasterBank:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the arrays and of the per-row seasonal detectors."""
-        total = sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
-        total += sum(d.nbytes for d in self.detectors if d is not None)
-        return int(total)
+        """Bytes of the arrays (the seasonal detectors' included)."""
+        return int(sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray)))
