@@ -104,10 +104,10 @@ def _level_order(level: str) -> float:
 
 
 FigureKey = tuple[str, str]  # (kind, name): ("measure", "mae"), ("coverage", "80")
-# A forecast's figures: their keys (one shared tuple per set of names) and their values (the
-# message's own float objects). Kept for every VM and metric, this is about half the memory of
-# a dict of them.
-Figures = tuple[tuple[FigureKey, ...], tuple[float, ...]]
+# A forecast's figures: their keys (one shared tuple per set of names) and their values, as an
+# array of doubles. Kept for every VM and metric: about a sixth of the memory of a dict of
+# them, and the values take under half that of a tuple of the message's float objects.
+Figures = tuple[tuple[FigureKey, ...], array]
 _KEY_SETS: dict[tuple[FigureKey, ...], tuple[FigureKey, ...]] = {}
 _MEASURES: dict[str, FigureKey] = {}  # ("measure", name) by name
 
@@ -133,7 +133,7 @@ def _accuracy_figures(accuracy: object) -> Figures:
                 keys.append(("measure", name))
                 values.append(float(v))
     names = tuple(keys)
-    return _KEY_SETS.get(names) or _KEY_SETS.setdefault(names, names), tuple(values)
+    return _KEY_SETS.get(names) or _KEY_SETS.setdefault(names, names), array("d", values)
 
 
 @dataclass
