@@ -81,7 +81,7 @@ class ScalingConfig:
             raise ValueError("mode must be 'act' or 'recommend'")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResourceView:
     """One resource of one VM; usage, forecast and bounds in allocation units."""
 
@@ -123,7 +123,7 @@ class ResourceView:
         return max(self.forecast, default=self.usage)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VMView:
     vm_id: str
     host: str
