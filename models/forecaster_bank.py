@@ -105,9 +105,10 @@ class ForecasterBank:
             "widths": ((h, lv, 2), np.float32),
             "started": ((), np.int32),
             "acc_count": ((h,), np.int32),
-            "acc_table": ((5, h), np.float32),
-            "coverage": ((h, lv), np.float32),
-            "cov_count": ((h,), np.int32),
+            "acc_table": ((2, h), np.float32),  # per step: |snaive error|, |model error|
+            "acc_means": ((3,), np.float32),  # over steps: |error|, sMAPE, |naive error|
+            "coverage": ((lv,), np.float32),
+            "cov_count": ((), np.int32),
             "seasonal_count": ((), np.int32),
             # the seasonality detector (SeasonalityDetector's state); det_kind -1: none
             "det_kind": ((), np.int16),
@@ -200,9 +201,10 @@ class ForecasterBank:
         a = f._accuracy
         a.count = self.acc_count[row].copy()
         a.table = self.acc_table[row].copy()
-        a.abs_err, a.smape, a.abs_snaive, a.abs_naive, a.abs_model = a.table
+        a.abs_snaive, a.abs_model = a.table
+        a.means = self.acc_means[row].copy()
         a.coverage = self.coverage[row].copy()
-        a.cov_count = self.cov_count[row].copy()
+        a.cov_count = int(self.cov_count[row])
         a.seasonal_count = int(self.seasonal_count[row])
         return f
 
@@ -240,6 +242,7 @@ class ForecasterBank:
         a = f._accuracy
         self.acc_count[row] = a.count
         self.acc_table[row] = a.table
+        self.acc_means[row] = a.means
         self.coverage[row] = a.coverage
         self.cov_count[row] = a.cov_count
         self.seasonal_count[row] = a.seasonal_count
@@ -460,27 +463,30 @@ class ForecasterBank:
             self.history[rows, self._seasonal_slots(rows, n - lags)], exp
         )
         snaive_err = np.where(seasonal[:, None], np.abs(yy - last_season[:, None]), naive_err)
-        # exponentially weighted statistics of steps 1..k
+        # exponentially weighted statistics: per step of steps 1..k, and their means
         count = self.acc_count[rows] + valid
         self.acc_count[rows] = count
         self.seasonal_count[rows] += seasonal
         with np.errstate(divide="ignore"):
             rate = np.maximum(1.0 / count, 1.0 / self._acc_window)
-        new = np.stack((np.abs(err), smape, snaive_err, naive_err, np.abs(model_err)), axis=1)
+        new = np.stack((snaive_err, np.abs(model_err)), axis=1)
         stats = self.acc_table[rows]
         self.acc_table[rows] = np.where(
             valid[:, None, :], stats + rate[:, None, :] * (new - stats), stats
         )
+        scored = np.where(valid[:, None, :], np.stack((np.abs(err), smape, naive_err), axis=1), 0.0)
+        step_means = np.add.reduce(scored, axis=2) / k[:, None]
+        means = self.acc_means[rows]
+        self.acc_means[rows] = means + rate[:, :1] * (step_means - means)
         if has_band.any():
             b = has_band
-            cov_count = self.cov_count[rows[b]] + valid[b]
+            cov_count = self.cov_count[rows[b]] + 1
             self.cov_count[rows[b]] = cov_count
-            with np.errstate(divide="ignore"):
-                cov_rate = np.maximum(1.0 / cov_count, 1.0 / self._acc_window)[:, :, None]
+            cov_rate = np.maximum(1.0 / cov_count, 1.0 / self._acc_window)[:, None]
+            shares = np.where(valid[b][:, :, None], covered, 0.0)
+            share = np.add.reduce(shares, axis=1) / k[b][:, None]
             old = self.coverage[rows[b]]
-            self.coverage[rows[b]] = np.where(
-                valid[b][:, :, None], old + cov_rate * (covered - old), old
-            )
+            self.coverage[rows[b]] = old + cov_rate * (share - old)
 
     def _update_bands(
         self, rows: np.ndarray, k: np.ndarray, valid: np.ndarray, err: np.ndarray
@@ -622,7 +628,7 @@ class ForecasterBank:
         t = self._template
         able = (lags > 0) & (n >= lags) & (self.seasonal_count[rows] >= self._acc_window)
         table = self.acc_table[rows]
-        better = table[:, 2] < t.switch_ratio * table[:, 4]
+        better = table[:, 0] < t.switch_ratio * table[:, 1]
         return able[:, None] & better & (self._steps[None, :] <= lags[:, None])
 
     def _combine(self, rows: np.ndarray, n: np.ndarray, model_path: np.ndarray) -> np.ndarray:
@@ -720,36 +726,30 @@ class ForecasterBank:
         h = self.horizon
         counts = self.acc_count[rows]
         seen = np.count_nonzero(counts, axis=1)
-        covered = np.count_nonzero(self.cov_count[rows], axis=1)
-        whole = (seen == h) & ((covered == h) | (covered == 0))
-        means = np.add.reduce(self.acc_table[rows, :4], axis=2, dtype=np.float64) / h
-        coverage = np.add.reduce(self.coverage[rows], axis=1, dtype=np.float64) / h
+        snaive = np.add.reduce(self.acc_table[rows, 0], axis=1, dtype=np.float64) / h
+        means = self.acc_means[rows].tolist()
+        shares = self.coverage[rows].tolist()
+        covered = self.cov_count[rows] > 0
         out = []
         for i, row in enumerate(rows.tolist()):
             if not seen[i]:
                 out.append({"n": 0})
                 continue
-            if whole[i]:
-                mae, smape, snaive, naive = means[i].tolist()
-                cover = coverage[i].tolist()
-            else:  # young rows: the same sums over the steps seen so far
-                table = self.acc_table[row, :4, : seen[i]]
-                mae, smape, snaive, naive = (
-                    np.add.reduce(table, axis=1, dtype=np.float64) / seen[i]
-                ).tolist()
-                rates = self.coverage[row, : covered[i]]
-                cover = (
-                    np.add.reduce(rates, axis=0, dtype=np.float64) / max(1, covered[i])
-                ).tolist()
+            mae, smape, naive = means[i]
+            if seen[i] == h:
+                snaive_mae = float(snaive[i])
+            else:  # young rows: the same sum over the steps seen so far
+                table = self.acc_table[row, 0, : seen[i]]
+                snaive_mae = float(np.add.reduce(table, dtype=np.float64) / seen[i])
             figures = {
                 "n": int(counts[i, 0]),
                 "mae": mae,
                 "smape": smape,
-                "mase": mae / snaive if snaive > 0 else None,
+                "mase": mae / snaive_mae if snaive_mae > 0 else None,
                 "mase_naive": mae / naive if naive > 0 else None,
             }
             if covered[i]:
-                figures["coverage"] = dict(zip(self._keys, cover, strict=True))
+                figures["coverage"] = dict(zip(self._keys, shares[i], strict=True))
             out.append(figures)
         return out
 

@@ -78,33 +78,32 @@ class ForecastPoint:
 
 @dataclass(slots=True)
 class _Accuracy:
-    """Exponentially weighted error statistics per horizon step."""
+    """Exponentially weighted error statistics: per horizon step the two that the
+    seasonal-naive switch compares, and the published figures as means over the steps each
+    truth scores (messages give only those; per step they would be 12 times the state)."""
 
     horizon: int
     n_levels: int
     window: int
-    count: np.ndarray = field(init=False)
-    # all five statistics as rows of one table, updated in one step; `accuracy` averages the
-    # first four (no stacking per message)
+    count: np.ndarray = field(init=False)  # truths scored, per step
+    # per step, as rows of one table: |seasonal-naive error| and |the model's own error|
     table: np.ndarray = field(init=False)
-    abs_err: np.ndarray = field(init=False)
-    smape: np.ndarray = field(init=False)
     abs_snaive: np.ndarray = field(init=False)
-    abs_naive: np.ndarray = field(init=False)
     abs_model: np.ndarray = field(init=False)
-    coverage: np.ndarray = field(init=False)
-    cov_count: np.ndarray = field(init=False)
+    # over the steps scored: mean |error|, sMAPE and mean |naive error|
+    means: np.ndarray = field(init=False)
+    coverage: np.ndarray = field(init=False)  # per level: share of the steps scored inside
+    cov_count: int = 0  # truths scored while there were bands
     seasonal_count: int = 0  # truths scored against a real seasonal-naive forecast
 
     def __post_init__(self) -> None:
         h = self.horizon
         # float32 state: computed in float64, rounded on storing (a fleet keeps one per series)
         self.count = np.zeros(h, dtype=np.int32)
-        self.table = np.zeros((5, h), dtype=np.float32)
-        # row views
-        self.abs_err, self.smape, self.abs_snaive, self.abs_naive, self.abs_model = self.table
-        self.coverage = np.zeros((h, self.n_levels), dtype=np.float32)
-        self.cov_count = np.zeros(h, dtype=np.int32)
+        self.table = np.zeros((2, h), dtype=np.float32)
+        self.abs_snaive, self.abs_model = self.table  # row views
+        self.means = np.zeros(3, dtype=np.float32)
+        self.coverage = np.zeros(self.n_levels, dtype=np.float32)
 
     def update(
         self,
@@ -121,23 +120,29 @@ class _Accuracy:
         self.count[:k] += 1
         self.seasonal_count += seasonal
         rate = np.maximum(1.0 / self.count[:k], 1.0 / self.window)
-        new = np.empty((5, k))  # in the table's row order
-        new[0] = np.abs(err)
-        new[1] = smape
-        new[2] = snaive_err
-        new[3] = naive_err
-        new[4] = np.abs(model_err)
+        new = np.empty((2, k))  # in the table's row order
+        new[0] = snaive_err
+        new[1] = np.abs(model_err)
         stats = self.table[:, :k]
         stats += rate * (new - stats)
+        # means over steps 1..k, summed over all `horizon` places (zeros beyond k) as the
+        # bank sums them, so that both round alike
+        scored = np.zeros((3, self.horizon))
+        scored[0, :k] = np.abs(err)
+        scored[1, :k] = smape
+        scored[2, :k] = naive_err
+        step_means = np.add.reduce(scored, axis=1) / k
+        self.means += max(1.0 / self.count[0], 1.0 / self.window) * (step_means - self.means)
         if covered is not None:
-            self.cov_count[:k] += 1
-            cov_rate = np.maximum(1.0 / self.cov_count[:k], 1.0 / self.window)[:, None]
-            self.coverage[:k] += cov_rate * (covered - self.coverage[:k])
+            self.cov_count += 1
+            shares = np.zeros((self.horizon, self.n_levels))
+            shares[:k] = covered
+            share = np.add.reduce(shares, axis=0) / k
+            self.coverage += max(1.0 / self.cov_count, 1.0 / self.window) * (share - self.coverage)
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.count, self.table, self.coverage, self.cov_count)
-        return sum(a.nbytes for a in arrays)
+        return sum(a.nbytes for a in (self.count, self.table, self.means, self.coverage))
 
 
 class IntervalForecaster:
@@ -594,10 +599,9 @@ class IntervalForecaster:
         seen = int(np.count_nonzero(acc.count))  # steps 1..seen have errors
         if not seen:
             return {"n": 0}
+        mae, smape, naive = acc.means.tolist()
         # sum / count: what mean() computes, without its per-call overhead
-        mae, smape, snaive, naive = (
-            np.add.reduce(acc.table[:4, :seen], axis=1, dtype=np.float64) / seen
-        ).tolist()
+        snaive = float(np.add.reduce(acc.abs_snaive[:seen], dtype=np.float64) / seen)
         out = {
             "n": int(acc.count[0]),
             "mae": mae,
@@ -605,12 +609,9 @@ class IntervalForecaster:
             "mase": mae / snaive if snaive > 0 else None,
             "mase_naive": mae / naive if naive > 0 else None,
         }
-        covered = int(np.count_nonzero(acc.cov_count))
-        if covered:
-            means = (
-                np.add.reduce(acc.coverage[:covered], axis=0, dtype=np.float64) / covered
-            ).tolist()
-            out["coverage"] = {level_key(lvl): m for lvl, m in zip(self.levels, means, strict=True)}
+        if acc.cov_count:
+            shares = acc.coverage.tolist()
+            out["coverage"] = {level_key(lv): m for lv, m in zip(self.levels, shares, strict=True)}
         return out
 
     # ------------------------------------------------------------------ state
@@ -636,6 +637,7 @@ class IntervalForecaster:
             "pending_exp": int(self._pending_exp),
             "bands_started": int(b._started),
             "seasonal_count": int(a.seasonal_count),
+            "cov_count": int(a.cov_count),
         }
         arrays = {**self._fixed_shape_state(), "history": self._history}
         if self._season is not None:
@@ -664,8 +666,8 @@ class IntervalForecaster:
             "widths": b._widths,
             "acc_count": a.count,
             "acc_table": a.table,
+            "acc_means": a.means,
             "coverage": a.coverage,
-            "cov_count": a.cov_count,
         }
 
     @classmethod
@@ -692,6 +694,8 @@ class IntervalForecaster:
             _code_pending(s, arrays)
         elif any(arrays[name].dtype != np.float16 for name in ("pending", "pending_model")):
             raise ValueError("forecaster state does not fit this configuration (pending)")
+        if "acc_means" not in arrays:  # written when every figure was kept per step
+            _upgrade_accuracy(s, arrays)
         fixed = f._fixed_shape_state()
         for name, template in fixed.items():
             got = arrays.get(name)
@@ -720,6 +724,7 @@ class IntervalForecaster:
             f._season = None
         b._started = int(s["bands_started"])
         a.seasonal_count = int(s["seasonal_count"])
+        a.cov_count = int(s["cov_count"])
         d = s.get("detector")
         if d is not None:
             detector = SeasonalityDetector(d["lags"], threshold=f.detect_threshold)
@@ -790,6 +795,25 @@ def _upgrade_bands(scalars: dict, arrays: dict[str, np.ndarray], warmup: int) ->
     widths[count < warmup] = np.nan
     arrays["widths"] = widths
     scalars["bands_started"] = 0  # counted again from the steps' bands
+
+
+def _upgrade_accuracy(scalars: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Bring a state written when all five error statistics and the coverage were kept per
+    step to the current form, in place: the figures averaged over steps become the means, so
+    the upgraded forecaster publishes the same figures (to float32)."""
+    table, count = arrays["acc_table"], arrays["acc_count"]
+    coverage, cov_count = arrays["coverage"], arrays.pop("cov_count")
+    if table.ndim != 2 or table.shape[0] != 5 or coverage.ndim != 2 or cov_count.ndim != 1:
+        raise ValueError("forecaster state does not fit this configuration (accuracy)")
+    seen = int(np.count_nonzero(count))
+    covered = int(np.count_nonzero(cov_count))
+    # the old rows: |error|, sMAPE, |seasonal-naive error|, |naive error|, |model error|
+    means = np.add.reduce(table[[0, 1, 3], :seen], axis=1, dtype=np.float64) / max(1, seen)
+    shares = np.add.reduce(coverage[:covered], axis=0, dtype=np.float64) / max(1, covered)
+    arrays["acc_means"] = means.astype(np.float32)
+    arrays["acc_table"] = table[[2, 4]]
+    arrays["coverage"] = shares.astype(np.float32)
+    scalars["cov_count"] = int(cov_count[0])  # step 1 is scored with every truth
 
 
 def _upgrade_pending(scalars: dict, arrays: dict[str, np.ndarray], horizon: int) -> None:

@@ -352,6 +352,62 @@ def test_forecast_before_any_data_is_empty_and_nan_is_ignored():
     assert f.n == 0
 
 
+def test_accuracy_figures_are_rolling_means_over_the_steps_each_truth_scores():
+    """mae, sMAPE and the naive reference's MAE: for each new truth, the mean over the steps
+    it scores (1..min(n, horizon)) of the forecasts issued for it, exponentially weighted
+    over truths (a running mean for the first `accuracy_window`). Computed here from the
+    forecasts as issued; the forecaster scores float16 codes of them (2**-11 of each)."""
+    rng = np.random.default_rng(21)
+    values = 10.0 + np.sin(np.arange(400) / 7.0) + rng.normal(0, 0.3, 400)
+    horizon, window = 4, 50
+    f = IntervalForecaster(horizon=horizon, season_length=0, accuracy_window=window)
+    issued: list[np.ndarray] = []  # forecasts made after sample i, steps 1..horizon
+    mae = smape = naive = 0.0
+    for i, y in enumerate(values):
+        if i:
+            steps = np.arange(1, min(i, horizon) + 1)
+            forecasts = np.array([issued[i - s][s - 1] for s in steps])
+            err = np.abs(y - forecasts)
+            rate = max(1.0 / i, 1.0 / window)
+            mae += rate * (err.mean() - mae)
+            smape += rate * ((200 * err / (abs(y) + np.abs(forecasts))).mean() - smape)
+            naive += rate * (np.abs(y - values[i - steps]).mean() - naive)
+        f.learn_one(float(y))
+        issued.append(np.array([p.yhat for p in f.forecast()]))
+        if i in (3, 8, values.size - 1):  # young (truths scoring fewer steps), and later
+            got = f.accuracy()
+            assert got["n"] == i
+            assert got["mae"] == pytest.approx(mae, rel=2e-3)
+            assert got["smape"] == pytest.approx(smape, rel=2e-3)
+            assert got["mase_naive"] == pytest.approx(mae / naive, rel=2e-3)
+
+
+def test_a_state_with_figures_per_step_loads_with_the_figures_it_published():
+    """States written when all five statistics and the coverage were kept per step load with
+    their step means: the forecaster publishes the figures it did before."""
+    from models import array_state
+
+    rng = np.random.default_rng(22)
+    f = IntervalForecaster()
+    for i in range(DAY):
+        f.learn_one(float(daily(i) + rng.normal(0, 1)), ts=T0 + 300 * i)
+    scalars, arrays = array_state.unpack(f.dump())
+    h, levels = f.horizon, len(f.levels)
+    old_table = rng.uniform(0.5, 2.0, (5, h)).astype(np.float32)
+    old_coverage = rng.uniform(0.6, 1.0, (h, levels)).astype(np.float32)
+    arrays["acc_table"], arrays["coverage"] = old_table, old_coverage
+    arrays["cov_count"] = np.full(h, scalars.pop("cov_count"), dtype=np.int32)
+    del arrays["acc_means"]
+    old = IntervalForecaster.load(array_state.pack(scalars, arrays)).accuracy()
+    mae, smape, snaive, naive = old_table[:4].astype(np.float64).mean(axis=1)
+    assert old["mae"] == pytest.approx(mae, rel=1e-6)
+    assert old["smape"] == pytest.approx(smape, rel=1e-6)
+    assert old["mase"] == pytest.approx(mae / snaive, rel=1e-6)
+    assert old["mase_naive"] == pytest.approx(mae / naive, rel=1e-6)
+    shares = old_coverage.astype(np.float64).mean(axis=0)
+    assert list(old["coverage"].values()) == pytest.approx(shares.tolist(), rel=1e-6)
+
+
 def test_deterministic():
     def run():
         rng = np.random.default_rng(9)
