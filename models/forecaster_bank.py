@@ -53,6 +53,7 @@ class ForecasterBank:
         self.levels = template.levels
         self._n_levels = len(self.levels)
         self._bands = template.bands  # its settings: rate, warmup, targets, start widths
+        self._sides = 1 if self._bands.symmetric else 2
         self._acc_window = template._accuracy.window
         self._damp = template._damp
         self._steps, self._starts = pending_layout(h)
@@ -102,7 +103,8 @@ class ForecasterBank:
             "pending_exp": ((), np.int32),
             "error_count": ((h,), np.int32),
             "band_scale": ((h,), np.float32),
-            "widths": ((h, lv, 2), np.float32),
+            # (below, above) band widths; symmetric bands keep one side (the two are equal)
+            "widths": ((h, lv, self._sides), np.float32),
             "started": ((), np.int32),
             "acc_count": ((h,), np.int32),
             "acc_table": ((2, h), np.float32),  # per step: |snaive error|, |model error|
@@ -196,7 +198,7 @@ class ForecasterBank:
         b = f.bands
         b._count = self.error_count[row].copy()
         b._scale = self.band_scale[row].copy()
-        b._widths = self.widths[row].copy()
+        b._widths = np.repeat(self.widths[row], 3 - self._sides, axis=-1)
         b._started = int(self.started[row])
         a = f._accuracy
         a.count = self.acc_count[row].copy()
@@ -237,7 +239,7 @@ class ForecasterBank:
         b = f.bands
         self.error_count[row] = b._count
         self.band_scale[row] = b._scale
-        self.widths[row] = b._widths
+        self.widths[row] = b._widths[..., -self._sides :]  # symmetric: the side it moves
         self.started[row] = b._started
         a = f._accuracy
         self.acc_count[row] = a.count
@@ -504,11 +506,10 @@ class ForecasterBank:
         widths = self.widths[rows]
         scale = self.band_scale[rows]
         e = err[:, :, None]
-        below, above = -e > widths[..., 0], e > widths[..., 1]
+        below, above = -e > widths[..., 0], e > widths[..., -1]
         covered = (~below[has_band] & ~above[has_band]).astype(np.float64)
-        miss = np.stack((below, above), axis=-1)
-        if bands.symmetric:
-            miss[...] = (below | above)[..., None]
+        # symmetric: one band for both sides (the one width kept), a miss either side moves it
+        miss = (below | above)[..., None] if bands.symmetric else np.stack((below, above), -1)
         step = bands.rate * np.maximum(widths, scale[:, :, None, None])
         moved = np.maximum(widths + step * (miss - bands._target[:, None]), 0.0)
         moved.sort(axis=2)  # levels back in order, as ConformalBands does
@@ -674,8 +675,8 @@ class ForecasterBank:
             sigma = MAE_TO_SIGMA * self.scale[rows][:, None] * np.sqrt(self._steps)
             z = np.asarray(_normal_quantiles(self.levels))
             normal = z[None, None, :] * sigma[:, :, None]
-            widths[not_ready] = np.stack((normal, normal), axis=-1)[not_ready]
-        return path, path[:, :, None] - widths[..., 0], path[:, :, None] + widths[..., 1]
+            widths[not_ready] = np.stack((normal,) * self._sides, axis=-1)[not_ready]
+        return path, path[:, :, None] - widths[..., 0], path[:, :, None] + widths[..., -1]
 
     def interval_seconds(self, rows: np.ndarray) -> np.ndarray:
         """Sampling interval per row (configured, inferred or default), as the forecaster's."""
