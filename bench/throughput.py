@@ -343,14 +343,25 @@ def scale_section(sizes: dict, workdir: Path) -> dict:
     vms, small = sc["steady_planner_vms"], sc["steady_planner_small_vms"]
     windows = sc["steady_planner_windows"]
     log(f"   capacity planner in steady state, {small} and {vms} VMs x {windows} windows")
-    steady = _run_scale(["planner", "--vms", str(vms), "--ticks", str(windows)], workdir)
+    planner_pool = workdir / "planner_pool.pickle"
+    steady_args = ["planner", "--vms", str(vms), "--ticks", str(windows)]
+    steady = _run_scale([*steady_args, "--planner-pool", str(planner_pool)], workdir)
     few = _run_scale(["planner", "--vms", str(small), "--ticks", str(windows)], workdir)
     grown = [r["rss_bytes"] - r["baseline_rss_bytes"] for r in (steady, few)]
     steady["marginal_bytes_per_vm"] = (grown[0] - grown[1]) / (vms - small)
     steady["small_run"] = few
+    # the whole worker's models at the largest size: engines and forecasting in one process,
+    # forecasting states restored from the steady run's checkpoints (measured, not projected)
+    n = max(sc["sizes"])
+    log(f"   {n} VMs with forecasting (its states from the steady run's {vms} checkpoints)")
+    whole = _run_scale(
+        ["size", "--vms", str(n), "--pool", str(pool), "--planner-pool", str(planner_pool)],
+        workdir,
+    )
     return {
         "fed_from_scratch": fed,
         "restored": restored,
+        "restored_with_forecasting": whole,
         "planner": planner,
         "planner_steady": steady,
     }
@@ -388,10 +399,8 @@ def summarise(results: dict) -> dict:
     scale = results.get("scale", {}).get("restored", [])
     big = max(scale, key=lambda r: r["vms"]) if scale else {}
     single_cost = None if not floor or not single else 1.0 - single / floor
-    planner = results.get("scale", {}).get("planner_steady", {})
-    with_forecasts = None
-    if big.get("vms") == 100_000 and planner.get("marginal_bytes_per_vm"):
-        with_forecasts = big["rss_bytes"] + 100_000 * planner["marginal_bytes_per_vm"]
+    whole = results.get("scale", {}).get("restored_with_forecasting", {})
+    with_forecasts = whole.get("rss_bytes") if whole.get("vms") == 100_000 else None
     goals = {
         "batch_samples_per_s": {"goal": f">= {GOALS['batch_samples_per_s']}", "measured": batch},
         "batch_ratio_to_limit": {
@@ -420,9 +429,9 @@ def summarise(results: dict) -> dict:
             "measured": big.get("rss_bytes") if big.get("vms") == 100_000 else None,
         },
         "rss_100k_vms_with_forecasters_bytes": {
-            "goal": f"< {GOALS['rss_100k_vms_bytes']} (engines measured at 100k VMs plus "
-            "100k x the capacity planner's marginal bytes per VM in steady state, daily "
-            "seasons found, its kept forecasts included)",
+            "goal": f"< {GOALS['rss_100k_vms_bytes']} (one process: 100k VMs' engines and "
+            "forecasting restored from steady-state states, daily seasons found, then one "
+            "more sample and closed window each)",
             "measured": with_forecasts,
         },
     }
@@ -567,6 +576,13 @@ def print_table(results: dict) -> None:
             print(
                 f"  {r['vms']:>7} VMs: RSS {r['rss_bytes'] / 2**20:,.0f} MiB, "
                 f"{r['bytes_per_vm']:,.0f} B/VM{extra}{_full_gc(r)}"
+            )
+        whole = scale.get("restored_with_forecasting")
+        if whole:
+            print(
+                f"  {whole['vms']:>7} VMs with forecasting: RSS "
+                f"{whole['rss_bytes'] / 2**20:,.0f} MiB, {whole['bytes_per_vm']:,.0f} B/VM "
+                f"({whole['vms_with_published_forecasts']:,} VMs forecast){_full_gc(whole)}"
             )
         for key in ("planner", "planner_steady"):
             planner = scale.get(key)

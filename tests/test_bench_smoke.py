@@ -101,6 +101,11 @@ def test_model_costs_state_and_memory(results: dict) -> None:
         assert r["tracked_vms"] >= r["vms"] and _positive(r["rss_bytes"])
     timed = [r for r in results["scale"]["restored"] if "restore_s" in r]
     assert len(timed) == 1 and _positive(timed[0]["create_s"])
+    # the largest size again, with every VM's forecasting restored and fed a window
+    whole = results["scale"]["restored_with_forecasting"]
+    assert whole["vms"] == max(sizes) and whole["tracked_vms"] >= whole["vms"]
+    assert whole["forecasting_vms"] == whole["vms"] == whole["vms_with_published_forecasts"]
+    assert whole["rss_bytes"] > max(r["rss_bytes"] for r in results["scale"]["restored"]) * 0.9
 
 
 def test_the_batched_latency_run_sees_every_record(results: dict) -> None:
