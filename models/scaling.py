@@ -24,6 +24,7 @@ VM clears it, for the VM that relieves it most. Scale-ups of that resource on th
 from __future__ import annotations
 
 import math
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -212,7 +213,8 @@ class ScalingPolicy:
     def restore_vm_state(self, vm_id: str, host: str | None, state: dict) -> None:
         """Take back what `vm_state` returned (a host's latest migration time wins)."""
         for resource, entry in state.get("resources", {}).items():
-            key = (vm_id, resource)
+            # one string per resource name, not one per VM (the state's were decoded anew)
+            key = (vm_id, sys.intern(resource))
             if "last_action" in entry:
                 self._last_action[key] = float(entry["last_action"])
             if "down_since" in entry:
