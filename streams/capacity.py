@@ -63,7 +63,8 @@ class UsageHistory:
         self.resources = tuple(resources)
         # float32: usages in allocation units need no more than its 7 digits
         self._values = np.zeros((len(self.resources), max(1, size)), dtype=np.float32)
-        self._counts = [0] * len(self.resources)  # usages ever appended, per resource
+        # usages ever appended, per resource (machine integers: no int object per count)
+        self._counts = array("q", bytes(8 * len(self.resources)))
 
     def append(self, index: int, usage: float) -> None:
         size = self._values.shape[1]
@@ -161,6 +162,7 @@ class CapacityPlanner:
 
     def __post_init__(self) -> None:
         self.policy = ScalingPolicy(self.config.scaling)
+        self._resources = tuple(self.config.default_allocation)  # one tuple for every VM
         self._level = level_key(self.config.scaling.level)
 
     def _plan(self, vm_id: str) -> _VMPlan:
@@ -170,7 +172,7 @@ class CapacityPlanner:
             plan = self._vms[vm_id] = _VMPlan(
                 rows={},
                 allocation=dict(c.default_allocation),
-                history=UsageHistory(tuple(c.default_allocation), c.history),
+                history=UsageHistory(self._resources, c.history),
             )
         return plan
 
@@ -389,8 +391,9 @@ class CapacityPlanner:
         with nothing changed, when the state does not fit this planner's configuration."""
         if vm_id in self._vms:
             raise ValueError(f"{vm_id} already has state here")
-        resources = tuple(self.config.default_allocation)
-        plan = _VMPlan(rows={}, allocation={}, history=UsageHistory(resources, self.config.history))
+        plan = _VMPlan(
+            rows={}, allocation={}, history=UsageHistory(self._resources, self.config.history)
+        )
         try:
             state, forecasters = array_state.unpack(data)
             if state.get("planner_state") != 1:
