@@ -120,6 +120,30 @@ def test_forecast_accuracy_is_the_mean_of_each_vms_latest_forecast() -> None:
     assert h.forecast_counts["cpu_pct"] == 3
 
 
+def test_fleet_means_follow_each_metric_as_its_figures_change_names() -> None:
+    """A VM's figures of several metrics are kept together: replacing one metric's (with the
+    same names, or with a figure more or less) leaves the others, and forgetting a VM
+    recounts the means from what is left."""
+    h = RecentHistory()
+    h.published("forecasts", "a", forecast("a", "cpu_pct", 2.0, 0.5))
+    h.published("forecasts", "a", forecast("a", "mem_pct", 10.0, 0.6))
+    h.published("forecasts", "b", forecast("b", "cpu_pct", 4.0, 0.9))
+    young = forecast("a", "net_in_bps", 7.0, 0.0)
+    del young["accuracy"]["coverage"]  # no bands yet
+    h.published("forecasts", "a", young)
+    h.published("forecasts", "a", forecast("a", "net_in_bps", 9.0, 0.8))  # now with coverage
+    h.published("forecasts", "a", forecast("a", "cpu_pct", 6.0, 0.7))  # the same names
+    acc = h.forecast_accuracy()
+    assert acc["cpu_pct"]["measure"] == {"mae": 5.0}
+    assert math.isclose(acc["cpu_pct"]["coverage"]["80"], 0.8)
+    assert acc["mem_pct"]["measure"] == {"mae": 10.0}
+    assert acc["net_in_bps"] == {"measure": {"mae": 9.0}, "coverage": {"80": 0.8}}
+    assert h.vm_row("a")["forecast_metrics"] == ["cpu_pct", "mem_pct", "net_in_bps"]
+    h.forget(["b"])
+    assert h.forecast_accuracy()["cpu_pct"]["measure"] == {"mae": 6.0}
+    assert h.vm_row("b")["forecast_metrics"] == []
+
+
 def test_collector_exports_forecast_gauges_for_the_top_n_vms_only() -> None:
     current: dict[str, dict[str, dict]] = {}  # what the planner would answer: the latest ones
     h = RecentHistory(forecast_source=lambda vm_id: current.get(vm_id, {}))
