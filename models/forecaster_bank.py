@@ -84,7 +84,7 @@ class ForecasterBank:
             "last_ts": ((), np.float64),  # NaN: none yet
             "n_diffs": ((), np.int32),
             "step_estimate": ((), np.float64),
-            "diffs": ((_DIFFS,), np.float64),
+            "diffs": ((_DIFFS,), np.float32),
             "level": ((), np.float64),
             "trend": ((), np.float64),
             "scale": ((), np.float64),

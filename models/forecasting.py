@@ -260,7 +260,8 @@ class IntervalForecaster:
 
         self.n = 0
         self.last_ts: float | None = None
-        self._diffs = np.zeros(9)  # ring of recent regular sampling intervals
+        # ring of recent regular sampling intervals (float32: seconds to 7 digits)
+        self._diffs = np.zeros(9, dtype=np.float32)
         self._n_diffs = 0
         self._step_estimate = 0.0  # median of the ring, refreshed as it fills and cycles
         self._level = 0.0
