@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from streams.capacity import CapacityConfig, CapacityPlanner, UsageHistory
@@ -46,6 +47,37 @@ def test_forecasts_start_after_min_windows_and_actions_after_the_bands_are_trust
     # nothing applied the recommendation, so it repeats, but never within the cooldown
     gaps = [b["issued_at"] - a["issued_at"] for a, b in zip(ups, ups[1:], strict=False)]
     assert all(gap >= planner.config.scaling.cooldown_up for gap in gaps), gaps
+
+
+def test_a_migrate_carries_the_chosen_vms_kept_view_of_its_own_last_window() -> None:
+    """Views are kept as rows of arrays between windows: the evidence of an action on a VM
+    decided in another VM's window (a migrate) is that VM's view of its own last window,
+    the larger direction's forecast and upper bound in Mbit/s, and its usage then."""
+    planner = CapacityPlanner(CapacityConfig(min_windows=3, act_after_windows=10))
+    calm = {"vm-0": 300.0, "vm-1": 300.0, "vm-2": 250.0, "vm-3": 250.0}
+    busy = {"vm-0": 700.0, "vm-1": 700.0, "vm-2": 450.0, "vm-3": 450.0}
+    latest: dict[str, dict[str, dict]] = {}
+    usage: dict[str, float] = {}
+    for k in range(40):
+        for vm, mbps in (calm if k < 15 else busy).items():
+            rate = mbps * (1 + 0.02 * math.sin(k + int(vm[-1])))
+            forecasts, actions = planner.on_window(window(vm, 60.0 * k, 30.0, rate))
+            latest[vm] = {f["metric"]: f["points"] for f in forecasts}
+            usage[vm] = float(np.float32(rate))  # the usage history keeps float32
+            for action in actions:
+                if action["action"] != "migrate":
+                    continue
+                chosen = action["vm_id"]
+                points = latest[chosen]
+                pairs = list(zip(points["net_in_bps"], points["net_out_bps"], strict=True))
+                evidence = action["evidence"]
+                for key, field in (("forecast", "yhat"), ("upper", "upper_95")):
+                    want = [max(a[field], b[field]) * 8 / 1e6 for a, b in pairs]
+                    assert evidence[key] == want
+                assert evidence["usage"] == usage[chosen]
+                assert chosen != vm, "decided in another VM's window"
+                return
+    raise AssertionError("the busy host should migrate one VM")
 
 
 def test_a_host_forecast_to_saturate_sheds_exactly_one_vm() -> None:
@@ -192,7 +224,7 @@ def test_an_action_reads_the_workload_pattern_of_the_usage_history_kept() -> Non
         _, actions = planner.on_window(window("vm-1", 60.0 * k, 30.0, 500.0 + 12.0 * k))
         for action in actions:
             if action["action"] == "scale_up" and action["resource"] == "bandwidth":
-                view = planner._views["vm-1"].resources["bandwidth"]
+                view = planner._kept_view("vm-1").resources["bandwidth"]
                 kept = list(view.history)
                 assert len(kept) == min(30, k + 1) and kept[-1] == 500.0 + 12.0 * k
                 ups.append((action, classify_workload(kept, view.period).as_dict()))
