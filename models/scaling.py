@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import uuid
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -149,9 +150,10 @@ class ScalingPolicy:
         self.config = config or ScalingConfig()
         self._last_action: dict[tuple[str, str], float] = {}
         # per (vm, resource) under the scale-down threshold: (time, desired size) of the wishes
-        # that may still be the largest of the stabilisation window, their sizes decreasing (a
-        # short list: an empty deque alone takes 760 bytes)
-        self._down_recs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        # that may still be the largest of the stabilisation window, their sizes decreasing,
+        # flat in one array of doubles (t0, d0, t1, d1, ...): 80 bytes for one wish, against
+        # 170 as a list of tuples of floats (and 760 for an empty deque)
+        self._down_recs: dict[tuple[str, str], array] = {}
         self._down_since: dict[tuple[str, str], float] = {}
         self._last_migration: dict[str, float] = {}
         self._migrating: dict[str, float] = {}  # vm_id -> when its migrate was issued
@@ -200,7 +202,8 @@ class ScalingPolicy:
             if key in self._down_since:
                 entry["down_since"] = self._down_since[key]
             if key in self._down_recs:
-                entry["down_recs"] = [list(rec) for rec in self._down_recs[key]]
+                flat = self._down_recs[key].tolist()
+                entry["down_recs"] = [flat[i : i + 2] for i in range(0, len(flat), 2)]
             if entry:
                 resources[resource] = entry
         state: dict = {"resources": resources}
@@ -220,7 +223,8 @@ class ScalingPolicy:
             if "down_since" in entry:
                 self._down_since[key] = float(entry["down_since"])
             if "down_recs" in entry:
-                self._down_recs[key] = [(float(t), float(d)) for t, d in entry["down_recs"]]
+                pairs = [(float(t), float(d)) for t, d in entry["down_recs"]]
+                self._down_recs[key] = array("d", [v for pair in pairs for v in pair])
         if "migrating" in state:
             self._migrating[vm_id] = float(state["migrating"])
         if host is not None and "host_last_migration" in state:
@@ -264,20 +268,22 @@ class ScalingPolicy:
             return self._action(now, vm, resource, "scale_up", alloc, target, reason, conf)
 
         if util_upper < cfg.down_threshold and util_now < cfg.down_threshold:
-            recs = self._down_recs.setdefault(key, [])
+            recs = self._down_recs.get(key)
+            if recs is None:
+                recs = self._down_recs[key] = array("d")
             self._down_since.setdefault(key, now)
-            while recs and recs[-1][1] <= desired:
-                recs.pop()  # an earlier wish no larger than this one can no longer be the max
-            recs.append((now, desired))
+            while recs and recs[-1] <= desired:
+                del recs[-2:]  # an earlier wish no larger than this one can no longer be the max
+            recs.extend((now, desired))
             expired = 0  # the wishes older than the window; the one made now stays
-            while expired < len(recs) - 1 and recs[expired][0] < now - cfg.stabilisation_window:
-                expired += 1
+            while expired < len(recs) - 2 and recs[expired] < now - cfg.stabilisation_window:
+                expired += 2
             del recs[:expired]
             if now - self._down_since[key] < cfg.stabilisation_window:
                 return None  # not yet held for the whole window
             if last is not None and now - last < cfg.cooldown_down:
                 return None
-            target = max(d for _, d in recs)
+            target = max(recs[1::2])
             if target >= alloc:
                 return None  # at the minimum already, or the window still wants this size
             reason = (
