@@ -20,7 +20,7 @@ made from the row.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -188,7 +188,7 @@ class ForecasterBank:
             f._season = SeasonalCurve(period, self._knots, self.season[row, :knots])
         f._detector = self._detector(row)
         f._detector_origin = int(self.detector_origin[row])
-        f._history = self.history[row, : self._recent + self.history_size[row]].copy()
+        f._history = self._history_ring(row).copy()
         f._history_exp = int(self.history_exp[row])
         f._history_block = int(self.history_block[row])
         f._history_sum = float(self.history_sum[row])
@@ -330,12 +330,9 @@ class ForecasterBank:
         rows, kind, means = rows[full], kind[full], acc[full] / acc_n[full]
         blocks = self.det_blocks[rows]
         capacity = self._kind_capacity[kind]
-        codes = half_history.encode(means, self.det_exp[rows])
-        for i in np.flatnonzero(np.isinf(codes)).tolist():  # a mean too large for the scale
-            row = int(rows[i])
-            codes[i], self.det_exp[row] = half_history.code_for(
-                self.det_buffer[row, : capacity[i]], int(self.det_exp[row]), float(means[i])
-            )
+        codes = self._coded(
+            rows, means, self.det_exp, lambda i, row: (self.det_buffer[row, : capacity[i]],)
+        )
         self.det_buffer[rows, blocks % capacity] = codes
         blocks = blocks + 1
         self.det_blocks[rows] = blocks
@@ -552,7 +549,9 @@ class ForecasterBank:
 
     def _advance(self, rows: np.ndarray, n: np.ndarray, y: np.ndarray) -> None:
         """Store the samples, move the clocks on, record the forecasts issued now."""
-        self.history[rows, n % self._recent] = self._codes(rows, y)
+        self.history[rows, n % self._recent] = self._coded(
+            rows, y, self.history_exp, lambda _, row: (self._history_ring(row),)
+        )
         block = self.history_block[rows]
         within = n % block
         total = np.where(within == 0, y, self.history_sum[rows] + y)
@@ -564,24 +563,13 @@ class ForecasterBank:
         self.n[rows] = n
         model_path = self._path(rows, n)
         cell = (rows[:, None], self._starts + (n - 1)[:, None] % self._steps)
-        issued, model = self._pending_codes(rows, self._combine(rows, n, model_path), model_path)
-        self.pending[cell], self.pending_model[cell] = issued, model
+        forecasts = np.stack((self._combine(rows, n, model_path), model_path), axis=1)
 
-    def _pending_codes(
-        self, rows: np.ndarray, issued: np.ndarray, model: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The pending codes of these rows' new forecasts, widening the scale of a row with a
-        forecast larger than it holds (as `IntervalForecaster` does)."""
-        exp = self.pending_exp[rows][:, None]
-        codes = half_history.encode(np.stack((issued, model)), exp)  # (2, rows, H)
-        for i in np.flatnonzero(np.isinf(codes).any(axis=(0, 2))).tolist():
-            row = int(rows[i])
-            codes[:, i], self.pending_exp[row] = half_history.codes_for(
-                (self.pending[row], self.pending_model[row]),
-                int(self.pending_exp[row]),
-                np.stack((issued[i], model[i])),
-            )
-        return codes[0], codes[1]
+        def triangles(_: int, row: int) -> tuple[np.ndarray, ...]:
+            return self.pending[row], self.pending_model[row]
+
+        codes = self._coded(rows, forecasts, self.pending_exp, triangles)
+        self.pending[cell], self.pending_model[cell] = codes[:, 0], codes[:, 1]
 
     def _path(self, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
         path = self.level[rows][:, None] + self._damp * self.trend[rows][:, None]
@@ -650,15 +638,29 @@ class ForecasterBank:
         blocks = index // self.history_block[rows]
         return self._recent + blocks % self.history_size[rows]
 
-    def _codes(self, rows: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """The history codes of these rows' new samples, widening the scale of a row whose
-        sample is larger than it holds (as `IntervalForecaster` does)."""
-        codes = half_history.encode(y, self.history_exp[rows])
-        for i in np.flatnonzero(np.isinf(codes)).tolist():
+    def _history_ring(self, row: int) -> np.ndarray:
+        """The row's history (its recent ring, then its seasonal one), a view."""
+        return self.history[row, : self._recent + self.history_size[row]]
+
+    def _coded(
+        self,
+        rows: np.ndarray,
+        values: np.ndarray,
+        exponents: np.ndarray,
+        rings: Callable[[int, int], tuple[np.ndarray, ...]],
+    ) -> np.ndarray:
+        """float16 codes of `values` (first axis: one entry per row of `rows`) under each
+        row's scale in `exponents`. A row with a value too large for its scale widens it and
+        re-codes the rings that share it (`rings(i, row)`), as `IntervalForecaster` does;
+        the history, the pending forecasts and the detector's means all code this way."""
+        codes = half_history.encode(values, exponents[rows].reshape(-1, *[1] * (values.ndim - 1)))
+        over = np.isinf(codes)
+        if over.ndim > 1:
+            over = over.any(axis=tuple(range(1, over.ndim)))
+        for i in np.flatnonzero(over).tolist():
             row = int(rows[i])
-            ring = self.history[row, : self._recent + self.history_size[row]]
-            codes[i], self.history_exp[row] = half_history.code_for(
-                ring, int(self.history_exp[row]), float(y[i])
+            codes[i], exponents[row] = half_history.codes_for(
+                rings(i, row), int(exponents[row]), values[i]
             )
         return codes
 
