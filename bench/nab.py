@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.nab_published import REFERENCE_DETECTOR, reference_raw
 from bench.nab_scorer import (
     PROFILES,
     CorpusScore,
     SeriesLabels,
     load_windows,
+    normalised_score,
     optimize_threshold,
     score_alerts,
 )
@@ -192,6 +194,7 @@ def run_nab(
 
     standard_opt = optimize_threshold([(labels[s.name], s.scores) for s in series], "standard")
     standard_fixed = score_alerts(product_alerts, "standard")
+    reference = reference_raw(s.name for s in series)
     rows = sum(s.values.size for s in series)
     engine_seconds = sum(s.seconds for s in series)
     return {
@@ -214,8 +217,20 @@ def run_nab(
                 "alerts": int(s.alerts.sum()),
                 "fixed": dataclasses.asdict(standard_fixed.files[s.name]),
                 "optimized_standard": dataclasses.asdict(standard_opt.files[s.name]),
+                "reference_raw": reference[s.name] if reference else None,
             }
             for s in series
+        },
+        # the same files as scored by a published detector (None: a file it was not run on)
+        "reference_same_files": None
+        if reference is None
+        else {
+            "detector": REFERENCE_DETECTOR,
+            "profile": "standard",
+            "raw": sum(reference.values()),
+            "score": normalised_score(
+                sum(reference.values()), standard_opt.null, standard_opt.perfect
+            ),
         },
         "published_standard_full_corpus": PUBLISHED_STANDARD,
     }
@@ -264,11 +279,19 @@ def format_report(results: dict) -> str:
                 f"{opt['true_positives']:5d}{opt['false_negatives']:5d}"
                 f"{opt['false_positives']:7d}{fixed_text}"
             )
+    reference = results.get("reference_same_files")
+    if reference:
+        lines += [
+            "",
+            f"{reference['detector']} on the same files ({reference['profile']}, its published "
+            f"per-file results): {reference['score']:.2f} (raw {reference['raw']:.3f})",
+        ]
     lines += [
         "",
-        f"per file ({PRODUCT}, standard profile): fixed = own alerts; opt = optimized threshold",
+        f"per file ({PRODUCT}, standard profile): fixed = own alerts; opt = optimized threshold;"
+        f" ref = {REFERENCE_DETECTOR}'s published raw score",
         f"{'file':<58}{'rows':>6}{'win':>4}{'alerts':>7}{'fixTP':>6}{'fixFP':>6}"
-        f"{'optTP':>6}{'optFP':>6}{'opt raw':>9}",
+        f"{'optTP':>6}{'optFP':>6}{'opt raw':>9}{'ref raw':>9}",
     ]
     for name, row in results["per_file"].items():
         fixed, opt = row["fixed"], row["optimized_standard"]
@@ -276,6 +299,7 @@ def format_report(results: dict) -> str:
             f"{name:<58}{row['rows']:6d}{row['windows']:4d}{row['alerts']:7d}"
             f"{fixed['true_positives']:6d}{fixed['false_positives']:6d}"
             f"{opt['true_positives']:6d}{opt['false_positives']:6d}{opt['raw']:9.3f}"
+            + (f"{row['reference_raw']:9.3f}" if row.get("reference_raw") is not None else "")
         )
     published = ", ".join(f"{k} {v}" for k, v in results["published_standard_full_corpus"].items())
     lines += ["", f"published standard scores (full 58-file corpus): {published}"]

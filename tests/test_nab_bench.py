@@ -1,0 +1,72 @@
+"""`make nab`'s runner on a small generated corpus: scores, and the published reference."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.nab import format_report, run_nab
+from bench.nab_published import HTM_STANDARD_RAW, reference_raw
+from bench.nab_scorer import normalised_score
+
+# Two file names NAB publishes results for; the contents are generated here.
+KNOWN = ("artificialWithAnomaly/art_daily_jumpsup.csv", "realAWSCloudwatch/grok_asg_anomaly.csv")
+ROWS = 800
+SPIKE = 600
+
+
+def _write_corpus(root: Path, names: tuple[str, ...]) -> None:
+    """Noise around 10 with one spike to 60 on row SPIKE, labelled by a window around it."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    stamps = [(start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(ROWS)]
+    windows = {}
+    for k, name in enumerate(names):
+        values = 10.0 + np.random.default_rng(k).normal(0.0, 1.0, ROWS)
+        values[SPIKE] = 60.0
+        path = root / "data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "timestamp,value",
+            *(f"{t},{v!r}" for t, v in zip(stamps, values.tolist(), strict=True)),
+        ]
+        path.write_text("\n".join(lines) + "\n")
+        windows[name] = [[stamps[SPIKE - 20], stamps[SPIKE + 20]]]
+    (root / "windows.json").write_text(json.dumps(windows))
+
+
+def test_published_reference_table_is_whole() -> None:
+    """All 58 files, summing to the total NAB publishes with them (46.63)."""
+    assert len(HTM_STANDARD_RAW) == 58
+    assert sum(HTM_STANDARD_RAW.values()) == pytest.approx(46.6345, abs=1e-3)
+    assert reference_raw([KNOWN[0], "realTweets/not_a_nab_file.csv"]) is None
+    assert reference_raw([]) is None
+
+
+def test_runner_scores_the_corpus_and_the_reference_on_the_same_files(tmp_path) -> None:
+    _write_corpus(tmp_path, KNOWN)
+    result = run_nab(tmp_path, workers=1, baselines=False)
+
+    standard = result["detectors"]["novacron"]["optimized"]["standard"]
+    assert result["files"] == 2 and result["windows"] == 2
+    assert standard["true_positives"] == 2  # a 50-sigma spike is found in both files
+    reference = result["reference_same_files"]
+    expected_raw = HTM_STANDARD_RAW[KNOWN[0]] + HTM_STANDARD_RAW[KNOWN[1]]
+    assert reference["raw"] == pytest.approx(expected_raw)
+    # normalised with the same null (-2) and perfect (+2) as the product's score
+    assert reference["score"] == pytest.approx(normalised_score(expected_raw, -2.0, 2.0))
+    assert result["per_file"][KNOWN[1]]["reference_raw"] == HTM_STANDARD_RAW[KNOWN[1]]
+    assert "Numenta HTM on the same files (standard, its published per-file results): " in (
+        format_report(result)
+    )
+
+
+def test_runner_leaves_the_reference_out_when_a_file_is_not_nab(tmp_path) -> None:
+    _write_corpus(tmp_path, (KNOWN[0], "own/generated_series.csv"))
+    result = run_nab(tmp_path, workers=1, baselines=False)
+    assert result["reference_same_files"] is None
+    assert result["per_file"][KNOWN[0]]["reference_raw"] is None
+    assert "Numenta HTM on the same files" not in format_report(result)
