@@ -6,6 +6,7 @@ import functools
 import math
 import random
 
+import numpy as np
 import pytest
 from river.checks import yield_checks
 
@@ -262,6 +263,40 @@ def test_daily_recurrence_needs_the_same_hour_on_both_previous_days():
     assert restored.state() == rec.state() and len(rec.state()) == DailyRecurrence.N_STATE
     assert restored.expected(t0 + 3 * day + 3 * 3600) == rec.expected(t0 + 3 * day + 3 * 3600)
     assert rec.expected(t0 + 5 * day + 3 * 3600) == 0.0  # a gap of days forgets the pattern
+
+
+def test_daily_recurrence_matches_a_plain_record_of_every_day():
+    """Random samples over two weeks with gaps of hours and days, against a dict of all days."""
+    rng = np.random.default_rng(5)
+    day = 86_400.0
+    rec, days = DailyRecurrence(), {}
+
+    def plain_expected(ts: float) -> float:
+        d, h = int(ts // day), int(ts % day // 3600)
+        near = [(h - 1) % 24, h, (h + 1) % 24]
+        last = max(days.get(d - 1, [0.0] * 24)[i] for i in near)
+        first = max(days.get(d - 2, [0.0] * 24)[i] for i in near)
+        return 0.0 if last <= 0.0 else min(last, first)
+
+    ts = 30 * day
+    for _ in range(3000):
+        ts += float(
+            rng.choice(
+                [300.0, 3600.0, 7 * 3600.0, day + 600.0, 2 * day, 4 * day],
+                p=[0.8, 0.1, 0.05, 0.02, 0.02, 0.01],
+            )
+        )
+        assert rec.expected(ts) == plain_expected(ts)
+        surprise = float(np.float32(rng.exponential(2.0)))
+        rec.learn_one(ts, surprise)
+        hours = days.setdefault(int(ts // day), [0.0] * 24)
+        h = int(ts % day // 3600)
+        hours[h] = max(hours[h], surprise)
+        if rng.random() < 0.01:  # a checkpoint round trip on the way
+            restored = DailyRecurrence()
+            restored.load_state(rec.state())
+            assert restored.state() == rec.state()
+            rec = restored
 
 
 def _episode(peaks: RecentPeaks, start: float, surprises: list[float], gap: int = 3) -> float:
