@@ -16,6 +16,7 @@ steps are meaningful (one unit = ten times rarer), and are reported on the 0–1
 from __future__ import annotations
 
 import math
+from array import array
 
 from models.classification import KINDS
 
@@ -36,7 +37,8 @@ class AdaptiveThreshold:
     __slots__ = ("penalty", "rate")
 
     def __init__(self) -> None:
-        self.penalty = [0.0] * len(KINDS)
+        # float64 array, not a list: one object instead of a list and a float per kind
+        self.penalty = array("d", bytes(8 * len(KINDS)))
         self.rate = 0.0
 
     def surprise_threshold(
@@ -73,6 +75,6 @@ class AdaptiveThreshold:
 
     def load_state(self, values: tuple[float, ...]) -> None:
         *pen, self.rate = values
-        self.penalty = list(pen)
+        self.penalty = array("d", pen)
 
     N_STATE = len(KINDS) + 1

@@ -12,7 +12,7 @@ from river.checks import yield_checks
 
 from models.attribution import attribute
 from models.calibration import TailCalibrator
-from models.classification import GrowthTracker, classify, severity
+from models.classification import KINDS, GrowthTracker, classify, severity
 from models.drift import CompactPageHinkley
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
 from models.normalizer import EWStandardizer
@@ -196,7 +196,7 @@ def test_threshold_feedback_moves_only_the_verdicts_kind():
     th.feedback("cpu_spike", "confirmed", 1.0)
     assert th.surprise_threshold(base, "cpu_spike", 0.01, 1.0) == pytest.approx(base)
     th.feedback("cpu_spike", "confirmed", 1.0)
-    assert th.penalty == [0.0] * len(th.penalty)
+    assert list(th.penalty) == [0.0] * len(KINDS)
     with pytest.raises(ValueError):
         th.feedback("cpu_spike", "maybe", 1.0)
 
