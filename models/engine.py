@@ -7,8 +7,8 @@ under 100 µs per sample. A River HalfSpaceTrees is ~1 MB of heap and ~46 ms to 
 forest can be per VM: everything kept *per VM* is a few scalars and small arrays, and
 everything big is *shared by the fleet*.
 
-Per VM (~10 KB resident, ~7.4 KB serialised by `dump_vm` for six metrics, restored in tens
-of µs by `load_vm`):
+Per VM (~7 KB resident at 100k VMs, ~5.6 KB serialised by `dump_vm` for six metrics,
+restored in tens of µs by `load_vm`):
 
 - per metric: a robust EW standardiser (typical value and spread; `normalizer`), a one-step
   damped-trend forecaster with a residual scale (`residual`), a two-sided Page-Hinkley on the
