@@ -4,8 +4,9 @@ The corpus-wide scores in ``bench.nab.PUBLISHED_STANDARD`` are taken on all 58 f
 development subset holds 28 of them, so its score cannot be set against those figures. NAB
 publishes each detector's raw score per file, so the same subset can be scored for it. The
 figures below are Numenta HTM's standard-profile raw scores per file as NAB publishes them
-(``results/numenta/numenta_standard_scores.csv`` of the NAB repository, v1.1 labels; HTM's one
-threshold was chosen on the whole corpus, as NAB does). They sum to 46.63 over the 58 files.
+(``results/numenta/numenta_standard_scores.csv`` of the NAB repository, with one threshold,
+0.5422, chosen on the whole corpus as NAB does). They sum to 46.63 over the 58 files, the total
+that file reports.
 """
 
 from __future__ import annotations
