@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from bench.nab import format_report, run_nab
 from bench.nab_published import HTM_STANDARD_RAW, reference_raw
 from bench.nab_scorer import normalised_score
+from tests.test_replay import START, STEP, write_nab
 
 # Two file names NAB publishes results for; the contents are generated here.
 KNOWN = ("artificialWithAnomaly/art_daily_jumpsup.csv", "realAWSCloudwatch/grok_asg_anomaly.csv")
@@ -21,20 +21,15 @@ SPIKE = 600
 
 def _write_corpus(root: Path, names: tuple[str, ...]) -> None:
     """Noise around 10 with one spike to 60 on row SPIKE, labelled by a window around it."""
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    stamps = [(start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(ROWS)]
     windows = {}
     for k, name in enumerate(names):
         values = 10.0 + np.random.default_rng(k).normal(0.0, 1.0, ROWS)
         values[SPIKE] = 60.0
         path = root / "data" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [
-            "timestamp,value",
-            *(f"{t},{v!r}" for t, v in zip(stamps, values.tolist(), strict=True)),
-        ]
-        path.write_text("\n".join(lines) + "\n")
-        windows[name] = [[stamps[SPIKE - 20], stamps[SPIKE + 20]]]
+        write_nab(path, values)
+        edges = (START + (SPIKE - 20) * STEP, START + (SPIKE + 20) * STEP)
+        windows[name] = [[t.strftime("%Y-%m-%d %H:%M:%S") for t in edges]]
     (root / "windows.json").write_text(json.dumps(windows))
 
 
