@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.nab import format_report, run_nab
-from bench.nab_published import HTM_STANDARD_RAW, reference_raw
+from bench.nab_published import PUBLISHED_STANDARD_RAW, reference_raw
 from bench.nab_scorer import normalised_score
 from tests.test_replay import START, STEP, write_nab
 
@@ -33,35 +33,41 @@ def _write_corpus(root: Path, names: tuple[str, ...]) -> None:
     (root / "windows.json").write_text(json.dumps(windows))
 
 
-def test_published_reference_table_is_whole() -> None:
-    """All 58 files, summing to the total NAB publishes with them (46.63)."""
-    assert len(HTM_STANDARD_RAW) == 58
-    assert sum(HTM_STANDARD_RAW.values()) == pytest.approx(46.6345, abs=1e-3)
-    assert reference_raw([KNOWN[0], "realTweets/not_a_nab_file.csv"]) is None
-    assert reference_raw([]) is None
+def test_published_tables_are_whole() -> None:
+    """All 58 files for each detector, summing to the totals NAB publishes with them."""
+    totals = {"Numenta HTM": 46.6345, "ARTime": 57.6608}
+    for detector, table in PUBLISHED_STANDARD_RAW.items():
+        assert len(table) == 58
+        assert sum(table.values()) == pytest.approx(totals[detector], abs=1e-3)
+        assert reference_raw(detector, [KNOWN[0], "realTweets/not_a_nab_file.csv"]) is None
+        assert reference_raw(detector, []) is None
 
 
-def test_runner_scores_the_corpus_and_the_reference_on_the_same_files(tmp_path) -> None:
+def test_runner_scores_the_corpus_and_the_references_on_the_same_files(tmp_path) -> None:
     _write_corpus(tmp_path, KNOWN)
     result = run_nab(tmp_path, workers=1, baselines=False)
 
     standard = result["detectors"]["novacron"]["optimized"]["standard"]
     assert result["files"] == 2 and result["windows"] == 2
     assert standard["true_positives"] == 2  # a 50-sigma spike is found in both files
-    reference = result["reference_same_files"]
-    expected_raw = HTM_STANDARD_RAW[KNOWN[0]] + HTM_STANDARD_RAW[KNOWN[1]]
-    assert reference["raw"] == pytest.approx(expected_raw)
-    # normalised with the same null (-2) and perfect (+2) as the product's score
-    assert reference["score"] == pytest.approx(normalised_score(expected_raw, -2.0, 2.0))
-    assert result["per_file"][KNOWN[1]]["reference_raw"] == HTM_STANDARD_RAW[KNOWN[1]]
-    assert "Numenta HTM on the same files (standard, its published per-file results): " in (
-        format_report(result)
-    )
+    references = {ref["detector"]: ref for ref in result["references_same_files"]}
+    assert set(references) == set(PUBLISHED_STANDARD_RAW)
+    report = format_report(result)
+    for detector, table in PUBLISHED_STANDARD_RAW.items():
+        expected_raw = table[KNOWN[0]] + table[KNOWN[1]]
+        assert references[detector]["raw"] == pytest.approx(expected_raw)
+        # normalised with the same null (-2) and perfect (+2) as the product's score
+        expected = normalised_score(expected_raw, -2.0, 2.0)
+        assert references[detector]["score"] == pytest.approx(expected)
+        assert result["per_file"][KNOWN[1]]["reference_raw"][detector] == table[KNOWN[1]]
+        assert f"{detector} on the same files (standard, its published per-file results): " in (
+            report
+        )
 
 
-def test_runner_leaves_the_reference_out_when_a_file_is_not_nab(tmp_path) -> None:
+def test_runner_leaves_the_references_out_when_a_file_is_not_nab(tmp_path) -> None:
     _write_corpus(tmp_path, (KNOWN[0], "own/generated_series.csv"))
     result = run_nab(tmp_path, workers=1, baselines=False)
-    assert result["reference_same_files"] is None
-    assert result["per_file"][KNOWN[0]]["reference_raw"] is None
-    assert "Numenta HTM on the same files" not in format_report(result)
+    assert result["references_same_files"] == []
+    assert result["per_file"][KNOWN[0]]["reference_raw"] == {}
+    assert "on the same files" not in format_report(result)
