@@ -29,6 +29,8 @@ restored in tens of µs by `load_vm`):
   the last two days, so a daily job's spike stops alerting once it has recurred twice;
 - a `RecentPeaks` (`peaks`, 6 floats): the peak surprise of each of the last two surprising
   episodes, so the same surprise a third time within a day, on any rhythm, is not news.
+- per metric, the highest and lowest value seen, relaxing slowly toward later values
+  (`value_range.RangeBank`, 2 float32s), for the `range` channel.
 
 Shared by the fleet (`fleet.FleetForests`): River HalfSpaceTrees and, when the module exists,
 the incremental Isolation Forest, over per-VM z-scores. Standardisation makes every VM's
@@ -58,8 +60,10 @@ Per batch
 Channels: `residual` (largest forecast residual over metrics, in residual scales), `level`
 (largest |z|: distance from typical), `shift` (largest short EW mean of signed z, in units of
 its noise: a moderate move that lasts), `daily` (largest distance from what the metric reads at
-this hour, counted only for metrics whose profile explains their swings), `halfspace` and
-`iforest` (fleet forests).
+this hour, counted only for metrics whose profile explains their swings), `range` (largest
+excess over the widest range the metric has shown in weeks, in units of that range: remembers
+what the standardiser and calibrators forget, so the biggest spike of a spiky VM's life is
+news), `halfspace` and `iforest` (fleet forests).
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ from models.peaks import RecentPeaks
 from models.recurrence import DailyRecurrence
 from models.residual import DampedTrendForecaster
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
+from models.value_range import RangeBank
 
 FEATURES: tuple[str, ...] = (
     "cpu_pct",
@@ -98,17 +103,23 @@ FEATURES: tuple[str, ...] = (
 _N_FEATURES = len(FEATURES)
 _LOCAL_CHANNELS = ("residual", "level", "shift")
 _DAILY = "daily"
+_RANGE = "range"
 _RESIDUAL_CHANNELS = ("residual",)
 # Channels that score only some samples (a metric with a daily rhythm, a ready profile bin).
 _OPTIONAL_CHANNELS = (_DAILY,)
 _COMBINED = "combined"
 # Calibrator axis scale per channel: forests' [0, 1) scores enter as -ln(1 - s), which spreads
-# their anomalous end; 4x puts their typical range on the same bins as z-like scores.
-_CHANNEL_SCALE = {"halfspace": 4.0, "iforest": 4.0}
+# their anomalous end; 4x puts their typical range on the same bins as z-like scores. The
+# range channel's excesses (fractions of a range) get 4x too: on NAB's development subset
+# 2x-6x score alike.
+_CHANNEL_SCALE = {"halfspace": 4.0, "iforest": 4.0, _RANGE: 4.0}
 _FORMAT_VERSION = 4
 # v3 appended `RecentPeaks`, v4 the daily profiles; older VMs start those afresh
 _READABLE_VERSIONS = (2, 3, 4)
 _PROFILE_BLOB = "daily_profile_bins"
+# The range channel's envelope, a blob added within v4: readers that do not know it skip it,
+# and a VM restored without it starts its envelope afresh.
+_RANGE_BLOB = "value_range"
 _P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
 
 
@@ -214,6 +225,11 @@ class EngineConfig:
     profile_day_alpha: float = 0.3  # per day
     profile_floor: float = 0.1  # of the metric's mean deviation from its level
     profile_gate: float = 0.4  # profile deviation / level deviation below which it counts
+    # The `range` channel (`value_range.RangeBank`): how far a sample goes beyond the highest
+    # and lowest values its VM has shown, which relax toward later values by `range_decay`
+    # per sample (a half-life of ~6,900 samples, 24 days at 5 minutes).
+    value_range: bool = True
+    range_decay: float = 1e-4
     # per-metric state
     scaler_alpha: float = 0.01
     scaler_clip: float = 3.0
@@ -339,6 +355,7 @@ class _Batch:
     Z: np.ndarray  # z-scores (0 where absent)
     R: np.ndarray  # forecast residual scores
     P: np.ndarray  # daily-profile scores (-1: none)
+    beyond: np.ndarray | None  # per sample: largest excess over its VM's range (range channel)
     shift: np.ndarray  # per sample: largest |EW mean of a metric's clipped z-score|
 
 
@@ -361,7 +378,10 @@ class AnomalyEngine:
             iforest_window=c.iforest_window,
         )
         self.channels: tuple[str, ...] = (
-            _LOCAL_CHANNELS + ((_DAILY,) if c.daily_profile else ()) + self._fleet.names
+            _LOCAL_CHANNELS
+            + ((_DAILY,) if c.daily_profile else ())
+            + ((_RANGE,) if c.value_range else ())
+            + self._fleet.names
         )
         self._vms: dict[str, _VMState] = {}
         # One calibrator per channel and one for their combination, for every VM.
@@ -411,6 +431,7 @@ class AnomalyEngine:
             if c.daily_profile
             else None
         )
+        self._ranges = RangeBank(_N_FEATURES, c.range_decay) if c.value_range else None
         self._base_surprise = score_to_surprise(c.threshold)
         self._penalty_decay = 0.5 ** (1.0 / c.penalty_half_life) if c.penalty_half_life > 0 else 1.0
         self._cutoffs = (c.severity_medium, c.severity_high, c.severity_critical)
@@ -512,6 +533,8 @@ class AnomalyEngine:
         if self._profiles is not None:
             profile_scalars, blobs[_PROFILE_BLOB] = self._profiles.state(state.slot)
             scalars.extend(profile_scalars)  # v4
+        if self._ranges is not None:
+            blobs[_RANGE_BLOB] = self._ranges.to_bytes(state.slot)
         parts = [struct.pack("<BHH", _FORMAT_VERSION, len(scalars), len(blobs))]
         parts.append(struct.pack(f"<{len(scalars)}d", *scalars))
         for name, blob in blobs.items():
@@ -544,6 +567,8 @@ class AnomalyEngine:
                 self._calibration.load_bytes(state.slot, self._columns[name], blob)
             elif name == _PROFILE_BLOB and self._profiles is not None and profile_scalars:
                 self._profiles.load_state(state.slot, profile_scalars, blob)
+            elif name == _RANGE_BLOB and self._ranges is not None:
+                self._ranges.load_bytes(state.slot, blob)
         self._vms[vm_id] = state
 
     def state_bytes(self, vm_id: str) -> int:
@@ -570,6 +595,8 @@ class AnomalyEngine:
         self._calibration.reset(slot)
         if self._profiles is not None:
             self._profiles.reset(slot)
+        if self._ranges is not None:
+            self._ranges.reset(slot)
         return slot
 
     def _local_pass(self, samples: Sequence[Sample]) -> tuple[list[_Local], _Batch]:
@@ -618,6 +645,7 @@ class AnomalyEngine:
             P = self._profiles.observe(slot_array, np.array(times), np.array(gaps), X)
         else:
             P = np.full(X.shape, -1.0)
+        beyond = self._ranges.observe(slot_array, X) if self._ranges is not None else None
         local = []
         for state, values, present, z, r, t, d, is_warm, is_shifted in zip(
             states,
@@ -638,7 +666,7 @@ class AnomalyEngine:
                 d = [d[i] for i in present]
             scored = is_warm and bool(present)
             local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored))
-        return local, _Batch(slot_array, ~np.isnan(X), Z, R, P, shift)
+        return local, _Batch(slot_array, ~np.isnan(X), Z, R, P, beyond, shift)
 
     def _fleet_pass(self, local: list[_Local], Z: np.ndarray) -> dict[str, np.ndarray]:
         if not self._fleet.names:
@@ -664,6 +692,8 @@ class AnomalyEngine:
         if _DAILY in self._columns:  # where some metric has a daily rhythm and a ready bin
             daily = np.where(present, batch.P, -np.inf).max(axis=1)
             columns.append(np.where(daily >= 0.0, daily, np.nan))
+        if batch.beyond is not None:  # range
+            columns.append(batch.beyond)
         log = math.log
         nan = math.nan
         for name in self._fleet.names:  # NaN: that forest is not ready or skipped the sample

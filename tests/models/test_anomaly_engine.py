@@ -8,6 +8,7 @@ import random
 import struct
 import tracemalloc
 
+import numpy as np
 import pytest
 
 from models.daily_profile import DailyProfiles
@@ -455,6 +456,35 @@ def test_a_spike_that_recurred_twice_today_stops_alerting_but_a_bigger_one_does_
     assert {600, 700, 800} <= set(opened(EngineConfig(recent_recurrence=False)))
 
 
+def _spiky_cpu(seed: int, last: float, n: int = 3000) -> list[Sample]:
+    """CPU at 5 % with spikes of 20-70 % every 40-160 samples (5 minutes apart), then `last`."""
+    rng = random.Random(seed)
+    out, next_spike = [], 100
+    for t in range(n):
+        x = 5.0 + rng.gauss(0.0, 0.5)
+        if t == next_spike:
+            x = rng.uniform(20.0, 70.0)
+            next_spike += rng.randint(40, 160)
+        out.append(
+            Sample("vm-1", 1_700_000_000.0 + 300.0 * t, {"cpu_pct": x if t < n - 1 else last})
+        )
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_biggest_spike_of_a_spiky_vms_life_is_news(seed):
+    def last(config: EngineConfig, value: float) -> Assessment:
+        return run(_spiky_cpu(seed, value), AnomalyEngine(config))[1][-1]
+
+    # Spikes are routine here: the standardiser and calibrators have seen dozens of them, so
+    # without the range channel one to 90 % reads like the rest ...
+    assert last(EngineConfig(value_range=False), 90.0).event is None
+    # ... but it is 30 % of the range beyond anything the VM has shown: an incident opens.
+    opened = last(EngineConfig(), 90.0)
+    assert opened.event is not None and opened.event["status"] == "open"
+    assert last(EngineConfig(), 70.0).event is None  # the top of its range is not news
+
+
 def _older_dump(blob: bytes, version: int) -> bytes:
     """`blob` (v4) as version 3 (without the daily profiles) or 2 (without `RecentPeaks` too)."""
     _, n_scalars, n_blobs = struct.unpack_from("<BHH", blob, 0)
@@ -493,6 +523,31 @@ def test_older_dumps_still_load(version):
     # the daily profiles start afresh
     slot = restored._vms["vm-1"].slot
     assert restored._profiles.state(slot) == DailyProfiles(len(FEATURES)).state(0)
+    later = [Sample(s.vm_id, s.ts + 60.0 * 600, s.values) for s in _continuation()]
+    _, out = run(later, restored)
+    assert any(a.event for a in out) and restored.state_bytes("vm-1") == len(blob)
+
+
+def test_a_dump_without_the_range_envelope_loads_and_starts_it_afresh():
+    engine, _ = run(_history())
+    blob = engine.dump_vm("vm-1")
+    version, n_scalars, n_blobs = struct.unpack_from("<BHH", blob, 0)
+    head = struct.calcsize("<BHH")
+    offset = head + 8 * n_scalars
+    kept = []
+    for _ in range(n_blobs):  # the same dump as the engine wrote before the range channel
+        klen, blen = struct.unpack_from("<BI", blob, offset)
+        end = offset + struct.calcsize("<BI") + klen + blen
+        if blob[offset + struct.calcsize("<BI") :][:klen] not in (b"value_range", b"range"):
+            kept.append(blob[offset:end])
+        offset = end
+    assert len(kept) == n_blobs - 2
+    older = struct.pack("<BHH", version, n_scalars, len(kept)) + blob[head : head + 8 * n_scalars]
+    restored = AnomalyEngine()
+    restored.load_vm("vm-1", older + b"".join(kept))
+    slot = restored._vms["vm-1"].slot
+    assert np.isnan(np.frombuffer(restored._ranges.to_bytes(slot), dtype="<f4")).all()
+    assert restored.vm_snapshot("vm-1")["samples"] == engine.vm_snapshot("vm-1")["samples"]
     later = [Sample(s.vm_id, s.ts + 60.0 * 600, s.values) for s in _continuation()]
     _, out = run(later, restored)
     assert any(a.event for a in out) and restored.state_bytes("vm-1") == len(blob)
