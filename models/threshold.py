@@ -31,14 +31,19 @@ def surprise_to_score(surprise: float) -> float:
     return 100.0 * (1.0 - 10.0 ** (-surprise))
 
 
+# The penalties of a VM without feedback (nearly all of them): one shared, immutable tuple.
+_NO_PENALTY = (0.0,) * len(KINDS)
+
+
 class AdaptiveThreshold:
     """Threshold state of one VM: six kind penalties and an EW alert rate."""
 
     __slots__ = ("penalty", "rate")
 
     def __init__(self) -> None:
-        # float64 array, not a list: one object instead of a list and a float per kind
-        self.penalty = array("d", bytes(8 * len(KINDS)))
+        # The shared zeros until the first verdict; then a float64 array of its own (one object
+        # instead of a list and a float per kind).
+        self.penalty: array | tuple[float, ...] = _NO_PENALTY
         self.rate = 0.0
 
     def surprise_threshold(
@@ -63,18 +68,20 @@ class AdaptiveThreshold:
 
     def feedback(self, kind: str, verdict: str, fp_step: float) -> None:
         i = KINDS.index(kind)
+        if verdict not in ("false_positive", "confirmed"):
+            raise ValueError(f"unknown verdict {verdict!r}")
+        if self.penalty is _NO_PENALTY:
+            self.penalty = array("d", _NO_PENALTY)
         if verdict == "false_positive":
             self.penalty[i] += fp_step
-        elif verdict == "confirmed":
-            self.penalty[i] = max(0.0, self.penalty[i] - fp_step)
         else:
-            raise ValueError(f"unknown verdict {verdict!r}")
+            self.penalty[i] = max(0.0, self.penalty[i] - fp_step)
 
     def state(self) -> tuple[float, ...]:
         return (*self.penalty, self.rate)
 
     def load_state(self, values: tuple[float, ...]) -> None:
         *pen, self.rate = values
-        self.penalty = array("d", pen)
+        self.penalty = array("d", pen) if any(pen) else _NO_PENALTY
 
     N_STATE = len(KINDS) + 1

@@ -193,6 +193,11 @@ def test_threshold_feedback_moves_only_the_verdicts_kind():
     th.feedback("cpu_spike", "false_positive", 1.0)
     assert th.surprise_threshold(base, "cpu_spike", 0.01, 1.0) == pytest.approx(base + 1.0)
     assert th.surprise_threshold(base, "memory_leak", 0.01, 1.0) == pytest.approx(base)
+    # VMs without feedback share their zero penalties: one VM's verdict stays its own
+    assert list(AdaptiveThreshold().penalty) == [0.0] * len(KINDS)
+    restored = AdaptiveThreshold()
+    restored.load_state(th.state())
+    assert restored.state() == th.state()
     th.feedback("cpu_spike", "confirmed", 1.0)
     assert th.surprise_threshold(base, "cpu_spike", 0.01, 1.0) == pytest.approx(base)
     th.feedback("cpu_spike", "confirmed", 1.0)
