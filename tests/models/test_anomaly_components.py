@@ -292,11 +292,12 @@ def test_daily_recurrence_matches_a_plain_record_of_every_day():
             )
         )
         assert rec.expected(ts) == plain_expected(ts)
-        surprise = float(np.float32(rng.exponential(2.0)))
+        surprise = float(rng.exponential(2.0)) if rng.random() < 0.99 else 40.0
         rec.learn_one(ts, surprise)
         hours = days.setdefault(int(ts // day), [0.0] * 24)
         h = int(ts % day // 3600)
-        hours[h] = max(hours[h], surprise)
+        # kept in sixteenths of a unit, rounded down, at most 255 sixteenths
+        hours[h] = max(hours[h], min(math.floor(surprise * 16.0), 255) / 16.0)
         if rng.random() < 0.01:  # a checkpoint round trip on the way
             restored = DailyRecurrence()
             restored.load_state(rec.state())
