@@ -71,13 +71,13 @@ class CalibrationBank:
         return self._meta.shape[0] // self.n_columns
 
     def grow(self, capacity: int) -> None:
-        """Room for slots up to `capacity` - 1 at least, doubling (new rows empty)."""
+        """Room for slots up to `capacity` - 1 at least, doubling. The new rows are left
+        untouched (so not resident) until `reset` empties them for a VM."""
         capacity = max(capacity, 2 * self.capacity)
         old = self._meta.shape[0]
         counts = np.zeros((capacity * self.n_columns, _BINS), dtype=np.float32)
         counts[:old] = self._counts
         meta = np.zeros((capacity * self.n_columns, 4))
-        meta[:, _WEIGHT] = 1.0
         meta[:old] = self._meta
         self._counts, self._meta = counts, meta
 
