@@ -105,8 +105,9 @@ _LOCAL_CHANNELS = ("residual", "level", "shift")
 _DAILY = "daily"
 _RANGE = "range"
 _RESIDUAL_CHANNELS = ("residual",)
-# Channels that score only some samples (a metric with a daily rhythm, a ready profile bin).
-_OPTIONAL_CHANNELS = (_DAILY,)
+# Channels that score only some samples (a metric with a daily rhythm and a ready profile bin;
+# a VM past its first day for the range channel).
+_OPTIONAL_CHANNELS = (_DAILY, _RANGE)
 _COMBINED = "combined"
 # Calibrator axis scale per channel: forests' [0, 1) scores enter as -ln(1 - s), which spreads
 # their anomalous end; 4x puts their typical range on the same bins as z-like scores. The
@@ -227,9 +228,11 @@ class EngineConfig:
     profile_gate: float = 0.4  # profile deviation / level deviation below which it counts
     # The `range` channel (`value_range.RangeBank`): how far a sample goes beyond the highest
     # and lowest values its VM has shown, which relax toward later values by `range_decay`
-    # per sample (a half-life of ~6,900 samples, 24 days at 5 minutes).
+    # per sample (a half-life of ~6,900 samples, 24 days at 5 minutes). It scores a VM once
+    # `range_settle` seconds have passed since its first sample: a VM's first day sets records.
     value_range: bool = True
     range_decay: float = 1e-4
+    range_settle: float = 86_400.0
     # per-metric state
     scaler_alpha: float = 0.01
     scaler_clip: float = 3.0
@@ -355,7 +358,8 @@ class _Batch:
     Z: np.ndarray  # z-scores (0 where absent)
     R: np.ndarray  # forecast residual scores
     P: np.ndarray  # daily-profile scores (-1: none)
-    beyond: np.ndarray | None  # per sample: largest excess over its VM's range (range channel)
+    # per sample: largest excess over its VM's range (NaN: VM too young; the range channel)
+    beyond: np.ndarray | None
     shift: np.ndarray  # per sample: largest |EW mean of a metric's clipped z-score|
 
 
@@ -431,7 +435,9 @@ class AnomalyEngine:
             if c.daily_profile
             else None
         )
-        self._ranges = RangeBank(_N_FEATURES, c.range_decay) if c.value_range else None
+        self._ranges = (
+            RangeBank(_N_FEATURES, c.range_decay, c.range_settle) if c.value_range else None
+        )
         self._base_surprise = score_to_surprise(c.threshold)
         self._penalty_decay = 0.5 ** (1.0 / c.penalty_half_life) if c.penalty_half_life > 0 else 1.0
         self._cutoffs = (c.severity_medium, c.severity_high, c.severity_critical)
@@ -641,11 +647,13 @@ class AnomalyEngine:
         slot_array = np.array(slots, dtype=np.intp)
         X = np.array(rows)
         Z, R, T, shifted, shift = self._bank.observe(slot_array, X, np.array(warm, dtype=bool))
+        time_array = np.array(times)
         if self._profiles is not None:
-            P = self._profiles.observe(slot_array, np.array(times), np.array(gaps), X)
+            P = self._profiles.observe(slot_array, time_array, np.array(gaps), X)
         else:
             P = np.full(X.shape, -1.0)
-        beyond = self._ranges.observe(slot_array, X) if self._ranges is not None else None
+        ranges = self._ranges
+        beyond = ranges.observe(slot_array, time_array, X) if ranges is not None else None
         local = []
         for state, values, present, z, r, t, d, is_warm, is_shifted in zip(
             states,

@@ -7,6 +7,11 @@ fades instead of silencing the channel for good. A sample's raw score is its lar
 over that envelope, in units of the envelope's width (0 inside it, 0.5 for a value half the
 range above the highest one so far), scored against the envelope before the sample.
 
+A VM's first day sets records all the time (its range is not known until it has been
+through its daily cycle), so the bank scores a VM only once `settle` seconds of event time
+have passed since its first sample (None before: the channel does not count); the envelope
+learns from the start.
+
 Why a channel of its own: the standardiser and the calibrators forget in a few hundred to a
 few thousand samples, so on a VM whose spikes are routine the biggest spike of its life reads
 like the others. The envelope remembers for weeks in 8 bytes per metric; the engine's
@@ -14,6 +19,8 @@ calibrator for the channel turns its excesses into p-values like any other chann
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -25,52 +32,64 @@ _MIN_ROUND = 8  # rows per round below which the scalar loop is cheaper than num
 class RangeBank:
     """Per-(VM slot, metric) highest and lowest values; `observe` scores and learns a batch."""
 
-    def __init__(self, n_metrics: int, decay: float = 1e-4, capacity: int = 64) -> None:
+    def __init__(
+        self, n_metrics: int, decay: float = 1e-4, settle: float = 86_400.0, capacity: int = 64
+    ) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError("decay must be in [0, 1)")
         self.n_metrics = n_metrics
         self.decay = decay
+        self.settle = settle
         # [slot, 0, metric]: highest, [slot, 1, metric]: lowest; NaN until the metric is seen
         self._bounds = np.full((capacity, 2, n_metrics), np.nan, dtype=np.float32)
+        self._since = np.full(capacity, np.nan)  # event time of the slot's first sample
 
     def reset(self, slot: int) -> None:
-        """Start `slot` afresh, as every slot must before use. Growing doubles the array and
+        """Start `slot` afresh, as every slot must before use. Growing doubles the arrays and
         leaves the new rows untouched (so not resident) until they are reset."""
         capacity = self._bounds.shape[0]
         if slot >= capacity:
-            grown = np.empty((max(2 * capacity, slot + 1), 2, self.n_metrics), np.float32)
-            grown[:capacity] = self._bounds
-            self._bounds = grown
+            size = max(2 * capacity, slot + 1)
+            bounds = np.empty((size, 2, self.n_metrics), np.float32)
+            bounds[:capacity] = self._bounds
+            since = np.empty(size)
+            since[:capacity] = self._since
+            self._bounds, self._since = bounds, since
         self._bounds[slot] = np.nan
+        self._since[slot] = np.nan
 
     def to_bytes(self, slot: int) -> bytes:
-        """The slot's highest values, then its lowest ones, as float32 (NaN: not seen yet)."""
-        return self._bounds[slot].astype("<f4", copy=False).tobytes()
+        """The time of the slot's first sample (float64), then its highest and its lowest
+        values (float32); NaN: not seen yet."""
+        since = np.array([self._since[slot]], dtype="<f8").tobytes()
+        return since + self._bounds[slot].astype("<f4", copy=False).tobytes()
 
     def load_bytes(self, slot: int, data: bytes) -> None:
-        """Restore `to_bytes` output (growing the array when the slot is beyond it)."""
+        """Restore `to_bytes` output (growing the arrays when the slot is beyond them)."""
         self.reset(slot)
-        self._bounds[slot] = np.frombuffer(data, dtype="<f4").reshape(2, self.n_metrics)
+        self._since[slot] = np.frombuffer(data[:8], dtype="<f8")[0]
+        self._bounds[slot] = np.frombuffer(data[8:], dtype="<f4").reshape(2, self.n_metrics)
 
-    def observe(self, slots: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """Each row's largest excess over its VM's range before it (0 inside), then learn it.
+    def observe(self, slots: np.ndarray, ts: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Each row's largest excess over its VM's range before it (0 inside; NaN while the VM
+        is younger than `settle`), then learn it.
 
-        `X` holds one row per sample (NaN: metric absent); a VM may repeat (rows in order)."""
+        `X` holds one row per sample (NaN: metric absent), `ts` the rows' event times; a VM
+        may repeat (rows in order)."""
         rounds = batch_rounds(slots)
         if len(slots) < _MIN_ROUND * len(rounds):
-            return np.array(
-                [
-                    self._observe_one(s, row)
-                    for s, row in zip(slots.tolist(), X.tolist(), strict=True)
-                ]
-            )
+            rows = zip(slots.tolist(), ts.tolist(), X.tolist(), strict=True)
+            return np.array([self._observe_one(slot, t, row) for slot, t, row in rows])
         out = np.zeros(len(slots))
         for rows in rounds:
-            out[rows] = self._observe_round(slots[rows], X[rows])
+            out[rows] = self._observe_round(slots[rows], ts[rows], X[rows])
         return out
 
-    def _observe_one(self, slot: int, row: list[float]) -> float:
+    def _observe_one(self, slot: int, ts: float, row: list[float]) -> float:
         """One sample in plain Python: the same arithmetic as `_observe_round`."""
+        since = float(self._since[slot])
+        if since != since:
+            since = self._since[slot] = ts
         block = self._bounds[slot]
         highs, lows = block.tolist()
         d = self.decay
@@ -91,10 +110,13 @@ class RangeBank:
             lows[i] = x if x < lo else lo + (x - lo) * d
         block[0] = highs
         block[1] = lows
-        return best
+        return best if ts - since >= self.settle else math.nan
 
-    def _observe_round(self, slots: np.ndarray, X: np.ndarray) -> np.ndarray:
+    def _observe_round(self, slots: np.ndarray, ts: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Rows of distinct VMs at once."""
+        since = self._since[slots]
+        since = np.where(np.isnan(since), ts, since)
+        self._since[slots] = since
         block = self._bounds[slots].astype(np.float64)  # (rows, 2, metrics)
         hi, lo = block[:, 0], block[:, 1]
         present = ~np.isnan(X)
@@ -110,4 +132,4 @@ class RangeBank:
         block[:, 0] = np.where(known, new_hi, np.where(first, X, hi))
         block[:, 1] = np.where(known, new_lo, np.where(first, X, lo))
         self._bounds[slots] = block
-        return scores
+        return np.where(ts - since >= self.settle, scores, np.nan)

@@ -8,12 +8,12 @@ import random
 import struct
 import tracemalloc
 
-import numpy as np
 import pytest
 
 from models.daily_profile import DailyProfiles
 from models.engine import FEATURES, AnomalyEngine, Assessment, EngineConfig, Sample
 from models.peaks import RecentPeaks
+from models.value_range import RangeBank
 
 BASE = {
     "cpu_pct": (30.0, 3.0),
@@ -546,7 +546,7 @@ def test_a_dump_without_the_range_envelope_loads_and_starts_it_afresh():
     restored = AnomalyEngine()
     restored.load_vm("vm-1", older + b"".join(kept))
     slot = restored._vms["vm-1"].slot
-    assert np.isnan(np.frombuffer(restored._ranges.to_bytes(slot), dtype="<f4")).all()
+    assert restored._ranges.to_bytes(slot) == RangeBank(len(FEATURES)).to_bytes(0)  # afresh
     assert restored.vm_snapshot("vm-1")["samples"] == engine.vm_snapshot("vm-1")["samples"]
     later = [Sample(s.vm_id, s.ts + 60.0 * 600, s.values) for s in _continuation()]
     _, out = run(later, restored)

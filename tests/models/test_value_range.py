@@ -1,5 +1,5 @@
-"""The range channel's envelope: excess over the widest range seen, slow relaxation, and the
-batched path equal to the sample-by-sample one bit for bit."""
+"""The range channel's envelope: excess over the widest range seen, slow relaxation, a first
+day that is not scored, and the batched path equal to the sample-by-sample one bit for bit."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from models.value_range import RangeBank
 
 
-def _one(bank: RangeBank, slot: int, *values: float) -> float:
-    return float(bank.observe(np.array([slot]), np.array([values], dtype=float))[0])
+def _one(bank: RangeBank, slot: int, *values: float, ts: float = 0.0) -> float:
+    return float(bank.observe(np.array([slot]), np.array([ts]), np.array([values], dtype=float))[0])
 
 
 def test_excess_is_measured_in_units_of_the_range_seen_before():
-    bank = RangeBank(1, decay=0.0)
+    bank = RangeBank(1, decay=0.0, settle=0.0)
     bank.reset(0)
     assert _one(bank, 0, 0.0) == 0.0  # first value: no range yet
     assert _one(bank, 0, 10.0) == 0.0  # no width before it either
@@ -29,13 +29,13 @@ def test_excess_is_measured_in_units_of_the_range_seen_before():
 
 
 def test_the_envelope_relaxes_toward_later_values_at_the_decay_rate():
-    bank = RangeBank(2, decay=0.01)
+    bank = RangeBank(2, decay=0.01, settle=0.0)
     bank.reset(3)  # grows the bank
     _one(bank, 3, 100.0, -5.0)
     _one(bank, 3, 0.0, 5.0)
     for _ in range(69):  # 0.99 ** 69 ~ 0.5
         _one(bank, 3, 0.0, 0.0)
-    highs_lows = np.frombuffer(bank.to_bytes(3), dtype="<f4").reshape(2, 2)
+    highs_lows = np.frombuffer(bank.to_bytes(3)[8:], dtype="<f4").reshape(2, 2)
     assert highs_lows[0, 0] == pytest.approx(100.0 * 0.99**70, rel=1e-5)
     assert highs_lows[1, 0] == 0.0  # the lowest value was the latest
     assert highs_lows[0, 1] == pytest.approx(5.0 * 0.99**69, rel=1e-5)
@@ -43,6 +43,21 @@ def test_the_envelope_relaxes_toward_later_values_at_the_decay_rate():
     # a value within the first range but above the relaxed one is an excess over the new range
     high = 100.0 * 0.99**70
     assert _one(bank, 3, 75.0, 0.0) == pytest.approx((75.0 - high) / high, rel=1e-5)
+
+
+def test_a_vm_is_scored_once_a_day_has_passed_since_its_first_sample():
+    bank = RangeBank(1, decay=0.0)  # settle: one day
+    bank.reset(0)
+    t0 = 1_700_000_000.0
+    assert math.isnan(_one(bank, 0, 0.0, ts=t0))
+    assert math.isnan(_one(bank, 0, 10.0, ts=t0 + 3600.0))
+    assert math.isnan(_one(bank, 0, 20.0, ts=t0 + 86_399.0))  # learned, not scored
+    assert _one(bank, 0, 30.0, ts=t0 + 86_400.0) == pytest.approx(0.5)  # 10 above 0..20
+    restored = RangeBank(1, decay=0.0)
+    restored.load_bytes(0, bank.to_bytes(0))  # the first sample's time travels with it
+    assert _one(restored, 0, 15.0, ts=t0 + 86_401.0) == 0.0
+    bank.reset(0)  # a new VM in the slot starts its day afresh
+    assert math.isnan(_one(bank, 0, 15.0, ts=t0 + 90_000.0))
 
 
 def _stream(n: int, n_vms: int, n_metrics: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,12 +77,13 @@ def _stream(n: int, n_vms: int, n_metrics: int, seed: int) -> tuple[np.ndarray, 
 
 def test_batches_equal_sample_by_sample_and_survive_a_checkpoint_bit_for_bit():
     slots, X = _stream(6000, 40, 4, seed=7)
+    ts = 1_700_000_000.0 + 60.0 * np.arange(len(slots))  # a VM is scored from its 1,440th minute
     single = RangeBank(4, decay=0.003)
     batched = RangeBank(4, decay=0.003)
     for bank in (single, batched):
         for slot in range(40):
             bank.reset(slot)
-    one_by_one = [_one(single, int(s), *row) for s, row in zip(slots, X, strict=True)]
+    one_by_one = [_one(single, int(s), *row, ts=t) for s, t, row in zip(slots, ts, X, strict=True)]
     in_batches = []
     for start in range(0, len(slots), 500):
         if start == 3000:  # restore every VM into a fresh bank half-way
@@ -75,9 +91,11 @@ def test_batches_equal_sample_by_sample_and_survive_a_checkpoint_bit_for_bit():
             for slot in range(40):
                 restored.load_bytes(slot, batched.to_bytes(slot))
             batched = restored
-        in_batches.extend(batched.observe(slots[start : start + 500], X[start : start + 500]))
-    assert np.array_equal(np.array(one_by_one), np.array(in_batches))
+        part = slice(start, start + 500)
+        in_batches.extend(batched.observe(slots[part], ts[part], X[part]))
+    assert np.array_equal(np.array(one_by_one), np.array(in_batches), equal_nan=True)
     assert sum(s > 0.0 for s in one_by_one) > 50  # the spikes did go beyond the ranges
+    assert 1000 < sum(math.isnan(s) for s in one_by_one) < 1500  # the first day's samples
     assert all(single.to_bytes(s) == batched.to_bytes(s) for s in range(40))
 
 
