@@ -7,7 +7,7 @@ under 100 µs per sample. A River HalfSpaceTrees is ~1 MB of heap and ~46 ms to 
 forest can be per VM: everything kept *per VM* is a few scalars and small arrays, and
 everything big is *shared by the fleet*.
 
-Per VM (~7 KB resident at 100k VMs, ~5.6 KB serialised by `dump_vm` for six metrics,
+Per VM (~7 KB resident at 100k VMs, ~5.9 KB serialised by `dump_vm` for six metrics,
 restored in tens of µs by `load_vm`):
 
 - per metric: a robust EW standardiser (typical value and spread; `normalizer`), a one-step
@@ -25,8 +25,9 @@ restored in tens of µs by `load_vm`):
   batch's scores with numpy operations;
 - an `AdaptiveThreshold` (`threshold`: kind penalties from operator feedback, alert rate) and
   an `IncidentTracker` (`incidents`: lifecycle, ids and kinds of the last incidents);
-- a `DailyRecurrence` (`recurrence`, 73 floats): per hour of the day, the largest surprise of
-  the last two days, so a daily job's spike stops alerting once it has recurred twice;
+- a `DailyRecurrence` (`recurrence`, 72 bytes and a day number): per hour of the day, the
+  largest surprise of the last two days, so a daily job's spike stops alerting once it has
+  recurred twice;
 - a `RecentPeaks` (`peaks`, 6 floats): the peak surprise of each of the last two surprising
   episodes, so the same surprise a third time within a day, on any rhythm, is not news.
 - per metric, the highest and lowest value seen, relaxing slowly toward later values
