@@ -161,6 +161,19 @@ def channel_evidence(
     }
 
 
+def _range_seen(ranges_before: np.ndarray | None, loc: _Local) -> dict[str, dict[str, float]]:
+    """The lowest and highest values each present metric had shown before the sample (to the
+    range bank's float32 digits); metrics seen for the first time are left out."""
+    if ranges_before is None:
+        return {}
+    highs, lows = ranges_before[loc.row].tolist()
+    return {
+        FEATURES[i]: {"lowest": float(f"{lows[i]:.7g}"), "highest": float(f"{highs[i]:.7g}")}
+        for i in loc.present
+        if highs[i] == highs[i]
+    }
+
+
 @dataclass
 class Assessment:
     """What the engine concluded about one sample."""
@@ -348,6 +361,7 @@ class _Local:
     daily: list[float]  # profile scores of the present metrics (-1: none)
     shifted: bool
     scored: bool
+    row: int  # the sample's row in the batch
 
 
 @dataclass(slots=True)
@@ -361,6 +375,7 @@ class _Batch:
     P: np.ndarray  # daily-profile scores (-1: none)
     # per sample: largest excess over its VM's range (NaN: VM too young; the range channel)
     beyond: np.ndarray | None
+    ranges_before: np.ndarray | None  # the ranges they were scored against (rows, 2, metrics)
     shift: np.ndarray  # per sample: largest |EW mean of a metric's clipped z-score|
 
 
@@ -456,7 +471,7 @@ class AnomalyEngine:
         raws = self._raw_scores(batch, self._fleet_pass(local, batch.Z))
         calibrated = self._calibrate(local, batch.slots, raws)
         return [
-            self._decide(sample, loc, cal)
+            self._decide(sample, loc, cal, batch.ranges_before)
             for sample, loc, cal in zip(samples, local, calibrated, strict=True)
         ]
 
@@ -653,8 +668,9 @@ class AnomalyEngine:
             P = self._profiles.observe(slot_array, time_array, np.array(gaps), X)
         else:
             P = np.full(X.shape, -1.0)
-        ranges = self._ranges
-        beyond = ranges.observe(slot_array, time_array, X) if ranges is not None else None
+        beyond = ranges_before = None
+        if self._ranges is not None:
+            beyond, ranges_before = self._ranges.observe(slot_array, time_array, X)
         local = []
         for state, values, present, z, r, t, d, is_warm, is_shifted in zip(
             states,
@@ -674,8 +690,8 @@ class AnomalyEngine:
                 t = [t[i] for i in present]
                 d = [d[i] for i in present]
             scored = is_warm and bool(present)
-            local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored))
-        return local, _Batch(slot_array, ~np.isnan(X), Z, R, P, beyond, shift)
+            local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored, len(local)))
+        return local, _Batch(slot_array, ~np.isnan(X), Z, R, P, beyond, ranges_before, shift)
 
     def _fleet_pass(self, local: list[_Local], Z: np.ndarray) -> dict[str, np.ndarray]:
         if not self._fleet.names:
@@ -764,7 +780,11 @@ class AnomalyEngine:
         return out
 
     def _decide(
-        self, sample: Sample, loc: _Local, calibrated: tuple[dict[str, float], float] | None
+        self,
+        sample: Sample,
+        loc: _Local,
+        calibrated: tuple[dict[str, float], float] | None,
+        ranges_before: np.ndarray | None,
     ) -> Assessment:
         c = self.config
         state = loc.state
@@ -876,5 +896,6 @@ class AnomalyEngine:
                 "typical": {FEATURES[i]: t for i, t in zip(loc.present, loc.typical, strict=True)},
                 "actual": dict(loc.values),
                 "usual_at_this_hour": self._usual(state, loc.present, sample.ts),
+                "range_seen": _range_seen(ranges_before, loc),
             }
         return assessment

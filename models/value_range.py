@@ -70,27 +70,35 @@ class RangeBank:
         self._since[slot] = np.frombuffer(data[:8], dtype="<f8")[0]
         self._bounds[slot] = np.frombuffer(data[8:], dtype="<f4").reshape(2, self.n_metrics)
 
-    def observe(self, slots: np.ndarray, ts: np.ndarray, X: np.ndarray) -> np.ndarray:
+    def observe(
+        self, slots: np.ndarray, ts: np.ndarray, X: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Each row's largest excess over its VM's range before it (0 inside; NaN while the VM
         is younger than `settle`), then learn it.
 
         `X` holds one row per sample (NaN: metric absent), `ts` the rows' event times; a VM
-        may repeat (rows in order)."""
+        may repeat (rows in order). Also returns the range each row was scored against:
+        (rows, 2, metrics), highest then lowest values (NaN: not seen yet)."""
         rounds = batch_rounds(slots)
+        before = np.empty((len(slots), 2, self.n_metrics))
         if len(slots) < _MIN_ROUND * len(rounds):
             rows = zip(slots.tolist(), ts.tolist(), X.tolist(), strict=True)
-            return np.array([self._observe_one(slot, t, row) for slot, t, row in rows])
+            scores = [
+                self._observe_one(slot, t, row, before[r]) for r, (slot, t, row) in enumerate(rows)
+            ]
+            return np.array(scores), before
         out = np.zeros(len(slots))
         for rows in rounds:
-            out[rows] = self._observe_round(slots[rows], ts[rows], X[rows])
-        return out
+            out[rows] = self._observe_round(slots[rows], ts[rows], X[rows], before, rows)
+        return out, before
 
-    def _observe_one(self, slot: int, ts: float, row: list[float]) -> float:
+    def _observe_one(self, slot: int, ts: float, row: list[float], before: np.ndarray) -> float:
         """One sample in plain Python: the same arithmetic as `_observe_round`."""
         since = float(self._since[slot])
         if since != since:
             since = self._since[slot] = ts
         block = self._bounds[slot]
+        before[:] = block
         highs, lows = block.tolist()
         d = self.decay
         best = 0.0
@@ -112,12 +120,15 @@ class RangeBank:
         block[1] = lows
         return best if ts - since >= self.settle else math.nan
 
-    def _observe_round(self, slots: np.ndarray, ts: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """Rows of distinct VMs at once."""
+    def _observe_round(
+        self, slots: np.ndarray, ts: np.ndarray, X: np.ndarray, before: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """Rows of distinct VMs at once (their ranges before them go to `before[rows]`)."""
         since = self._since[slots]
         since = np.where(np.isnan(since), ts, since)
         self._since[slots] = since
         block = self._bounds[slots].astype(np.float64)  # (rows, 2, metrics)
+        before[rows] = block
         hi, lo = block[:, 0], block[:, 1]
         present = ~np.isnan(X)
         known = present & ~np.isnan(hi)

@@ -13,7 +13,8 @@ from models.value_range import RangeBank
 
 
 def _one(bank: RangeBank, slot: int, *values: float, ts: float = 0.0) -> float:
-    return float(bank.observe(np.array([slot]), np.array([ts]), np.array([values], dtype=float))[0])
+    scores, _ = bank.observe(np.array([slot]), np.array([ts]), np.array([values], dtype=float))
+    return float(scores[0])
 
 
 def test_excess_is_measured_in_units_of_the_range_seen_before():
@@ -21,7 +22,9 @@ def test_excess_is_measured_in_units_of_the_range_seen_before():
     bank.reset(0)
     assert _one(bank, 0, 0.0) == 0.0  # first value: no range yet
     assert _one(bank, 0, 10.0) == 0.0  # no width before it either
-    assert _one(bank, 0, 15.0) == pytest.approx(0.5)  # 5 above a range of 10
+    scores, before = bank.observe(np.array([0]), np.array([0.0]), np.array([[15.0]]))
+    assert scores[0] == pytest.approx(0.5)  # 5 above a range of 10 ...
+    assert before[0].tolist() == [[10.0], [0.0]]  # ... which it reports: highest, lowest
     assert _one(bank, 0, 5.0) == 0.0  # inside
     assert _one(bank, 0, -10.0) == pytest.approx(10.0 / 15.0)  # 10 below a range of 15
     assert _one(bank, 0, math.nan) == 0.0  # absent: nothing scored, nothing learned
@@ -83,8 +86,12 @@ def test_batches_equal_sample_by_sample_and_survive_a_checkpoint_bit_for_bit():
     for bank in (single, batched):
         for slot in range(40):
             bank.reset(slot)
-    one_by_one = [_one(single, int(s), *row, ts=t) for s, t, row in zip(slots, ts, X, strict=True)]
-    in_batches = []
+    one_by_one, ranges_one = [], []
+    for s, t, row in zip(slots, ts, X, strict=True):
+        score, before = single.observe(np.array([s]), np.array([t]), row[None, :])
+        one_by_one.append(float(score[0]))
+        ranges_one.append(before[0])
+    in_batches, ranges_batched = [], []
     for start in range(0, len(slots), 500):
         if start == 3000:  # restore every VM into a fresh bank half-way
             restored = RangeBank(4, decay=0.003)
@@ -92,8 +99,12 @@ def test_batches_equal_sample_by_sample_and_survive_a_checkpoint_bit_for_bit():
                 restored.load_bytes(slot, batched.to_bytes(slot))
             batched = restored
         part = slice(start, start + 500)
-        in_batches.extend(batched.observe(slots[part], ts[part], X[part]))
+        scores, before = batched.observe(slots[part], ts[part], X[part])
+        in_batches.extend(scores)
+        ranges_batched.extend(before)
     assert np.array_equal(np.array(one_by_one), np.array(in_batches), equal_nan=True)
+    # the ranges each sample was scored against, as reported
+    assert np.array_equal(np.array(ranges_one), np.array(ranges_batched), equal_nan=True)
     assert sum(s > 0.0 for s in one_by_one) > 50  # the spikes did go beyond the ranges
     assert 1000 < sum(math.isnan(s) for s in one_by_one) < 1500  # the first day's samples
     assert all(single.to_bytes(s) == batched.to_bytes(s) for s in range(40))
