@@ -48,11 +48,13 @@ Per batch
    re-centres the metric), then learn the sample.
 2. Fleet pass, vectorised over the batch: forests score all rows, then learn them.
 3. Calibration, vectorised over the batch (in order per VM): each channel's raw score ->
-   p-value (then learned); the largest channel surprise (-ln p) is calibrated once more into
-   the final p-value (uniform on a stationary stream whatever the channels' correlation).
-4. VM-local pass, in order: the final p-value minus what recurred at this time of
-   day on both previous days or, when no bigger, in both of the last two episodes of the day
-   (above `recurrence_floor`); score = 100 * (1 - p); then
+   p-value (then learned); the largest channel surprise (-ln p), less what recurred at this
+   time of day on both previous days (above `recurrence_floor`), is calibrated once more
+   into the final p-value (uniform on a stationary stream whatever the channels'
+   correlation). Discounting before that calibration keeps a daily job's spikes out of the
+   VM's idea of how big unexplained surprises get.
+4. VM-local pass, in order: the final p-value minus, when no bigger, what both of the last
+   two episodes of the day peaked at (above `recurrence_floor`); score = 100 * (1 - p); then
    attribution, kind, threshold, severity and the incident lifecycle. Inside an open incident
    only news (the opening sample, an escalation) keeps its score; the other samples are capped
    below the threshold (`incident_dedup`), so the score column reads one detection per
@@ -123,6 +125,7 @@ _PROFILE_BLOB = "daily_profile_bins"
 # and a VM restored without it starts its envelope afresh.
 _RANGE_BLOB = "value_range"
 _P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
+_LN10 = math.log(10.0)  # -ln p per unit of -log10 p
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is three times as slow to create
@@ -221,10 +224,12 @@ class EngineConfig:
     # score 95.5), so a sustained anomaly reads as one detection, not one per sample.
     incident_dedup: bool = True
     dedup_fraction: float = 0.5
-    # Discount a sample's surprise by what recurred at this time of day on both previous days
-    # (`recurrence.DailyRecurrence`): a daily job's spike stops alerting on its third day.
+    # Discount a sample's largest channel surprise by what recurred at this time of day on
+    # both previous days (`recurrence.DailyRecurrence`), before the combined calibration: a
+    # daily job's spike stops alerting on its third day, and stops teaching the VM's combined
+    # calibrator that big surprises are common.
     daily_recurrence: bool = True
-    recurrence_floor: float = 2.0  # only the part of a recurring surprise above this counts
+    recurrence_floor: float = 2.0  # -log10 p: only the part of a recurring surprise above it
     # Also discount a surprise no bigger than the peaks of both of the last two surprising
     # episodes when both fell within `recent_horizon` seconds (`peaks.RecentPeaks`): the same
     # thing a third time in a day, on any rhythm, is not news. An episode ends when an incident
@@ -373,6 +378,7 @@ class _Batch:
     Z: np.ndarray  # z-scores (0 where absent)
     R: np.ndarray  # forecast residual scores
     P: np.ndarray  # daily-profile scores (-1: none)
+    ts: np.ndarray  # event times
     # per sample: largest excess over its VM's range (NaN: VM too young; the range channel)
     beyond: np.ndarray | None
     ranges_before: np.ndarray | None  # the ranges they were scored against (rows, 2, metrics)
@@ -469,7 +475,7 @@ class AnomalyEngine:
             return []
         local, batch = self._local_pass(samples)
         raws = self._raw_scores(batch, self._fleet_pass(local, batch.Z))
-        calibrated = self._calibrate(local, batch.slots, raws)
+        calibrated = self._calibrate(local, batch.slots, batch.ts, raws)
         return [
             self._decide(sample, loc, cal, batch.ranges_before)
             for sample, loc, cal in zip(samples, local, calibrated, strict=True)
@@ -691,7 +697,8 @@ class AnomalyEngine:
                 d = [d[i] for i in present]
             scored = is_warm and bool(present)
             local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored, len(local)))
-        return local, _Batch(slot_array, ~np.isnan(X), Z, R, P, beyond, ranges_before, shift)
+        present = ~np.isnan(X)
+        return local, _Batch(slot_array, present, Z, R, P, time_array, beyond, ranges_before, shift)
 
     def _fleet_pass(self, local: list[_Local], Z: np.ndarray) -> dict[str, np.ndarray]:
         if not self._fleet.names:
@@ -727,13 +734,14 @@ class AnomalyEngine:
         return np.stack(columns, axis=1)
 
     def _calibrate(
-        self, local: list[_Local], slots: np.ndarray, raws: np.ndarray
+        self, local: list[_Local], slots: np.ndarray, ts: np.ndarray, raws: np.ndarray
     ) -> list[tuple[dict[str, float], float] | None]:
         """Per scored sample, each counted channel's surprise (-ln p) and the final p-value.
 
         Every channel's raw score becomes a p-value under the VM's calibrator for it (then is
-        learned); the largest surprise, calibrated once more on its own recent history, gives
-        the final p-value: uniform on a stationary stream whatever the channels' correlation.
+        learned); the largest surprise, less what recurred at this time of day on both
+        previous days, calibrated once more on its own recent history, gives the final
+        p-value: uniform on a stationary stream whatever the channels' correlation.
         It starts once every channel's calibrator gives p-values (an optional channel counts
         once its own does). All calibrators of a batch run in the bank together, in rounds in
         which no VM repeats (which equals sample order: VMs are independent)."""
@@ -745,6 +753,9 @@ class AnomalyEngine:
         combined = self._columns[_COMBINED]
         optional = np.array([name in _OPTIONAL_CHANNELS for name in channels])
         sum_combine = self.config.combine == "sum"
+        recurring = self.config.daily_recurrence
+        floor = self.config.recurrence_floor
+        times = ts.tolist()
         log = math.log
         # the k-th round holds each VM's k-th scored sample
         for group in batch_rounds(slots[scored]):
@@ -765,6 +776,8 @@ class AnomalyEngine:
             ready = ~(young & ~optional).any(axis=1)  # every counted channel gives p-values
             kept_surprise = np.where(kept, surprise, 0.0)
             tops = kept_surprise.sum(axis=1) if sum_combine else kept_surprise.max(axis=1)
+            if recurring:
+                tops = self._discount_recurring(local, members, times, tops, floor)
             rows = zip(members.tolist(), surprise.tolist(), kept.tolist(), strict=True)
             for i, row, keep in rows:
                 named = zip(channels, row, keep, strict=True)
@@ -778,6 +791,29 @@ class AnomalyEngine:
                 for i, p in zip(members[ready].tolist(), finals, strict=True):
                     out[i] = (out[i][0], min(1.0, max(p, _P_FLOOR)))
         return out
+
+    def _discount_recurring(
+        self,
+        local: list[_Local],
+        members: np.ndarray,
+        times: list[float],
+        tops: np.ndarray,
+        floor: float,
+    ) -> np.ndarray:
+        """Each member's top surprise (-ln p) less the part above `floor` (-log10 p) of what
+        recurred at its time of day on both previous days; each VM's recurrence learns the
+        undiscounted surprise."""
+        out = []
+        for i, top in zip(members.tolist(), tops.tolist(), strict=True):
+            recurrence = local[i].state.recurrence
+            ts = times[i]
+            expected = recurrence.expected(ts)
+            recurrence.learn_one(ts, top / _LN10)
+            if expected > floor:
+                discount = (expected - floor) * _LN10
+                top = top - discount if top > discount else 0.0
+            out.append(top)
+        return np.array(out)
 
     def _decide(
         self,
@@ -793,20 +829,13 @@ class AnomalyEngine:
             return Assessment(sample.vm_id, sample.ts, 0.0, state.last_threshold, loc.values)
         surprises, p = calibrated
         surprise = -math.log10(p)
-        if c.daily_recurrence or c.recent_recurrence:
-            expected = 0.0
-            if c.daily_recurrence:
-                recurrence = state.recurrence
-                expected = recurrence.expected(sample.ts)
-                recurrence.learn_one(sample.ts, surprise)
-            if c.recent_recurrence:
-                peaks = state.peaks
-                recent = peaks.expected(sample.ts, c.recent_horizon)
-                peaks.learn_one(sample.ts, surprise, c.recurrence_floor, self._episode_gap)
-                if expected < recent >= surprise:  # bigger than both recent peaks: news
-                    expected = recent
-            if expected > c.recurrence_floor:
-                discount = expected - c.recurrence_floor
+        if c.recent_recurrence:
+            peaks = state.peaks
+            recent = peaks.expected(sample.ts, c.recent_horizon)
+            peaks.learn_one(sample.ts, surprise, c.recurrence_floor, self._episode_gap)
+            # no bigger than both recent peaks: not news
+            if recent >= surprise and recent > c.recurrence_floor:
+                discount = recent - c.recurrence_floor
                 surprise = surprise - discount if surprise > discount else 0.0
                 p = 10.0**-surprise
         score = 100.0 * (1.0 - p)

@@ -6,7 +6,9 @@ call it an anomaly every day. `DailyRecurrence` keeps, per hour of the day (UTC)
 surprise seen in that hour yesterday and the day before. `expected(ts)` is the smaller of the
 two days' largest surprise within ±1 hour of `ts` (timing jitters): a pattern counts as
 recurring only when it showed up on *both* previous days, so a single past incident does not
-mask anything. The engine discounts a sample's surprise by it.
+mask anything. The engine discounts a sample's largest channel surprise by it before the
+combined calibration, so the job's spikes neither alert nor teach the VM's calibrator that
+big surprises are common.
 
 State: 3 x 24 surprises (today, yesterday, the day before) in one byte array whose blocks
 rotate as days pass, the day number of `today` and which block is today's: one object of
