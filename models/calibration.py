@@ -14,6 +14,10 @@ replaced by an exponential tail fitted to the excesses over that quantile (peaks
 threshold; the mean excess is shrunk toward a typical value while the tail is thin), so scores
 far above anything seen get p-values far below `1 / n` instead of saturating. Scores of a
 stationary stream give roughly uniform p-values.
+
+With `winsor_p` > 0 a score whose p-value is below it is learned as the score that would
+have had exactly that p-value (winsorised): one extreme anomaly widens the tail only as far
+as a 1-in-1/`winsor_p` event would, so the next anomaly is not made to look ordinary by it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class TailCalibrator:
         "total",
         "counts",
         "top",
+        "winsor_p",
     )
 
     def __init__(
@@ -53,8 +58,10 @@ class TailCalibrator:
         min_count: int = 50,
         log_axis: bool = True,
         prior_excess: float = 1.5,
+        winsor_p: float = 0.0,
     ) -> None:
         self.scale = scale
+        self.winsor_p = winsor_p
         self.log_axis = log_axis
         self.prior_excess = prior_excess
         self.decay = 0.5 ** (1.0 / half_life) if half_life > 0 else 1.0
@@ -81,8 +88,25 @@ class TailCalibrator:
         """`p_value(raw)`, then learn `raw` (one call on the hot path)."""
         pos = self._position(raw)
         p = self._p_at(pos)
+        if p < self.winsor_p:
+            pos = self._winsorised(pos)
         self._learn_at(pos)
         return p
+
+    def _winsorised(self, pos: float) -> float:
+        """The bin coordinate whose p-value is `winsor_p` (at most `pos`): called only for a
+        `pos` whose p-value is below it, which lies in the fitted tail."""
+        tail = max(self.tail_mass * self.total, min(_MIN_TAIL * self.weight, 0.5 * self.total))
+        return winsorised_position(
+            self.counts,
+            self.top,
+            pos,
+            tail,
+            self.total,
+            self.weight,
+            self.prior_excess,
+            self.winsor_p,
+        )
 
     def p_value(self, raw: float) -> float:
         """P(score >= raw) under the recent scores; 1.0 until `min_count` scores were seen."""
@@ -177,6 +201,38 @@ def tail_p_value(
 
     Finds the quantile u with `tail` mass above it and the mean excess over u, both in bin
     coordinates (bins above `top` are empty), then extrapolates exponentially."""
+    fit = _tail_fit(counts, top, tail, weight, prior_excess)
+    if fit is None:  # less than `tail` in all bins: the empirical p-value
+        return (above + weight) / (total + weight)
+    u, excess = fit
+    return tail / total * math.exp(-max(0.0, pos - u) / excess)
+
+
+def winsorised_position(
+    counts: Sequence[float],
+    top: int,
+    pos: float,
+    tail: float,
+    total: float,
+    weight: float,
+    prior_excess: float,
+    p: float,
+) -> float:
+    """The bin coordinate at which the fitted tail's p-value is `p` (< tail / total), or
+    `pos` if that is lower or there is no fitted tail."""
+    fit = _tail_fit(counts, top, tail, weight, prior_excess)
+    if fit is None:
+        return pos
+    u, excess = fit
+    at = u + excess * math.log(tail / (total * p))
+    return at if at < pos else pos
+
+
+def _tail_fit(
+    counts: Sequence[float], top: int, tail: float, weight: float, prior_excess: float
+) -> tuple[float, float] | None:
+    """The quantile u with `tail` mass above it and the (shrunk) mean excess over u, in bin
+    coordinates; None when all bins together hold less than `tail`."""
     mass = 0.0
     moment = 0.0
     k = top
@@ -191,12 +247,12 @@ def tail_p_value(
         mass += c
         moment += c * (k + 0.5)
         k -= 1
-    else:  # less than `tail` in all bins: the empirical p-value
-        return (above + weight) / (total + weight)
+    else:
+        return None
     # Mean excess, shrunk toward a typical tail (`prior_excess` bins, `_MIN_TAIL` samples'
     # worth) so a young calibrator does not extrapolate from a handful of points.
     prior = _MIN_TAIL * weight
     excess = (moment - mass * u + prior * prior_excess) / (mass + prior)
     if excess < 0.25:
         excess = 0.25  # a quarter bin: never extrapolate more steeply
-    return tail / total * math.exp(-max(0.0, pos - u) / excess)
+    return u, excess

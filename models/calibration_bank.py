@@ -23,7 +23,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.calibration import _BINS, _MIN_TAIL, _RESCALE_AT, _WIDTH, TailCalibrator, tail_p_value
+from models.calibration import (
+    _BINS,
+    _MIN_TAIL,
+    _RESCALE_AT,
+    _WIDTH,
+    TailCalibrator,
+    tail_p_value,
+    winsorised_position,
+)
 
 _MIN_PAIRS = 24  # pairs below which a call runs through the scalar calibrators
 _HALF = _BINS // 2
@@ -54,6 +62,7 @@ class CalibrationBank:
         self._tail_mass = np.array([c.tail_mass for c in self._settings])
         self._prior_excess = np.array([c.prior_excess for c in self._settings])
         self._decay = np.array([c.decay for c in self._settings])
+        self._winsor_p = [c.winsor_p for c in self._settings]
         self._scales = [c.scale for c in self._settings]
         self._log_axes = [c.log_axis for c in self._settings]
         # Calibrator (slot, column) is row slot * n_columns + column: its 64 bins, contiguous.
@@ -173,7 +182,10 @@ class CalibrationBank:
             cal.counts = counts = array("f", self._counts[i].tolist())
             counted.append(n >= cal.min_count)
             pos = cal._position(raw)
-            ps.append(cal._p_at(pos))
+            p = cal._p_at(pos)
+            ps.append(p)
+            if p < cal.winsor_p:
+                pos = cal._winsorised(pos)
             cal._learn_at(pos)
             if cal.weight > weight:  # not rescaled: one bin changed
                 b = int(pos) if pos < _BINS else _BINS - 1
@@ -228,8 +240,9 @@ class CalibrationBank:
         in_tail = np.flatnonzero(~young & (above < tail))
         if in_tail.size:
             prior_excess = self._prior_excess[cols]
+            winsor_p = self._winsor_p
             for i in in_tail.tolist():
-                ps[i] = tail_p_value(
+                args = (
                     counts[i].tolist(),
                     int(top[i]),
                     pos_list[i],
@@ -239,6 +252,12 @@ class CalibrationBank:
                     float(weight[i]),
                     float(prior_excess[i]),
                 )
+                p_i = ps[i] = tail_p_value(*args)
+                cap = winsor_p[columns[i]]
+                if p_i < cap:  # learned as the score with p-value `cap` (`TailCalibrator`)
+                    at = winsorised_position(*args[:3], *args[4:], cap)
+                    b[i] = int(at) if at < _BINS else _BINS - 1
+                    at_b[i] = counts[i, b[i]]
 
         # learn: add the pair's weight to its bin, then grow the weight (rescale when huge)
         self._counts[index, b] = at_b + weight

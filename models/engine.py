@@ -271,6 +271,10 @@ class EngineConfig:
     calibration_bin: float = 0.5  # linear axis only: 0.125 / 0.5 = 0.25 raw units per bin
     calibration_prior_excess: float = 1.5  # typical tail mean excess, in bins
     combined_log_axis: bool = False  # the combined surprise has an exponential tail: linear
+    # The combined calibrator learns a surprise rarer than p = `combined_winsor` as one of
+    # exactly that rarity (winsorised): one extreme anomaly does not make the next look
+    # ordinary. 0: off.
+    combined_winsor: float = 1e-5
     combine: str = "max"  # channel surprises -> one statistic: "max" (any channel) or "sum"
     # fleet forests
     use_halfspace: bool = True
@@ -433,6 +437,7 @@ class AnomalyEngine:
                     c.calibration_min,
                     log_axis=c.combined_log_axis,
                     prior_excess=1.5 if c.combined_log_axis else 2.0,
+                    winsor_p=c.combined_winsor,
                 )
             ]
         )

@@ -46,6 +46,26 @@ def test_calibrator_extrapolates_far_beyond_the_largest_score_seen():
     assert cal.p_value(20.0) < cal.p_value(6.0) < cal.p_value(3.0) < cal.p_value(1.0)
 
 
+def test_a_winsorised_calibrator_learns_an_extreme_score_as_one_of_its_bound():
+    """One extreme anomaly must not make the next one look ordinary: a score rarer than
+    `winsor_p` is learned as the score whose p-value is exactly `winsor_p`."""
+    rng = random.Random(5)
+    plain = TailCalibrator(0.25, log_axis=False, prior_excess=2.0)
+    robust = TailCalibrator(0.25, log_axis=False, prior_excess=2.0, winsor_p=1e-5)
+    for _ in range(3000):
+        raw = rng.expovariate(1.0)
+        assert plain.observe(raw) == robust.observe(raw)  # ordinary scores: no difference
+    assert robust.counts == plain.counts
+    ordinary = plain.p_value(5.0)
+    assert plain.observe(60.0) == robust.observe(60.0) < 1e-20  # the same answer ...
+    assert robust.top < plain.top  # ... but learned lower: where p is 1e-5
+    # so the next, smaller anomaly still stands out: 20 times rarer than after learning 60
+    assert robust.p_value(16.0) < plain.p_value(16.0) / 20
+    # and the fitted tail of ordinary scores moves a third as much (+18 % against +56 %)
+    moved = robust.p_value(5.0) - ordinary
+    assert 0.0 <= moved < (plain.p_value(5.0) - ordinary) / 2.5
+
+
 def test_calibrator_is_silent_until_it_has_seen_enough_and_round_trips():
     cal = TailCalibrator(min_count=50)
     for i in range(49):

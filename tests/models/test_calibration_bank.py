@@ -13,7 +13,8 @@ from models.calibration_bank import _MIN_PAIRS, CalibrationBank
 SETTINGS = (
     {"scale": 1.0},  # log axis, the channels' default
     {"scale": 4.0, "half_life": 300.0},
-    {"scale": 0.25, "log_axis": False, "prior_excess": 2.0, "min_count": 20},
+    # the combined calibrator's kind: linear axis, winsorised learning
+    {"scale": 0.25, "log_axis": False, "prior_excess": 2.0, "min_count": 20, "winsor_p": 1e-3},
     # the weight grows 1.7-fold per sample (not a power of two): rescales within the test
     {"half_life": 1.3, "min_count": 5},
 )
