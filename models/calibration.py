@@ -17,7 +17,7 @@ stationary stream give roughly uniform p-values.
 
 With `winsor_p` > 0 a score whose p-value is below it is learned as the score that would
 have had exactly that p-value (winsorised): one extreme anomaly widens the tail only as far
-as a 1-in-1/`winsor_p` event would, so the next anomaly is not made to look ordinary by it.
+as an event of p-value `winsor_p` would, so the next anomaly is not made to look ordinary.
 """
 
 from __future__ import annotations

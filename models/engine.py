@@ -51,8 +51,9 @@ Per batch
    p-value (then learned); the largest channel surprise (-ln p), less what recurred at this
    time of day on both previous days (above `recurrence_floor`), is calibrated once more
    into the final p-value (uniform on a stationary stream whatever the channels'
-   correlation). Discounting before that calibration keeps a daily job's spikes out of the
-   VM's idea of how big unexplained surprises get.
+   correlation; a surprise rarer than `combined_winsor` is learned as one of that rarity).
+   Discounting before that calibration keeps a daily job's spikes out of the VM's idea of
+   how big unexplained surprises get.
 4. VM-local pass, in order: the final p-value minus, when no bigger, what both of the last
    two episodes of the day peaked at (above `recurrence_floor`); score = 100 * (1 - p); then
    attribution, kind, threshold, severity and the incident lifecycle. Inside an open incident
