@@ -9,7 +9,7 @@ range above the highest one so far), scored against the envelope before the samp
 
 A VM's first day sets records all the time (its range is not known until it has been
 through its daily cycle), so the bank scores a VM only once `settle` seconds of event time
-have passed since its first sample (None before: the channel does not count); the envelope
+have passed since its first sample (NaN before: the channel does not count); the envelope
 learns from the start.
 
 Why a channel of its own: the standardiser and the calibrators forget in a few hundred to a
