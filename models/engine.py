@@ -48,12 +48,14 @@ Per batch
    re-centres the metric), then learn the sample.
 2. Fleet pass, vectorised over the batch: forests score all rows, then learn them.
 3. Calibration, vectorised over the batch (in order per VM): each channel's raw score ->
-   p-value (then learned); the largest channel surprise (-ln p), less what recurred at this
-   time of day on both previous days (above `recurrence_floor`), is calibrated once more
-   into the final p-value (uniform on a stationary stream whatever the channels'
+   p-value (then learned); the largest channel surprise (-ln p) but the range channel's,
+   less what recurred at this time of day on both previous days (above `recurrence_floor`),
+   is calibrated once more (uniform on a stationary stream whatever the channels'
    correlation; a surprise rarer than `combined_winsor` is learned as one of that rarity).
    Discounting before that calibration keeps a daily job's spikes out of the VM's idea of
-   how big unexplained surprises get.
+   how big unexplained surprises get. The final p-value is the smaller of that and
+   `range_factor` times the range channel's p-value: a record stays as rare as the channel
+   calibrated it, however often the VM's routine spikes surprise the other channels.
 4. VM-local pass, in order: the final p-value minus, when no bigger, what both of the last
    two episodes of the day peaked at (above `recurrence_floor`); score = 100 * (1 - p); then
    attribution, kind, threshold, severity and the incident lifecycle. Inside an open incident
@@ -248,11 +250,19 @@ class EngineConfig:
     profile_gate: float = 0.4  # profile deviation / level deviation below which it counts
     # The `range` channel (`value_range.RangeBank`): how far a sample goes beyond the highest
     # and lowest values its VM has shown, which relax toward later values by `range_decay`
-    # per sample (a half-life of ~6,900 samples, 24 days at 5 minutes). It scores a VM once
-    # `range_settle` seconds have passed since its first sample: a VM's first day sets records.
+    # per sample (a half-life of ~23,000 samples: 16 days at 1 minute, 80 at 5; a faster
+    # relaxation makes the top of a spiky VM's usual range read as a record). It scores a VM
+    # once `range_settle` seconds have passed since its first sample: its first day sets
+    # records.
     value_range: bool = True
-    range_decay: float = 1e-4
+    range_decay: float = 3e-5
     range_settle: float = 86_400.0
+    # The range channel answers beside the combined calibration, not through it: the final
+    # p-value is the smaller of the other channels' combined one and `range_factor` times the
+    # range channel's own (2: Bonferroni for the two). Through it, a VM whose routine spikes
+    # have taught its combined calibrator that big surprises are common would read a record
+    # as ordinary. 0: the range channel joins the combination like the others.
+    range_factor: float = 2.0
     # per-metric state
     scaler_alpha: float = 0.01
     scaler_clip: float = 3.0
@@ -745,9 +755,10 @@ class AnomalyEngine:
         """Per scored sample, each counted channel's surprise (-ln p) and the final p-value.
 
         Every channel's raw score becomes a p-value under the VM's calibrator for it (then is
-        learned); the largest surprise, less what recurred at this time of day on both
-        previous days, calibrated once more on its own recent history, gives the final
-        p-value: uniform on a stationary stream whatever the channels' correlation.
+        learned); the largest surprise but the range channel's, less what recurred at this
+        time of day on both previous days, calibrated once more on its own recent history,
+        gives the final p-value (uniform on a stationary stream whatever the channels'
+        correlation), unless `range_factor` times the range channel's p-value is smaller.
         It starts once every channel's calibrator gives p-values (an optional channel counts
         once its own does). All calibrators of a batch run in the bank together, in rounds in
         which no VM repeats (which equals sample order: VMs are independent)."""
@@ -759,6 +770,8 @@ class AnomalyEngine:
         combined = self._columns[_COMBINED]
         optional = np.array([name in _OPTIONAL_CHANNELS for name in channels])
         sum_combine = self.config.combine == "sum"
+        range_factor = self.config.range_factor
+        apart = channels.index(_RANGE) if range_factor > 0 and _RANGE in channels else -1
         recurring = self.config.daily_recurrence
         floor = self.config.recurrence_floor
         times = ts.tolist()
@@ -781,6 +794,9 @@ class AnomalyEngine:
             kept = valid & ~(young & optional)  # a young optional channel is left out
             ready = ~(young & ~optional).any(axis=1)  # every counted channel gives p-values
             kept_surprise = np.where(kept, surprise, 0.0)
+            if apart >= 0:  # the range channel answers on its own, below
+                range_surprise = kept_surprise[:, apart].copy()
+                kept_surprise[:, apart] = 0.0
             tops = kept_surprise.sum(axis=1) if sum_combine else kept_surprise.max(axis=1)
             if recurring:
                 tops = self._discount_recurring(local, members, times, tops, floor)
@@ -794,6 +810,12 @@ class AnomalyEngine:
                     [combined] * int(ready.sum()),
                     tops[ready].tolist(),
                 )
+                if apart >= 0:
+                    exp = math.exp
+                    finals = [
+                        min(p, range_factor * exp(-r))
+                        for p, r in zip(finals, range_surprise[ready].tolist(), strict=True)
+                    ]
                 for i, p in zip(members[ready].tolist(), finals, strict=True):
                     out[i] = (out[i][0], min(1.0, max(p, _P_FLOOR)))
         return out

@@ -2,10 +2,11 @@
 
 Per VM and metric the bank keeps two float32s: the highest and the lowest value seen. Each
 relaxes toward the values that follow it by `decay` of the gap per sample (a half-life of
-ln 2 / decay samples: about 24 days of 5-minute data at the default), so a one-off extreme
-fades instead of silencing the channel for good. A sample's raw score is its largest excess
-over that envelope, in units of the envelope's width (0 inside it, 0.5 for a value half the
-range above the highest one so far), scored against the envelope before the sample.
+ln 2 / decay samples: about 16 days of 1-minute data at the default, 80 of 5-minute data), so
+a one-off extreme fades instead of silencing the channel for good. A sample's raw score is its
+largest excess over that envelope, in units of the envelope's width (0 inside it, 0.5 for a
+value half the range above the highest one so far), scored against the envelope before the
+sample.
 
 A VM's first day sets records all the time (its range is not known until it has been
 through its daily cycle), so the bank scores a VM only once `settle` seconds of event time
@@ -33,7 +34,7 @@ class RangeBank:
     """Per-(VM slot, metric) highest and lowest values; `observe` scores and learns a batch."""
 
     def __init__(
-        self, n_metrics: int, decay: float = 1e-4, settle: float = 86_400.0, capacity: int = 64
+        self, n_metrics: int, decay: float = 3e-5, settle: float = 86_400.0, capacity: int = 64
     ) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError("decay must be in [0, 1)")

@@ -485,6 +485,21 @@ def test_the_biggest_spike_of_a_spiky_vms_life_is_news(seed):
     assert last(EngineConfig(), 70.0).event is None  # the top of its range is not news
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_record_is_as_rare_as_the_range_channel_calibrates_it(seed):
+    """The range channel stays out of the combined calibration: a VM whose routine spikes
+    have taught that calibrator that big surprises are common does not dilute a record
+    (through it, the final p-value of these records was 100-4,400 times the range channel's own)."""
+    last = run(_spiky_cpu(seed, 90.0), chunk=100)[1][-1]
+    range_p = math.exp(-last.evidence_parts[1]["range"])
+    p = 1.0 - last.score / 100.0
+    assert range_p < 1e-4
+    assert p <= 2.0 * range_p * (1.0 + 1e-6)
+    # Joining the combination, the same record reads as less rare.
+    joined = run(_spiky_cpu(seed, 90.0), AnomalyEngine(EngineConfig(range_factor=0)), 100)
+    assert 1.0 - joined[1][-1].score / 100.0 > p
+
+
 def _daily_job_then_off_schedule(seed: int, days: int = 10) -> list[Sample]:
     """CPU at 5 % with a job's spike to ~60 % at 03:00 every day (5-minute samples), then on
     the last day a spike to 12 % at 15:00."""
