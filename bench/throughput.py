@@ -463,8 +463,37 @@ def _fmt(value: object, digits: int = 0) -> str:
     return str(value)
 
 
+def machine_speed() -> dict[str, float]:
+    """A fixed CPU workload, best of 5, so that runs on different days can be compared.
+
+    The shared machines' speed varies by a factor of two or more from day to day; every ratio
+    in this benchmark is taken within one run, but absolute figures need this reference.
+    """
+    import numpy as np
+
+    def best_ms(work) -> float:
+        times = []
+        for _ in range(5):
+            began = time.perf_counter()
+            work()
+            times.append((time.perf_counter() - began) * 1e3)
+        return round(min(times), 2)
+
+    values = np.random.default_rng(0).random(1_000_000)
+    return {
+        "python_loop_ms": best_ms(lambda: sum(i * i for i in range(1_000_000))),
+        "numpy_sort_ms": best_ms(lambda: np.sort(values)),
+    }
+
+
 def print_table(results: dict) -> None:
     ratios = results["summary"]["ratios_to_limit"]
+    speed = results.get("machine", {}).get("speed")
+    if speed:
+        print(
+            f"machine reference (lower is faster): Python loop {speed['python_loop_ms']} ms,"
+            f" numpy sort {speed['numpy_sort_ms']} ms"
+        )
     rows: list[tuple[str, str, str, str]] = []
     limit = results.get("limit", {})
     for shape in ("single", "batch"):
@@ -652,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "load_avg_at_start": os.getloadavg(),
             "gc_thresholds": gc.get_threshold(),
+            "speed": machine_speed(),
         },
     }
     with tempfile.TemporaryDirectory(prefix="novacron-bench-") as tmp:

@@ -63,6 +63,12 @@ def test_every_section_is_present(results: dict) -> None:
         assert section in results, section
 
 
+def test_the_machine_reference_is_recorded(results: dict) -> None:
+    speed = results["machine"]["speed"]
+    assert _positive(speed["python_loop_ms"])
+    assert _positive(speed["numpy_sort_ms"])
+
+
 def test_throughputs_count_every_record(results: dict) -> None:
     datasets = results["datasets"]
     for shape in ("single", "batch"):
