@@ -46,7 +46,8 @@ Per batch
 1. VM-local pass, vectorised over the batch (in order per VM): z-scores and forecast
    residuals against the state *before* each sample, drift check (a confirmed shift
    re-centres the metric), then learn the sample.
-2. Fleet pass, vectorised over the batch: forests score all rows, then learn them.
+2. Fleet pass, vectorised over the batch: forests score all rows, then learn them (the
+   Isolation Forest learns a small batch with the next ones, in chunks of 32 rows or more).
 3. Calibration, vectorised over the batch (in order per VM): each channel's raw score ->
    p-value (then learned); the largest channel surprise (-ln p) but the range channel's,
    less what recurred at this time of day on both previous days (above `recurrence_floor`),
@@ -297,6 +298,7 @@ class EngineConfig:
     use_isolation_forest: bool = True
     iforest_trees: int = 32
     iforest_window: int = 1024
+    iforest_learn_chunk: int = 32  # small batches are learned with the next ones (fleet.py)
     # threshold adaptation and feedback
     fp_step: float = 1.0  # -log10 p added to a kind's threshold per false positive
     penalty_half_life: float = 4032.0  # samples (two weeks at 5 min)
@@ -417,6 +419,7 @@ class AnomalyEngine:
             use_isolation_forest=c.use_isolation_forest,
             iforest_trees=c.iforest_trees,
             iforest_window=c.iforest_window,
+            iforest_learn_chunk=c.iforest_learn_chunk,
         )
         self.channels: tuple[str, ...] = (
             _LOCAL_CHANNELS

@@ -8,7 +8,12 @@ z-scores squashed into [0, 1] (HalfSpaceTrees' domain) with `0.5 + 0.5 * tanh(z 
 metric sits at 0.5 ("typical").
 
 The incremental Isolation Forest (`models.isolation_forest`) joins as a second forest when that
-module is importable; it is scored and learned vectorised over a batch.
+module is importable; it is scored and learned vectorised over a batch. It learns in chunks of
+at least `iforest_learn_chunk` rows: a structural update costs about as much for one row as for
+thirty (splits, collapses and a routing pass, a few hundred µs), so small batches, such as a
+worker's batch of one single-sample record, are scored at once and learned with the next ones.
+A row is then scored against a forest that has learned all but at most the last
+`iforest_learn_chunk - 1` rows before it, out of a window of a thousand.
 """
 
 from __future__ import annotations
@@ -58,8 +63,12 @@ class FleetForests:
         use_isolation_forest: bool = True,
         iforest_trees: int = 50,
         iforest_window: int = 256,
+        iforest_learn_chunk: int = 32,
     ) -> None:
         self.features = features
+        self.iforest_learn_chunk = max(1, iforest_learn_chunk)
+        self._iforest_pending: list[np.ndarray] = []
+        self._iforest_pending_rows = 0
         self.learn_every = max(1, learn_every)
         self._rows_seen = 0
         self.hst = (
@@ -101,13 +110,26 @@ class FleetForests:
         self._learn_halfspace(X, rows)
         if self.iforest is not None and len(X):
             if rows is None:
-                out["iforest"] = np.asarray(self.iforest.score_learn_many(X), dtype=float)
+                out["iforest"] = self._score_learn_iforest(X)
             else:
                 scores = np.full(len(X), np.nan)
                 if rows.any():
-                    scores[rows] = self.iforest.score_learn_many(X[rows])
+                    scores[rows] = self._score_learn_iforest(X[rows])
                 out["iforest"] = scores
         return out
+
+    def _score_learn_iforest(self, X: np.ndarray) -> np.ndarray:
+        """Isolation Forest scores of X's rows; X is learned now or with the next rows."""
+        if not self._iforest_pending and len(X) >= self.iforest_learn_chunk:
+            return np.asarray(self.iforest.score_learn_many(X), dtype=float)
+        scores = np.asarray(self.iforest.score_many(X), dtype=float)
+        self._iforest_pending.append(np.array(X, dtype=float))
+        self._iforest_pending_rows += len(X)
+        if self._iforest_pending_rows >= self.iforest_learn_chunk:
+            self.iforest.learn_many(np.concatenate(self._iforest_pending))
+            self._iforest_pending.clear()
+            self._iforest_pending_rows = 0
+        return scores
 
     def _score_halfspace(self, X: np.ndarray, rows: np.ndarray | None) -> dict[str, np.ndarray]:
         # HalfSpaceTrees scores 0 until its first reference window is complete: not ready yet.
