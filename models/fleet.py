@@ -13,7 +13,7 @@ at least `iforest_learn_chunk` rows: a structural update costs about as much for
 thirty (splits, collapses and a routing pass, a few hundred µs), so small batches, such as a
 worker's batch of one single-sample record, are scored at once and learned with the next ones.
 A row is then scored against a forest that has learned all but at most the last
-`iforest_learn_chunk - 1` rows before it, out of a window of a thousand.
+`iforest_learn_chunk - 1` rows before it (31 out of a window of 1,024 in the engine).
 """
 
 from __future__ import annotations
