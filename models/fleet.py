@@ -68,7 +68,6 @@ class FleetForests:
         self.features = features
         self.iforest_learn_chunk = max(1, iforest_learn_chunk)
         self._iforest_pending: list[np.ndarray] = []
-        self._iforest_pending_rows = 0
         self.learn_every = max(1, learn_every)
         self._rows_seen = 0
         self.hst = (
@@ -124,12 +123,15 @@ class FleetForests:
             return np.asarray(self.iforest.score_learn_many(X), dtype=float)
         scores = np.asarray(self.iforest.score_many(X), dtype=float)
         self._iforest_pending.append(np.array(X, dtype=float))
-        self._iforest_pending_rows += len(X)
         if self._iforest_pending_rows >= self.iforest_learn_chunk:
             self.iforest.learn_many(np.concatenate(self._iforest_pending))
             self._iforest_pending.clear()
-            self._iforest_pending_rows = 0
         return scores
+
+    @property
+    def _iforest_pending_rows(self) -> int:
+        """Rows scored but not yet learned by the Isolation Forest."""
+        return sum(len(part) for part in self._iforest_pending)
 
     def _score_halfspace(self, X: np.ndarray, rows: np.ndarray | None) -> dict[str, np.ndarray]:
         # HalfSpaceTrees scores 0 until its first reference window is complete: not ready yet.
