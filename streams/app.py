@@ -140,6 +140,7 @@ async def process_metrics(stream: faust.StreamT) -> None:
         settings.take_ready_bytes,
         within=settings.take_within_s,
         backlog=partition_backlog(app),
+        backlog_within=settings.take_backlog_within_s,
     )
     async for events in batches:
         records = [(e.message.value, _source(e.message)) for e in events]

@@ -112,6 +112,9 @@ class Settings:
     fetch_max_wait_ms: int = 100
     take_max: int = 200
     take_within_s: float = 0.02
+    # how long the first record of a batch waits while further records are known to be waiting
+    # behind it (a backlog): the batch fills up to take_max instead (see streams/batching.py)
+    take_backlog_within_s: float = 0.1
     # a batch of records this large goes to the engine as soon as no further record is waiting
     # (one record of ~70 samples or more; see streams/batching.py)
     take_ready_bytes: int = 16_384
@@ -159,6 +162,9 @@ class Settings:
             fetch_max_wait_ms=_env("NOVACRON_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, int),
             take_max=_env("NOVACRON_TAKE_MAX", d.take_max, int),
             take_within_s=_env("NOVACRON_TAKE_WITHIN_S", d.take_within_s, float),
+            take_backlog_within_s=_env(
+                "NOVACRON_TAKE_BACKLOG_WITHIN_S", d.take_backlog_within_s, float
+            ),
             take_ready_bytes=_env("NOVACRON_TAKE_READY_BYTES", d.take_ready_bytes, int),
             feedback_token=_env("NOVACRON_FEEDBACK_TOKEN", d.feedback_token, str),
             max_body_bytes=_env("NOVACRON_MAX_BODY_BYTES", d.max_body_bytes, int),

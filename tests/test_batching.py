@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 
 import faust
 import pytest
@@ -18,7 +19,13 @@ SMALL = b"y"
 class Harness:
     """An agent over an in-memory channel that records each batch it is handed."""
 
-    def __init__(self, max_events: int, within: float) -> None:
+    def __init__(
+        self,
+        max_events: int,
+        within: float,
+        backlog: Callable[[faust.EventT], bool] | None = None,
+        backlog_within: float | None = None,
+    ) -> None:
         self.app = faust.App(f"take-ready-{uuid.uuid4().hex[:8]}", web_enabled=False)
         self.batches: list[list[bytes]] = []
         self.release = asyncio.Event()  # the agent handles a batch only once this is set
@@ -26,7 +33,10 @@ class Harness:
         channel = self.app.channel(value_type=bytes)
 
         async def collect(stream: faust.StreamT) -> None:
-            async for events in take_ready(stream, max_events, ready_bytes=100, within=within):
+            batches = take_ready(
+                stream, max_events, 100, within, backlog=backlog, backlog_within=backlog_within
+            )
+            async for events in batches:
                 self.batches.append([e.message.value for e in events])
                 await self.release.wait()
                 yield len(events)
@@ -113,6 +123,68 @@ def test_max_events_bounds_a_backlog() -> None:
             h.release.set()
             await h.until(4)
             assert [len(b) for b in h.batches] == [1, 2, 2, 1]
+
+    run(body)
+
+
+def test_a_backlog_keeps_the_batch_filling_past_within_up_to_max_events() -> None:
+    async def body() -> None:
+        h = Harness(max_events=3, within=0.1, backlog=lambda event: True, backlog_within=60.0)
+        async with h.agent.test_context() as agent:
+            await agent.put(BIG, wait=False)
+            await asyncio.sleep(0.4)
+            # worth a batch and waited past `within`, but records wait behind it
+            assert h.batches == []
+            for _ in range(2):
+                await agent.put(SMALL, wait=False)
+            await h.until(1)
+            assert h.batches == [[BIG, SMALL, SMALL]]
+
+    run(body)
+
+
+def test_a_backlog_that_never_arrives_holds_the_batch_for_backlog_within_only() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=0.05, backlog=lambda event: True, backlog_within=0.4)
+        async with h.agent.test_context() as agent:
+            put_at = time.monotonic()
+            await agent.put(SMALL, wait=False)
+            await h.until(1)
+            assert time.monotonic() - put_at >= 0.4
+            assert h.batches == [[SMALL]]
+
+    run(body)
+
+
+def test_once_the_backlog_is_read_a_batch_past_within_goes_at_once() -> None:
+    async def body() -> None:
+        waiting = {"behind": True}
+        h = Harness(
+            max_events=10,
+            within=0.1,
+            backlog=lambda event: waiting["behind"],
+            backlog_within=60.0,
+        )
+        async with h.agent.test_context() as agent:
+            await agent.put(SMALL, wait=False)
+            await asyncio.sleep(0.3)
+            assert h.batches == []
+            waiting["behind"] = False  # the next record is the last one waiting
+            await agent.put(SMALL, wait=False)
+            await h.until(1)  # a 60 s wait would fail this
+            assert h.batches == [[SMALL, SMALL]]
+
+    run(body)
+
+
+def test_the_backlog_wait_is_never_shorter_than_within() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=0.3, backlog=lambda event: True, backlog_within=0.01)
+        async with h.agent.test_context() as agent:
+            put_at = time.monotonic()
+            await agent.put(SMALL, wait=False)
+            await h.until(1)
+            assert time.monotonic() - put_at >= 0.3
 
     run(body)
 
