@@ -17,8 +17,8 @@ holds:
 Records that are waiting behind the buffer would only be handled after this batch anyway, so
 while there is a backlog the buffer keeps filling, up to `max_events`: with a 20 ms timer alone
 the batch size was whatever Faust's per-record path delivered in 20 ms, 200 records on a fast
-machine but about 60 on a slower one, which then paid the engine's per-call cost three times
-as often.
+machine but 40-50 on average on a slower one, which then paid the engine's per-call cost four
+times as often.
 
 So batches grow with a backlog (as large as before: a worker that is behind still makes the
 engine calls of up to `max_events` records that its throughput rests on) and shrink to what

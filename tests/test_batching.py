@@ -80,14 +80,24 @@ def test_small_records_wait_for_company_up_to_max_events() -> None:
     run(body)
 
 
-def test_a_lone_small_record_is_handed_over_after_within() -> None:
+@pytest.mark.parametrize(
+    ("within", "behind", "backlog_within", "waits"),
+    [
+        (0.3, False, None, 0.3),  # nothing behind it: `within`
+        (0.05, True, 0.4, 0.4),  # a backlog that never arrives: `backlog_within`, no longer
+        (0.3, True, 0.01, 0.3),  # the backlog wait is never shorter than `within`
+    ],
+)
+def test_a_lone_small_record_is_handed_over_after_its_wait(
+    within: float, behind: bool, backlog_within: float | None, waits: float
+) -> None:
     async def body() -> None:
-        h = Harness(max_events=10, within=0.3)
+        h = Harness(10, within, backlog=lambda event: behind, backlog_within=backlog_within)
         async with h.agent.test_context() as agent:
             put_at = time.monotonic()
             await agent.put(SMALL, wait=False)
             await h.until(1)
-            assert time.monotonic() - put_at >= 0.3
+            assert time.monotonic() - put_at >= waits
             assert h.batches == [[SMALL]]
 
     run(body)
@@ -143,19 +153,6 @@ def test_a_backlog_keeps_the_batch_filling_past_within_up_to_max_events() -> Non
     run(body)
 
 
-def test_a_backlog_that_never_arrives_holds_the_batch_for_backlog_within_only() -> None:
-    async def body() -> None:
-        h = Harness(max_events=10, within=0.05, backlog=lambda event: True, backlog_within=0.4)
-        async with h.agent.test_context() as agent:
-            put_at = time.monotonic()
-            await agent.put(SMALL, wait=False)
-            await h.until(1)
-            assert time.monotonic() - put_at >= 0.4
-            assert h.batches == [[SMALL]]
-
-    run(body)
-
-
 def test_once_the_backlog_is_read_a_batch_past_within_goes_at_once() -> None:
     async def body() -> None:
         waiting = {"behind": True}
@@ -173,18 +170,6 @@ def test_once_the_backlog_is_read_a_batch_past_within_goes_at_once() -> None:
             await agent.put(SMALL, wait=False)
             await h.until(1)  # a 60 s wait would fail this
             assert h.batches == [[SMALL, SMALL]]
-
-    run(body)
-
-
-def test_the_backlog_wait_is_never_shorter_than_within() -> None:
-    async def body() -> None:
-        h = Harness(max_events=10, within=0.3, backlog=lambda event: True, backlog_within=0.01)
-        async with h.agent.test_context() as agent:
-            put_at = time.monotonic()
-            await agent.put(SMALL, wait=False)
-            await h.until(1)
-            assert time.monotonic() - put_at >= 0.3
 
     run(body)
 
