@@ -76,14 +76,13 @@ async def take_ready(
     events: list[faust.EventT] = []
     size = 0
     first_at = 0.0
-    behind = False  # records are known to wait behind the last buffered event
     arrived = asyncio.Event()  # the buffer holds an event
     ready = asyncio.Event()  # the buffer is to be handed over now
     accepting = asyncio.Event()  # cleared while the agent handles a batch
     accepting.set()
 
     async def buffer(value: object) -> object:
-        nonlocal size, first_at, behind
+        nonlocal size, first_at
         if not accepting.is_set():
             await accepting.wait()
         try:
@@ -96,9 +95,9 @@ async def take_ready(
                 arrived.set()
             events.append(event)
             size += len(event.message.value or b"")
-            behind = bool(backlog and backlog(event))
             if len(events) >= max_events or (
-                not behind and ((size >= ready_bytes and queue.empty()) or now - first_at >= within)
+                ((size >= ready_bytes and queue.empty()) or now - first_at >= within)
+                and not (backlog and backlog(event))
             ):
                 accepting.clear()
                 ready.set()
@@ -119,11 +118,14 @@ async def take_ready(
             await stream.wait_for_stopped(arrived)
             continue
         waited = time.monotonic() - first_at
-        limit = backlog_within if behind else within
-        if not ready.is_set() and waited < limit:
-            # re-checked at `within` at the latest: the backlog may have cleared by then
-            timeout = within - waited if waited < within else min(limit - waited, within)
-            await stream.wait_for_stopped(ready, timeout=timeout)
+        if not ready.is_set() and (
+            waited < within
+            # past `within` with records behind the last event: they will come as events, and
+            # the buffer hands the batch over with the first that has none behind it
+            or (waited < backlog_within and backlog is not None and backlog(events[-1]))
+        ):
+            limit = within if waited < within else backlog_within
+            await stream.wait_for_stopped(ready, timeout=limit - waited)
             continue  # re-check: stopped, ready, or the first event's wait is over
         accepting.clear()
         batch = list(events)
