@@ -1,4 +1,5 @@
-"""RecentHistory bounds and views, forecast normalisation, the Prometheus collector, rates."""
+"""RecentHistory bounds and views, forecast normalisation, the Prometheus collector, rates,
+the state-size estimate."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import math
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from models.engine import Assessment
+from models.engine import AnomalyEngine, Assessment, Sample
 from streams.history import SERIES_FIELDS, RecentHistory, SeriesRing, normalise_forecast
 from streams.telemetry import HistoryCollector
-from streams.web import RateMeter
+from streams.web import RateMeter, StateSizeEstimate
 
 
 def assessment(vm_id: str, ts: float, score: float, **values: float) -> Assessment:
@@ -171,6 +172,49 @@ def test_rate_meter_divides_the_increase_by_the_elapsed_time() -> None:
     for t, n in ((0.0, 0), (1.0, 100), (2.0, 300), (3.0, 600), (4.0, 1000)):
         meter.mark({"samples": n}, now=t)
     assert meter.rates() == {"samples": (1000 - 100) / 3.0}
+
+
+def test_state_sizes_are_measured_again_only_once_the_estimate_is_old() -> None:
+    engine = AnomalyEngine()
+    for t in range(30):
+        engine.process(
+            [Sample(f"vm-{i}", float(t), {"cpu_pct": 10.0 + i + t % 3}) for i in range(8)]
+        )
+    vm_ids = [f"vm-{i}" for i in range(8)]
+    measured: list[str] = []
+
+    def size_of(vm_id: str) -> int:
+        measured.append(vm_id)
+        return engine.state_bytes(vm_id)
+
+    estimate = StateSizeEstimate(sample=5, max_age_s=10.0)
+    first = estimate.read(lambda: vm_ids, size_of, tracked=8, now=100.0)
+    assert len(measured) == 5 and len(set(measured)) == 5, "five distinct VMs sampled"
+    assert first["per_vm_mean"] == engine.state_bytes("vm-0") > 0
+    assert first["estimated_total"] == round(8 * first["per_vm_mean"])
+    assert (first["sampled_vms"], first["age_s"]) == (5, 0.0)
+
+    again = estimate.read(lambda: vm_ids, size_of, tracked=16, now=109.0)
+    assert len(measured) == 5, "within max_age_s nothing is serialised again"
+    assert again["estimated_total"] == round(16 * first["per_vm_mean"]), "the count is current"
+    assert again["age_s"] == 9.0
+
+    estimate.read(lambda: vm_ids, size_of, tracked=8, now=110.0)
+    assert len(measured) == 10
+
+
+def test_no_state_size_is_kept_while_no_vm_is_known() -> None:
+    estimate = StateSizeEstimate(max_age_s=10.0)
+    calls: list[int] = []
+
+    def ids() -> list[str]:
+        calls.append(1)
+        return []
+
+    empty = estimate.read(ids, lambda vm_id: 0, tracked=0, now=0.0)
+    assert empty == {"per_vm_mean": None, "estimated_total": None, "sampled_vms": 0, "age_s": None}
+    estimate.read(ids, lambda vm_id: 0, tracked=0, now=1.0)
+    assert len(calls) == 2, "an empty sample is not reused: the first VMs are measured at once"
 
 
 def test_prune_forgets_vms_the_engine_no_longer_owns() -> None:
