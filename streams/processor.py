@@ -231,20 +231,24 @@ class MetricsProcessor:
         """
         outputs: list[Output] = []
         accepted: list[tuple[ValidSample, Source]] = []
+        outcomes: Counter = Counter()
         for raw, source in records:
             parsed = self.validator.parse(raw)
             for r in parsed.rejections:
                 outputs.append(dead_letter(raw, source, r))
                 self.stats.dlq[r.reason] += 1
                 telemetry.DLQ.labels(r.reason).inc()
-            outcome = (
+            outcomes[
                 "processed"
                 if not parsed.rejections
                 else ("partial" if parsed.samples else "rejected")
-            )
-            self.stats.records[outcome] += 1
-            telemetry.RECORDS.labels(outcome).inc()
+            ] += 1
             accepted.extend((valid, source) for valid in parsed.samples)
+        # counted once per outcome and call: a labelled series' lookup, lock and increment
+        # cost half as much as validating a single-sample record (4 µs against 7.5)
+        for outcome, n in outcomes.items():
+            self.stats.records[outcome] += n
+            telemetry.RECORDS.labels(outcome).inc(n)
         if not accepted:
             return outputs
         for valid, source in accepted:

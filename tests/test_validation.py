@@ -1,13 +1,18 @@
-"""The `vm.metrics` contract: what is accepted, and the reason given for what is not."""
+"""The `vm.metrics` contract: what is accepted, the reason given for what is not, and how
+records are counted by outcome."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
+from models.engine import AnomalyEngine
+from streams.processor import MetricsProcessor, Source
 from streams.validation import Validator
 
 NOW = 1_800_000_000.0
@@ -141,3 +146,25 @@ def test_arbitrary_json_never_raises(doc: object) -> None:
     parsed = V.parse(raw, now=NOW)
     for valid in parsed.samples:
         assert valid.sample.values
+
+
+def test_one_call_counts_each_record_under_its_outcome() -> None:
+    processor = MetricsProcessor(engine=AnomalyEngine(), validator=Validator())
+    now = time.time()
+    records = [
+        {"vm_id": "a", "ts": now, "cpu_pct": 5.0},
+        {"ts": now, "samples": [{"vm_id": "b", "cpu_pct": 5.0}, {"vm_id": "b", "cpu_pct": "x"}]},
+        {"vm_id": "c", "ts": now, "cpu_pct": 5.0},
+        {"ts": now, "cpu_pct": 5.0},
+    ]
+
+    def counted(outcome: str) -> float:
+        return REGISTRY.get_sample_value("novacron_records_total", {"outcome": outcome}) or 0.0
+
+    before = {o: counted(o) for o in ("processed", "partial", "rejected")}
+    outputs = processor.process_many(
+        [(json.dumps(r).encode(), Source("vm.metrics", 0, i, None)) for i, r in enumerate(records)]
+    )
+    assert dict(processor.stats.records) == {"processed": 2, "partial": 1, "rejected": 1}
+    assert {o: counted(o) - n for o, n in before.items()} == processor.stats.records
+    assert sum(out.topic_id == "dlq" for out in outputs) == 2
