@@ -1,14 +1,15 @@
 """Faust's Prometheus sensor, with its per-record series read at scrape time.
 
-Faust's `PrometheusMonitor` updates seven Prometheus series for every record (messages
-received and active, per topic, per topic partition, events, active events, per stream),
-each behind a lock and most through a `labels(...)` lookup: about 12 µs of sensor work per
-single-sample record, against about 2 µs for Faust's plain `Monitor`, which counts the same
-things in plain attributes. This monitor keeps the plain monitor's counting on the hot path
-and exports those counts from a collector when Prometheus scrapes, under the names and labels
-Faust's sensor gives them. Every other series (event runtime, table operations, sends,
-commits, rebalances, web requests) is Faust's own, updated as Faust updates it.
-"""
+Faust's `PrometheusMonitor` updates eight Prometheus series for every record (messages
+received and active, per topic, per topic partition, events, active events, per stream, and
+the partition's end offset, which Faust's consumer tracks for each record it hands over), each
+behind a lock and most through a `labels(...)` lookup: about seven times the work of Faust's
+plain `Monitor`, which counts the same things in plain attributes (62 µs against 8 µs per
+record in one measurement on a slow moment of these machines; the end offset alone 7.2 µs
+against 0.3). This monitor keeps the plain monitor's counting on the hot path and exports those
+counts from a collector when Prometheus scrapes, under the names and labels Faust's sensor
+gives them. Every other series (event runtime, table operations, sends, commits, rebalances,
+web requests) is Faust's own, updated as Faust updates it."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ _SCRAPED = (
     "total_events",
     "total_active_events",
     "total_events_per_stream",
+    "topic_partition_end_offset",
 )
 
 
@@ -54,6 +56,9 @@ class ScrapedCountsPrometheusMonitor(PrometheusMonitor):
 
     def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
         Monitor.on_message_out(self, tp, offset, message)
+
+    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
+        Monitor.track_tp_end_offset(self, tp, offset)  # Faust calls it for every record
 
     def stream_label(self, stream: StreamT) -> str:
         """The `stream` label Faust's sensor gives a stream's events."""
@@ -105,6 +110,14 @@ class ScrapedCounts:
         for label, count in per_stream_counts.items():
             per_stream.add_metric([label], count)
         yield per_stream
+        ends = GaugeMetricFamily(
+            f"{p}_topic_partition_end_offset",
+            "Offset ends per topic/partition",
+            labels=["topic", "partition"],
+        )
+        for tp, offset in list(m.tp_end_offsets.items()):
+            ends.add_metric([tp.topic, str(tp.partition)], offset)
+        yield ends
 
 
 def setup_prometheus_monitor(

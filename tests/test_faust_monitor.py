@@ -33,6 +33,7 @@ def _feed(monitor, stream, events: int) -> None:
     for offset in range(events):
         tp = TP("vm.metrics", offset % 3)
         message, event = _Message(), _Message()
+        monitor.track_tp_end_offset(tp, offset + 1 + offset % 5)
         monitor.on_message_in(tp, offset, message)
         state = monitor.on_stream_event_in(tp, offset, stream, event)
         state["time_in"] -= 0.002  # a 2 ms event, so both histograms see the same value
@@ -58,3 +59,5 @@ def test_the_monitor_exports_faust_sensors_series_with_the_same_values() -> None
     offset = 'faust_messages_received_per_topics_partition{partition="1",topic="vm.metrics"}'
     assert f"{offset} 49.0" in exported  # the offset last read from partition 1
     assert "faust_active_messages 13.0" in exported  # 50 in, 37 out
+    end = 'faust_topic_partition_end_offset{partition="2",topic="vm.metrics"}'
+    assert f"{end} 50.0" in exported  # tracked last for partition 2 at offset 47: 47 + 1 + 2
