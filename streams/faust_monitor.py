@@ -1,26 +1,36 @@
 """Faust's Prometheus sensor, with its per-record series read at scrape time.
 
-Faust's `PrometheusMonitor` updates eight Prometheus series for every record (messages
+For every record, Faust's `PrometheusMonitor` updates eight Prometheus series (messages
 received and active, per topic, per topic partition, events, active events, per stream, and
-the partition's end offset, which Faust's consumer tracks for each record it hands over), each
-behind a lock and most through a `labels(...)` lookup: about seven times the work of Faust's
-plain `Monitor`, which counts the same things in plain attributes (62 µs against 8 µs per
-record in one measurement on a slow moment of these machines; the end offset alone 7.2 µs
-against 0.3). This monitor keeps the plain monitor's counting on the hot path and exports those
-counts from a collector when Prometheus scrapes, under the names and labels Faust's sensor
-gives them. Every other series (event runtime, table operations, sends, commits, rebalances,
-web requests) is Faust's own, updated as Faust updates it."""
+the partition's end offset, which Faust's consumer tracks for each record it hands over) and
+observes the event runtime histogram, each behind a lock and most through a `labels(...)`
+lookup. Faust's plain `Monitor` counts the same things in plain attributes. Measured per record
+on a slow moment of these machines: 62 µs for Faust's sensor, 8 µs for the plain monitor, 10 µs
+for this one (the end offset's gauge alone took 7.2 µs, and observing the histogram 2.7 µs
+more than counting its bucket in a list). This monitor keeps the plain monitor's counting on
+the hot path, counts the runtime histogram's buckets in a list, and exports all of them from a
+collector when Prometheus scrapes, under the names and labels Faust's sensor gives them. Every
+other series (table operations, sends, commits, rebalances, web requests) is Faust's own,
+updated as Faust updates it."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import accumulate
 
 from aiohttp.web import Response
 from faust.sensors.monitor import Monitor
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.sensors.prometheus import MS_LATENCY_BUCKETS, FaustMetrics, PrometheusMonitor
 from faust.types import TP, AppT, EventT, Message, StreamT, web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 # FaustMetrics fields this monitor exports at scrape time instead of updating per record
 _SCRAPED = (
@@ -32,12 +42,19 @@ _SCRAPED = (
     "total_active_events",
     "total_events_per_stream",
     "topic_partition_end_offset",
+    "events_runtime_latency",
 )
+_RUNTIME_BOUNDS = (*map(float, MS_LATENCY_BUCKETS), float("inf"))  # Faust's, in ms
 
 
 class ScrapedCountsPrometheusMonitor(PrometheusMonitor):
     """`PrometheusMonitor` whose per-record counts are the plain monitor's (see
-    `ScrapedCounts`); the event runtime histogram is still observed per event."""
+    `ScrapedCounts`), and whose event runtime histogram is a list of bucket counts."""
+
+    def __init__(self, metrics: FaustMetrics, **kwargs: object) -> None:
+        super().__init__(metrics=metrics, **kwargs)
+        self.runtime_counts = [0] * len(_RUNTIME_BOUNDS)  # per bucket, not cumulative
+        self.runtime_sum_ms = 0.0
 
     def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
         Monitor.on_message_in(self, tp, offset, message)
@@ -52,7 +69,9 @@ class ScrapedCountsPrometheusMonitor(PrometheusMonitor):
     ) -> None:
         Monitor.on_stream_event_out(self, tp, offset, stream, event, state)
         if state is not None:
-            self._metrics.events_runtime_latency.observe(self.secs_to_ms(state["time_total"]))
+            ms = self.secs_to_ms(state["time_total"])
+            self.runtime_counts[bisect_left(_RUNTIME_BOUNDS, ms)] += 1  # the first le >= ms
+            self.runtime_sum_ms += ms
 
     def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
         Monitor.on_message_out(self, tp, offset, message)
@@ -118,6 +137,13 @@ class ScrapedCounts:
         for tp, offset in list(m.tp_end_offsets.items()):
             ends.add_metric([tp.topic, str(tp.partition)], offset)
         yield ends
+        cumulative = zip(_RUNTIME_BOUNDS, accumulate(list(m.runtime_counts)), strict=True)
+        yield HistogramMetricFamily(
+            f"{p}_events_runtime_ms",
+            "Events runtime in ms",
+            buckets=[(floatToGoString(le), n) for le, n in cumulative],
+            sum_value=m.runtime_sum_ms,
+        )
 
 
 def setup_prometheus_monitor(

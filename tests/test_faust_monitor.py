@@ -36,7 +36,9 @@ def _feed(monitor, stream, events: int) -> None:
         monitor.track_tp_end_offset(tp, offset + 1 + offset % 5)
         monitor.on_message_in(tp, offset, message)
         state = monitor.on_stream_event_in(tp, offset, stream, event)
-        state["time_in"] -= 0.002  # a 2 ms event, so both histograms see the same value
+        # events of 2 ms, 30 ms, 0.3 s and 6 s (well inside buckets: both monitors measure
+        # the same runtimes give or take microseconds)
+        state["time_in"] -= (0.002, 0.03, 0.3, 6.0)[offset % 4]
         monitor.on_stream_event_out(tp, offset, stream, event, state)
         if offset % 4:  # some messages are still in flight
             monitor.on_message_out(tp, offset, message)
@@ -59,5 +61,14 @@ def test_the_monitor_exports_faust_sensors_series_with_the_same_values() -> None
     offset = 'faust_messages_received_per_topics_partition{partition="1",topic="vm.metrics"}'
     assert f"{offset} 49.0" in exported  # the offset last read from partition 1
     assert "faust_active_messages 13.0" in exported  # 50 in, 37 out
+    assert 'faust_events_runtime_ms_bucket{le="25.0"} 13.0' in exported  # 2 ms: 13 of 50
+    assert 'faust_events_runtime_ms_bucket{le="+Inf"} 50.0' in exported
+    assert 'faust_events_runtime_ms_bucket{le="5000.0"} 38.0' in exported  # all but the 6 s
+    (runtime_sum,) = (
+        float(line.split()[1])
+        for line in generate_latest(ours).decode().splitlines()
+        if line.startswith("faust_events_runtime_ms_sum")
+    )
+    assert abs(runtime_sum - (13 * 2 + 13 * 30 + 12 * 300 + 12 * 6000)) < 50  # ms
     end = 'faust_topic_partition_end_offset{partition="2",topic="vm.metrics"}'
     assert f"{end} 50.0" in exported  # tracked last for partition 2 at offset 47: 47 + 1 + 2
