@@ -173,7 +173,8 @@ class StateSizeEstimate:
         if self._mean is None or self._at is None or now - self._at >= self.max_age_s:
             ids = vm_ids()
             picked = random.sample(ids, min(self.sample, len(ids)))
-            sizes = [s for s in map(size_of, picked) if isinstance(s, int)]
+            # 0: a VM the engine no longer holds (its partition moved since the history saw it)
+            sizes = [s for s in map(size_of, picked) if isinstance(s, int) and s > 0]
             self._mean = sum(sizes) / len(sizes) if sizes else None
             self._sampled = len(sizes)
             self._at = now if sizes else None

@@ -202,6 +202,10 @@ def test_state_sizes_are_measured_again_only_once_the_estimate_is_old() -> None:
     estimate.read(lambda: vm_ids, size_of, tracked=8, now=110.0)
     assert len(measured) == 10
 
+    moved = StateSizeEstimate(sample=10, max_age_s=10.0)  # all 10, two no longer held
+    gone = moved.read(lambda: [*vm_ids, "moved-1", "moved-2"], engine.state_bytes, 8, now=0.0)
+    assert gone["per_vm_mean"] == first["per_vm_mean"], "a size of 0 (not held) is not a VM's"
+
 
 def test_no_state_size_is_kept_while_no_vm_is_known() -> None:
     estimate = StateSizeEstimate(max_age_s=10.0)
