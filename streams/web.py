@@ -151,8 +151,8 @@ class StateSizeEstimate:
     once `max_age_s` has passed.
 
     Serialising 64 VMs takes milliseconds of the core the worker's records run on, and a VM's
-    state stops growing after its warm-up: measuring on every `/stats` call cost a worker
-    polled five times a second about 5 % of its throughput.
+    state stops growing after its warm-up: measuring on every `/stats` call took about 5 % of
+    the busy time of a worker polled five times a second.
     """
 
     def __init__(self, sample: int = _STATE_SAMPLE, max_age_s: float = _STATE_MAX_AGE_S) -> None:
@@ -170,7 +170,7 @@ class StateSizeEstimate:
     ) -> dict:
         """The estimate for `tracked` VMs; sizes are measured anew when none is recent."""
         now = time.monotonic() if now is None else now
-        if self._mean is None or self._at is None or now - self._at >= self.max_age_s:
+        if self._at is None or now - self._at >= self.max_age_s:  # None: nothing measured
             ids = vm_ids()
             picked = random.sample(ids, min(self.sample, len(ids)))
             # 0: a VM the engine no longer holds (its partition moved since the history saw it)
