@@ -105,14 +105,11 @@ class ScrapedCounts:
         for topic, count in m.messages_received_by_topic.items():
             per_topic.add_metric([topic], count)
         yield per_topic
-        offsets = GaugeMetricFamily(
+        yield _per_partition(
             f"{p}_messages_received_per_topics_partition",
             "Messages received per topic/partition",
-            labels=["topic", "partition"],
+            m.tp_read_offsets,
         )
-        for tp, offset in list(m.tp_read_offsets.items()):
-            offsets.add_metric([tp.topic, str(tp.partition)], offset)
-        yield offsets
         events = CounterMetricFamily(f"{p}_total_events", "Total events received")
         events.add_metric([], m.events_total)
         yield events
@@ -129,14 +126,9 @@ class ScrapedCounts:
         for label, count in per_stream_counts.items():
             per_stream.add_metric([label], count)
         yield per_stream
-        ends = GaugeMetricFamily(
-            f"{p}_topic_partition_end_offset",
-            "Offset ends per topic/partition",
-            labels=["topic", "partition"],
+        yield _per_partition(
+            f"{p}_topic_partition_end_offset", "Offset ends per topic/partition", m.tp_end_offsets
         )
-        for tp, offset in list(m.tp_end_offsets.items()):
-            ends.add_metric([tp.topic, str(tp.partition)], offset)
-        yield ends
         cumulative = zip(_RUNTIME_BOUNDS, accumulate(list(m.runtime_counts)), strict=True)
         yield HistogramMetricFamily(
             f"{p}_events_runtime_ms",
@@ -144,6 +136,14 @@ class ScrapedCounts:
             buckets=[(floatToGoString(le), n) for le, n in cumulative],
             sum_value=m.runtime_sum_ms,
         )
+
+
+def _per_partition(name: str, documentation: str, offsets: dict[TP, int]) -> Metric:
+    """A gauge of offsets labelled by topic and partition, as Faust's sensor has them."""
+    gauge = GaugeMetricFamily(name, documentation, labels=["topic", "partition"])
+    for tp, offset in list(offsets.items()):
+        gauge.add_metric([tp.topic, str(tp.partition)], offset)
+    return gauge
 
 
 def setup_prometheus_monitor(
