@@ -49,14 +49,16 @@ Per batch
 2. Fleet pass, vectorised over the batch: forests score all rows, then learn them (the
    Isolation Forest learns a small batch with the next ones, in chunks of 32 rows or more).
 3. Calibration, vectorised over the batch (in order per VM): each channel's raw score ->
-   p-value (then learned); the largest channel surprise (-ln p) but the range channel's,
+   p-value (then learned); the largest channel surprise (-ln p) but the range and shape
+   channels',
    less what recurred at this time of day on both previous days (above `recurrence_floor`),
    is calibrated once more (uniform on a stationary stream whatever the channels'
    correlation; a surprise rarer than `combined_winsor` is learned as one of that rarity).
    Discounting before that calibration keeps a daily job's spikes out of the VM's idea of
    how big unexplained surprises get. The final p-value is the smaller of that and
-   `range_factor` times the range channel's p-value: a record stays as rare as the channel
-   calibrated it, however often the VM's routine spikes surprise the other channels.
+   `range_factor` times the smaller of the range and shape channels' p-values: a record (or a
+   pattern unlike any recent one) stays as rare as its channel calibrated it, however often
+   the VM's routine spikes surprise the other channels.
 4. VM-local pass, in order: the final p-value minus, when no bigger, what both of the last
    two episodes of the day peaked at (above `recurrence_floor`); score = 100 * (1 - p); then
    attribution, kind, threshold, severity and the incident lifecycle. Inside an open incident
@@ -70,7 +72,9 @@ its noise: a moderate move that lasts), `daily` (largest distance from what the 
 this hour, counted only for metrics whose profile explains their swings), `range` (largest
 excess over the widest range the metric has shown in weeks, in units of that range: remembers
 what the standardiser and calibrators forget, so the biggest spike of a spiky VM's life is
-news), `halfspace` and `iforest` (fleet forests).
+news), `shape` (off unless `shape_history` is set: how far the metric's latest stretch of
+values is from any earlier stretch in its last `shape_history` values, in units of its range:
+a change of pattern made of ordinary values), `halfspace` and `iforest` (fleet forests).
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ from models.normalizer import EWStandardizer
 from models.peaks import RecentPeaks
 from models.recurrence import DailyRecurrence
 from models.residual import DampedTrendForecaster
+from models.shape import ShapeBank
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
 from models.value_range import RangeBank
 
@@ -111,16 +116,24 @@ _N_FEATURES = len(FEATURES)
 _LOCAL_CHANNELS = ("residual", "level", "shift")
 _DAILY = "daily"
 _RANGE = "range"
+_SHAPE = "shape"
 _RESIDUAL_CHANNELS = ("residual",)
 # Channels that score only some samples (a metric with a daily rhythm and a ready profile bin;
 # a VM past its first day for the range channel).
-_OPTIONAL_CHANNELS = (_DAILY, _RANGE)
+_OPTIONAL_CHANNELS = (_DAILY, _RANGE, _SHAPE)
+# Channels that answer beside the combined calibration (see `EngineConfig.range_factor`).
+_APART_CHANNELS = (_RANGE, _SHAPE)
 _COMBINED = "combined"
 # Calibrator axis scale per channel: forests' [0, 1) scores enter as -ln(1 - s), which spreads
 # their anomalous end; 4x puts their typical range on the same bins as z-like scores. The
 # range channel's excesses (fractions of a range) get 4x too: on NAB's development subset
 # 2x-6x score alike.
 _CHANNEL_SCALE = {"halfspace": 4.0, "iforest": 4.0, _RANGE: 4.0}
+# Channels calibrated on a linear axis (raw * scale, 0.125 per bin) whatever
+# `calibration_log_axis` says: the shape channel's distances (fractions of a range) have an
+# exponential tail, and on a log axis a change of pattern scored no rarer than p = 1e-3 on
+# NAB's development subset.
+_LINEAR_SCALE = {_SHAPE: 8.0}
 _FORMAT_VERSION = 4
 # v3 appended `RecentPeaks`, v4 the daily profiles; older VMs start those afresh
 _READABLE_VERSIONS = (2, 3, 4)
@@ -128,6 +141,8 @@ _PROFILE_BLOB = "daily_profile_bins"
 # The range channel's envelope, a blob added within v4: readers that do not know it skip it,
 # and a VM restored without it starts its envelope afresh.
 _RANGE_BLOB = "value_range"
+# The shape channel's rings, likewise a blob within v4.
+_SHAPE_BLOB = "shape_history"
 _P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
 _LN10 = math.log(10.0)  # -ln p per unit of -log10 p
 
@@ -166,6 +181,13 @@ def channel_evidence(
         FEATURES[i]: k_res * res_sq[j] + k_lvl * z_sq[j] + k_day * day_sq[j]
         for j, i in enumerate(present)
     }
+
+
+def _channel_axis_scale(name: str, c: EngineConfig) -> float:
+    """The scale of a channel calibrator's axis (see `calibration.TailCalibrator`)."""
+    if name in _LINEAR_SCALE:
+        return _LINEAR_SCALE[name]
+    return _CHANNEL_SCALE.get(name, 1.0) if c.calibration_log_axis else c.calibration_bin
 
 
 def _range_seen(ranges_before: np.ndarray | None, loc: _Local) -> dict[str, dict[str, float]]:
@@ -264,6 +286,14 @@ class EngineConfig:
     # have taught its combined calibrator that big surprises are common would read a record
     # as ordinary. 0: the range channel joins the combination like the others.
     range_factor: float = 2.0
+    # The `shape` channel (`shape.ShapeBank`): how unlike any stretch of its last
+    # `shape_history` values a metric's latest `shape_length` values are, in units of its
+    # range; it answers beside the combined calibration like the range channel, through the
+    # same `range_factor`. It needs `value_range`. 0: off, the default: 4 bytes per value,
+    # metric and VM (12 KB per VM at 512), and it costs about as much as the rest of the
+    # engine (docs/benchmarks.md).
+    shape_history: int = 0
+    shape_length: int = 8
     # per-metric state
     scaler_alpha: float = 0.01
     scaler_clip: float = 3.0
@@ -400,6 +430,7 @@ class _Batch:
     beyond: np.ndarray | None
     ranges_before: np.ndarray | None  # the ranges they were scored against (rows, 2, metrics)
     shift: np.ndarray  # per sample: largest |EW mean of a metric's clipped z-score|
+    shape: np.ndarray | None  # per sample: the shape channel's raw score (NaN: not scored)
 
 
 class AnomalyEngine:
@@ -421,10 +452,13 @@ class AnomalyEngine:
             iforest_window=c.iforest_window,
             iforest_learn_chunk=c.iforest_learn_chunk,
         )
+        if c.shape_history > 0 and not c.value_range:
+            raise ValueError("the shape channel measures in units of the range: needs value_range")
         self.channels: tuple[str, ...] = (
             _LOCAL_CHANNELS
             + ((_DAILY,) if c.daily_profile else ())
             + ((_RANGE,) if c.value_range else ())
+            + ((_SHAPE,) if c.shape_history > 0 else ())
             + self._fleet.names
         )
         self._vms: dict[str, _VMState] = {}
@@ -433,11 +467,11 @@ class AnomalyEngine:
         self._calibration = CalibrationBank(
             [
                 TailCalibrator(
-                    _CHANNEL_SCALE.get(name, 1.0) if c.calibration_log_axis else c.calibration_bin,
+                    _channel_axis_scale(name, c),
                     c.calibration_half_life,
                     c.calibration_tail,
                     c.calibration_min,
-                    log_axis=c.calibration_log_axis,
+                    log_axis=c.calibration_log_axis and name not in _LINEAR_SCALE,
                     prior_excess=c.calibration_prior_excess,
                 )
                 for name in self.channels
@@ -478,6 +512,9 @@ class AnomalyEngine:
         )
         self._ranges = (
             RangeBank(_N_FEATURES, c.range_decay, c.range_settle) if c.value_range else None
+        )
+        self._shapes = (
+            ShapeBank(_N_FEATURES, c.shape_history, c.shape_length) if c.shape_history > 0 else None
         )
         self._base_surprise = score_to_surprise(c.threshold)
         self._penalty_decay = 0.5 ** (1.0 / c.penalty_half_life) if c.penalty_half_life > 0 else 1.0
@@ -582,6 +619,8 @@ class AnomalyEngine:
             scalars.extend(profile_scalars)  # v4
         if self._ranges is not None:
             blobs[_RANGE_BLOB] = self._ranges.to_bytes(state.slot)
+        if self._shapes is not None:
+            blobs[_SHAPE_BLOB] = self._shapes.to_bytes(state.slot)
         parts = [struct.pack("<BHH", _FORMAT_VERSION, len(scalars), len(blobs))]
         parts.append(struct.pack(f"<{len(scalars)}d", *scalars))
         for name, blob in blobs.items():
@@ -616,6 +655,8 @@ class AnomalyEngine:
                 self._profiles.load_state(state.slot, profile_scalars, blob)
             elif name == _RANGE_BLOB and self._ranges is not None:
                 self._ranges.load_bytes(state.slot, blob)
+            elif name == _SHAPE_BLOB and self._shapes is not None:
+                self._shapes.load_bytes(state.slot, blob)
         self._vms[vm_id] = state
 
     def state_bytes(self, vm_id: str) -> int:
@@ -644,6 +685,8 @@ class AnomalyEngine:
             self._profiles.reset(slot)
         if self._ranges is not None:
             self._ranges.reset(slot)
+        if self._shapes is not None:
+            self._shapes.reset(slot)
         return slot
 
     def _local_pass(self, samples: Sequence[Sample]) -> tuple[list[_Local], _Batch]:
@@ -693,9 +736,12 @@ class AnomalyEngine:
             P = self._profiles.observe(slot_array, time_array, np.array(gaps), X)
         else:
             P = np.full(X.shape, -1.0)
-        beyond = ranges_before = None
+        beyond = ranges_before = shape = None
         if self._ranges is not None:
             beyond, ranges_before = self._ranges.observe(slot_array, time_array, X)
+        if self._shapes is not None:
+            widths = ranges_before[:, 0] - ranges_before[:, 1]
+            shape = self._shapes.observe(slot_array, X, widths)
         local = []
         for state, values, present, z, r, t, d, is_warm, is_shifted in zip(
             states,
@@ -717,7 +763,9 @@ class AnomalyEngine:
             scored = is_warm and bool(present)
             local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored, len(local)))
         present = ~np.isnan(X)
-        return local, _Batch(slot_array, present, Z, R, P, time_array, beyond, ranges_before, shift)
+        return local, _Batch(
+            slot_array, present, Z, R, P, time_array, beyond, ranges_before, shift, shape
+        )
 
     def _fleet_pass(self, local: list[_Local], Z: np.ndarray) -> dict[str, np.ndarray]:
         if not self._fleet.names:
@@ -745,6 +793,8 @@ class AnomalyEngine:
             columns.append(np.where(daily >= 0.0, daily, np.nan))
         if batch.beyond is not None:  # range
             columns.append(batch.beyond)
+        if batch.shape is not None:
+            columns.append(batch.shape)
         log = math.log
         nan = math.nan
         for name in self._fleet.names:  # NaN: that forest is not ready or skipped the sample
@@ -758,10 +808,11 @@ class AnomalyEngine:
         """Per scored sample, each counted channel's surprise (-ln p) and the final p-value.
 
         Every channel's raw score becomes a p-value under the VM's calibrator for it (then is
-        learned); the largest surprise but the range channel's, less what recurred at this
-        time of day on both previous days, calibrated once more on its own recent history,
-        gives the final p-value (uniform on a stationary stream whatever the channels'
-        correlation), unless `range_factor` times the range channel's p-value is smaller.
+        learned); the largest surprise but the range and shape channels', less what recurred
+        at this time of day on both previous days, calibrated once more on its own recent
+        history, gives the final p-value (uniform on a stationary stream whatever the
+        channels' correlation), unless `range_factor` times the smaller of the range and shape
+        channels' p-values is smaller.
         It starts once every channel's calibrator gives p-values (an optional channel counts
         once its own does). All calibrators of a batch run in the bank together, in rounds in
         which no VM repeats (which equals sample order: VMs are independent)."""
@@ -774,7 +825,9 @@ class AnomalyEngine:
         optional = np.array([name in _OPTIONAL_CHANNELS for name in channels])
         sum_combine = self.config.combine == "sum"
         range_factor = self.config.range_factor
-        apart = channels.index(_RANGE) if range_factor > 0 and _RANGE in channels else -1
+        apart = [j for j, name in enumerate(channels) if name in _APART_CHANNELS]
+        if range_factor <= 0:
+            apart = []
         recurring = self.config.daily_recurrence
         floor = self.config.recurrence_floor
         times = ts.tolist()
@@ -797,8 +850,8 @@ class AnomalyEngine:
             kept = valid & ~(young & optional)  # a young optional channel is left out
             ready = ~(young & ~optional).any(axis=1)  # every counted channel gives p-values
             kept_surprise = np.where(kept, surprise, 0.0)
-            if apart >= 0:  # the range channel answers on its own, below
-                range_surprise = kept_surprise[:, apart].copy()
+            if apart:  # the range and shape channels answer on their own, below
+                apart_surprise = kept_surprise[:, apart].max(axis=1)
                 kept_surprise[:, apart] = 0.0
             tops = kept_surprise.sum(axis=1) if sum_combine else kept_surprise.max(axis=1)
             if recurring:
@@ -813,11 +866,11 @@ class AnomalyEngine:
                     [combined] * int(ready.sum()),
                     tops[ready].tolist(),
                 )
-                if apart >= 0:
+                if apart:
                     exp = math.exp
                     finals = [
                         min(p, range_factor * exp(-r))
-                        for p, r in zip(finals, range_surprise[ready].tolist(), strict=True)
+                        for p, r in zip(finals, apart_surprise[ready].tolist(), strict=True)
                     ]
                 for i, p in zip(members[ready].tolist(), finals, strict=True):
                     out[i] = (out[i][0], min(1.0, max(p, _P_FLOOR)))

@@ -1,0 +1,149 @@
+"""The shape channel's bank: the distance to the nearest earlier stretch, a rhythm seen before
+matching, a new pattern scoring high, batches equal to one sample at a time, state that
+restores exactly, and the engine wiring (off by default, scored once calibrated, restored)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from models.engine import AnomalyEngine, EngineConfig, Sample
+from models.shape import ShapeBank
+
+
+def _feed(bank: ShapeBank, slot: int, values, width: float = 10.0) -> list[float]:
+    """One value of metric 0 per call; the scores in order."""
+    return [
+        float(bank.observe(np.array([slot]), np.array([[x]]), np.array([[width]]))[0])
+        for x in values
+    ]
+
+
+def test_the_score_is_the_mean_distance_to_the_nearest_earlier_stretch_in_units_of_the_range():
+    bank = ShapeBank(1, history=32, length=2)
+    bank.reset(0)
+    scores = _feed(bank, 0, [0.0, 1.0] * 4 + [0.0, 3.0])
+    assert all(math.isnan(s) for s in scores[:7])  # fewer than four stretches of two
+    assert scores[7] == 0.0  # (0, 1) was seen before
+    assert scores[8] == 0.0  # (1, 0) too
+    # (0, 3): the nearest earlier stretch is (0, 1): |0 - 0| and |3 - 1| average 1, range 10
+    assert scores[9] == pytest.approx(0.1)
+    # (3, 1): (0, 1) and (1, 0) are both 3 away in all, 1.5 on average; range 5
+    assert _feed(bank, 0, [1.0], width=5.0)[0] == pytest.approx(0.3)
+
+
+def test_the_ring_scores_as_a_plain_list_of_the_last_values_would():
+    rng = np.random.default_rng(8)
+    history, length = 40, 5
+    bank = ShapeBank(1, history, length)
+    bank.reset(0)
+    values = rng.normal(size=150).astype(np.float32)  # past three turns of the ring
+    scores = _feed(bank, 0, values, width=2.0)
+    for t in range(4 * length - 1, len(values)):
+        kept = values[max(0, t + 1 - history) : t + 1].astype(float)  # the ring's values
+        latest = kept[-length:]
+        earlier = [kept[s : s + length] for s in range(len(kept) - 2 * length + 1)]
+        want = min(np.abs(e - latest).mean() for e in earlier) / 2.0
+        assert scores[t] == pytest.approx(want, rel=1e-5), t
+
+
+def test_a_rhythm_seen_before_matches_and_a_new_pattern_does_not():
+    rng = random.Random(3)
+    bank = ShapeBank(1, history=256, length=8)
+    bank.reset(0)
+    spiky = [(90.0 if t % 24 == 0 else 10.0) + rng.gauss(0, 0.5) for t in range(400)]
+    scores = _feed(bank, 0, spiky, width=100.0)
+    assert max(scores[100:]) < 0.02  # each spike looks like the last ones
+    # spikes six times as dense: no stretch of the last 256 values holds two 4 apart; the
+    # nearest holds one of the two, so 80 of 8 values apart: 10 on average, 0.1 of the range
+    dense = [(90.0 if t % 4 == 0 else 10.0) + rng.gauss(0, 0.5) for t in range(16)]
+    assert max(_feed(bank, 0, dense, width=100.0)) > 0.08
+
+
+def test_no_range_or_an_absent_metric_is_not_scored():
+    bank = ShapeBank(2, history=32, length=2)
+    bank.reset(0)
+    for _ in range(10):
+        bank.observe(np.array([0]), np.array([[1.0, math.nan]]), np.array([[1.0, 1.0]]))
+    no_width = bank.observe(np.array([0]), np.array([[5.0, math.nan]]), np.array([[0.0, 1.0]]))
+    assert math.isnan(no_width[0])
+    unknown = bank.observe(np.array([0]), np.array([[5.0, 2.0]]), np.array([[math.nan, 1.0]]))
+    assert math.isnan(unknown[0])  # metric 1 has one value, metric 0 no range
+    assert bank._written[0].tolist() == [12, 1]  # absent values are not written
+
+
+def test_a_batch_scores_as_one_sample_at_a_time():
+    rng = np.random.default_rng(5)
+    rows, metrics = 600, 3
+    slots = rng.integers(0, 7, size=rows)
+    X = rng.normal(size=(rows, metrics)).round(1)
+    X[rng.random((rows, metrics)) < 0.1] = np.nan
+    widths = rng.uniform(1.0, 4.0, size=(rows, metrics))
+    batched, single = ShapeBank(metrics, 40, 4), ShapeBank(metrics, 40, 4)
+    for slot in range(7):
+        batched.reset(slot)
+        single.reset(slot)
+    got = np.concatenate(
+        [
+            batched.observe(slots[i : i + 97], X[i : i + 97], widths[i : i + 97])
+            for i in range(0, rows, 97)
+        ]
+    )
+    want = np.array(
+        [single.observe(slots[i : i + 1], X[i : i + 1], widths[i : i + 1])[0] for i in range(rows)]
+    )
+    assert np.isfinite(want).sum() > 400
+    np.testing.assert_array_equal(got, want)
+
+
+def test_state_restores_exactly_and_a_foreign_size_is_refused():
+    rng = np.random.default_rng(2)
+    bank = ShapeBank(2, history=48, length=4)
+    bank.reset(0)
+    for x in rng.normal(size=(70, 2)):  # past one turn of the ring
+        bank.observe(np.array([0]), x[None], np.ones((1, 2)))
+    restored = ShapeBank(2, history=48, length=4)
+    restored.load_bytes(5, bank.to_bytes(0))  # another slot, the arrays grow
+    assert len(bank.to_bytes(0)) == 2 * 8 + 2 * 48 * 4
+    for x in rng.normal(size=(20, 2)):
+        a = bank.observe(np.array([0]), x[None], np.ones((1, 2)))
+        b = restored.observe(np.array([5]), x[None], np.ones((1, 2)))
+        assert a[0] == b[0]
+    with pytest.raises(ValueError, match="another size"):
+        ShapeBank(2, history=64, length=4).load_bytes(0, bank.to_bytes(0))
+
+
+def _engine_samples(n: int, seed: int = 1) -> list[Sample]:
+    rng = random.Random(seed)
+    t0 = 1_700_000_000.0
+    return [
+        Sample("vm-1", t0 + 300.0 * t, {"cpu_pct": (80.0 if t % 12 == 0 else 20.0) + rng.random()})
+        for t in range(n)
+    ]
+
+
+def test_the_engine_leaves_the_channel_off_unless_asked_and_it_needs_the_range():
+    assert "shape" not in AnomalyEngine().channels
+    assert "shape" in AnomalyEngine(EngineConfig(shape_history=64)).channels
+    with pytest.raises(ValueError, match="value_range"):
+        AnomalyEngine(EngineConfig(shape_history=64, value_range=False))
+
+
+def test_the_engine_scores_the_channel_after_a_day_and_restores_it():
+    config = EngineConfig(shape_history=64, shape_length=4)
+    engine = AnomalyEngine(config)
+    samples = _engine_samples(700)  # 288 samples a day at 5 minutes
+    seen = [engine.process(samples[i : i + 50]) for i in range(0, 600, 50)]
+    channels = [set(a.evidence_parts[1]) for batch in seen for a in batch if a.evidence_parts]
+    assert any("shape" in c for c in channels[-100:])
+    assert not any("shape" in c for c in channels[:50])  # its calibrator's first 50 scores
+    restored = AnomalyEngine(config)
+    restored.load_vm("vm-1", engine.dump_vm("vm-1"))
+    dump = engine.dump_vm("vm-1")
+    assert b"shape_history" in dump and len(dump) > 6 * 64 * 4  # six metrics' rings
+    a = [x.score for x in engine.process(samples[600:])]
+    b = [x.score for x in restored.process(samples[600:])]
+    assert a == b
