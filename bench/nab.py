@@ -11,7 +11,9 @@ profile: "optimized" (best single corpus-wide threshold on ``anomaly_score``) an
 product's own ``alert`` column). Trivial detectors (rolling z-score, expanding Gaussian,
 random) are scored alongside as baselines, and the published per-file results of Numenta HTM
 and ARTime (``bench.nab_published``) are normalised over the same files, so the development
-subset has a like-for-like reference. Results go to ``bench/results/nab.json``.
+subset has a like-for-like reference. Engine settings come from ``NOVACRON_ENGINE_*``, as for
+the worker (``NOVACRON_ENGINE_SHAPE_HISTORY=512 make nab`` scores the shape channel). Results
+go to ``bench/results/nab.json``.
 ``run_nab`` is the reusable entry point for tuning.
 """
 
@@ -44,6 +46,7 @@ from bench.nab_scorer import (
 )
 from models.engine import EngineConfig
 from streams.replay import DEFAULT_CHUNK, replay_csv
+from streams.settings import engine_config_from_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "nab.json"
@@ -327,7 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="samples per process()")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="JSON results path")
     args = parser.parse_args(argv)
-    results = run_nab(args.data, workers=args.workers, metric=args.metric, chunk_size=args.chunk)
+    results = run_nab(
+        args.data,
+        config=engine_config_from_env(),  # NOVACRON_ENGINE_*, as the worker and replay read them
+        workers=args.workers,
+        metric=args.metric,
+        chunk_size=args.chunk,
+    )
     print(format_report(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

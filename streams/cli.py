@@ -117,8 +117,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from streams.replay import replay_csv
+    from streams.settings import engine_config_from_env
 
-    s = replay_csv(args.input, args.output, metric=args.metric)
+    # the engine settings a worker in this environment would run with (NOVACRON_ENGINE_*)
+    s = replay_csv(args.input, args.output, metric=args.metric, config=engine_config_from_env())
     print(
         f"replayed {s.rows} rows ({s.input_format} format, {s.vms} VM(s), metric {s.metric}) "
         f"in {s.seconds:.2f} s: {s.alerts} alert(s); scores written to {s.output_path}"

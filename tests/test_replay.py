@@ -202,3 +202,19 @@ def test_severity_rank() -> None:
     assert severity_rank(None) is None
     assert severity_rank("weird") is None
     assert severity_rank(math.nan) is None
+
+
+def test_cli_replay_runs_the_engine_settings_of_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.engine import EngineConfig
+    from streams.cli import main
+
+    source = write_nab(tmp_path / "vm.csv", series(500))
+    monkeypatch.setenv("NOVACRON_ENGINE_SHAPE_HISTORY", "64")
+    assert main(["replay", "--input", str(source), "--output", str(tmp_path / "cli.csv")]) == 0
+    replay_csv(source, tmp_path / "shape.csv", config=EngineConfig(shape_history=64))
+    replay_csv(source, tmp_path / "default.csv")
+    cli = (tmp_path / "cli.csv").read_bytes()
+    assert cli == (tmp_path / "shape.csv").read_bytes()
+    assert cli != (tmp_path / "default.csv").read_bytes()
