@@ -17,9 +17,11 @@ from streams.processor import MetricsProcessor, Source
 from streams.simulator import Fleet
 from streams.validation import Validator
 
-VARIANTS: dict[str, dict[str, bool]] = {
+VARIANTS: dict[str, dict[str, bool | int]] = {
     # Engine configurations compared; a field the engine no longer has is ignored.
     "all_models": {},
+    # the shape channel, off by default (models/shape.py), at the history NAB was scored with
+    "all_models+shape": {"shape_history": 512},
     "local_only": {"use_halfspace": False, "use_isolation_forest": False},
     "local+halfspace": {"use_isolation_forest": False},
     "local+iforest": {"use_halfspace": False},
@@ -81,6 +83,10 @@ def engine_costs(vms: int, warm_ticks: int, timed_ticks: int) -> dict:
         "iforest (fleet, marginal)": out["local+iforest"]["us_per_sample_batch100"]
         - local["us_per_sample_batch100"],
         "whole per-VM update": all_models["us_per_sample_batch100"],
+        "shape channel (marginal, off by default)": out["all_models+shape"][
+            "us_per_sample_batch100"
+        ]
+        - all_models["us_per_sample_batch100"],
     }
     return {
         "vms": vms,
@@ -90,9 +96,9 @@ def engine_costs(vms: int, warm_ticks: int, timed_ticks: int) -> dict:
     }
 
 
-def state_sizes(vms: int, ticks: int) -> dict:
+def state_sizes(vms: int, ticks: int, variant: str = "all_models") -> dict:
     """Serialised bytes of model state per VM after `ticks` samples each."""
-    engine = AnomalyEngine(EngineConfig())
+    engine = AnomalyEngine(config_for(variant))
     data = fleet_ticks(vms, ticks)
     feed(engine, data, 100)
     ids = [s.vm_id for s in data[0]]
