@@ -68,15 +68,20 @@ class ShapeBank:
         return written.astype("<i8").tobytes() + ordered.astype("<f4", copy=False).tobytes()
 
     def load_bytes(self, slot: int, data: bytes) -> None:
-        """Restore `to_bytes` output (a blob of another history length is refused)."""
+        """Restore `to_bytes` output, from a bank of any history length (a setting changed
+        between a worker and the next): the latest values that fit."""
         head = 8 * self.n_metrics
-        if len(data) != head + 4 * self.n_metrics * self.history:
-            raise ValueError("shape history of another size")
+        stored, rest = divmod(len(data) - head, 4 * self.n_metrics)
+        if rest or stored < 1:
+            raise ValueError("not a shape history")
         self.reset(slot)
         written = np.frombuffer(data[:head], dtype="<i8")
-        ordered = np.frombuffer(data[head:], dtype="<f4").reshape(self.n_metrics, self.history)
+        ordered = np.frombuffer(data[head:], dtype="<f4").reshape(self.n_metrics, stored)
+        kept = min(stored, self.history)
+        latest = np.full((self.n_metrics, self.history), np.nan, dtype=np.float32)
+        latest[:, self.history - kept :] = ordered[:, stored - kept :]
         self._written[slot] = written
-        self._ring[slot][np.arange(self.n_metrics)[:, None], self._order(written)] = ordered
+        self._ring[slot][np.arange(self.n_metrics)[:, None], self._order(written)] = latest
 
     def observe(self, slots: np.ndarray, X: np.ndarray, widths: np.ndarray) -> np.ndarray:
         """Each row's largest shape score over its metrics, then learn the row.

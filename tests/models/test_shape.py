@@ -99,7 +99,7 @@ def test_a_batch_scores_as_one_sample_at_a_time():
     np.testing.assert_array_equal(got, want)
 
 
-def test_state_restores_exactly_and_a_foreign_size_is_refused():
+def test_state_restores_exactly():
     rng = np.random.default_rng(2)
     bank = ShapeBank(2, history=48, length=4)
     bank.reset(0)
@@ -112,8 +112,33 @@ def test_state_restores_exactly_and_a_foreign_size_is_refused():
         a = bank.observe(np.array([0]), x[None], np.ones((1, 2)))
         b = restored.observe(np.array([5]), x[None], np.ones((1, 2)))
         assert a[0] == b[0]
-    with pytest.raises(ValueError, match="another size"):
-        ShapeBank(2, history=64, length=4).load_bytes(0, bank.to_bytes(0))
+
+
+def test_a_state_of_another_history_length_restores_the_latest_values_that_fit():
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(130, 1))
+    old = ShapeBank(1, history=48, length=4)
+    shorter, longer = ShapeBank(1, history=32, length=4), ShapeBank(1, history=64, length=4)
+    for bank in (old, shorter, longer):
+        bank.reset(0)
+
+    def feed(bank: ShapeBank, rows: np.ndarray) -> list[float]:
+        return [float(bank.observe(np.array([0]), x[None], np.ones((1, 1)))[0]) for x in rows]
+
+    feed(old, values[:60])
+    feed(shorter, values[:60])
+    feed(longer, values[:60])
+    for bank, size in ((shorter, 32), (longer, 64)):
+        restored = ShapeBank(1, history=size, length=4)
+        restored.load_bytes(0, old.to_bytes(0))
+        after = feed(restored, values[60:])
+        want = feed(bank, values[60:])
+        # a shorter ring holds the same values at once; a longer one once it has turned
+        same_from = 0 if size < 48 else size - 48
+        assert after[same_from:] == want[same_from:]
+        assert all(math.isfinite(s) for s in after)
+    with pytest.raises(ValueError, match="not a shape history"):
+        old.load_bytes(0, old.to_bytes(0)[:-3])
 
 
 def _engine_samples(n: int, seed: int = 1) -> list[Sample]:
