@@ -289,9 +289,9 @@ class EngineConfig:
     # The `shape` channel (`shape.ShapeBank`): how unlike any stretch of its last
     # `shape_history` values a metric's latest `shape_length` values are, in units of its
     # range; it answers beside the combined calibration like the range channel, through the
-    # same `range_factor`. It needs `value_range`. 0: off, the default: 4 bytes per value,
-    # metric and VM (12 KB per VM at 512), and it costs about as much as the rest of the
-    # engine (docs/benchmarks.md).
+    # same `range_factor`. It needs `value_range`. 0: off, the default: 1 byte per value,
+    # metric and VM (3 KB per VM at 512), and it costs half as much as the rest of the engine
+    # (docs/benchmarks.md).
     shape_history: int = 0
     shape_length: int = 8
     # per-metric state
@@ -740,8 +740,7 @@ class AnomalyEngine:
         if self._ranges is not None:
             beyond, ranges_before = self._ranges.observe(slot_array, time_array, X)
         if self._shapes is not None:
-            widths = ranges_before[:, 0] - ranges_before[:, 1]
-            shape = self._shapes.observe(slot_array, X, widths)
+            shape = self._shapes.observe(slot_array, X, ranges_before)
         local = []
         for state, values, present, z, r, t, d, is_warm, is_shifted in zip(
             states,

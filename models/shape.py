@@ -1,7 +1,7 @@
 """How unlike anything in its recent past a metric's latest stretch of values is: the `shape`
 channel.
 
-Per VM and metric the bank keeps the last `history` values in a ring (float32). A sample's raw
+Per VM and metric the bank keeps the last `history` values in a ring. A sample's raw
 score, per metric, is the distance from the latest `length` values (the sample and the ones
 before it) to the nearest earlier stretch of the same length in the ring that does not overlap
 them: the mean absolute difference, value by value, in units of the metric's range (the
@@ -14,9 +14,16 @@ burst of spikes denser than any before, or a flat series that starts to oscillat
 inside the VM's range and within its usual z-scores, but no stretch of the last `history`
 samples looks like it. A rhythm the VM has shown before, however spiky, finds its match.
 
-Cost: `history` x metrics x 4 bytes per VM (12 KB for 512 values of six metrics) and
-`history` x `length` operations per metric and sample, which is why the engine leaves the
-channel off unless asked (`EngineConfig.shape_history`).
+The ring holds 1-byte codes: a metric's frame spans its range and half the range's width on
+either side in 255 steps (0.8 % of the range each, well below the distances that matter: a
+stretch ordinary for the VM is a few % from its nearest match, a new pattern 10-40 %). The
+frame is drawn again, re-coding the ring, when a value falls outside it or the range shrinks
+to a quarter of what the frame was drawn for. On NAB's development subset the codes score as
+float32 values did, to one false-positive row (docs/benchmarks.md).
+
+Cost: `history` bytes per metric and VM (3 KB for 512 values of six metrics) and `history` x
+`length` operations per metric and sample, which is why the engine leaves the channel off
+unless asked (`EngineConfig.shape_history`).
 """
 
 from __future__ import annotations
@@ -25,13 +32,21 @@ import numpy as np
 
 from models.metric_bank import batch_rounds
 
-# (VM, metric) pairs computed together, so that their arrays stay in the CPU cache: 1.5-1.8x
-# faster than all 1,200 pairs of a 200-sample batch at once, at 512 values
-_BLOCK = 32
+# (VM, metric) pairs compared together: big enough to spread numpy's per-call cost, small
+# enough for their arrays to stay in the CPU cache (52-55 µs per six-metric sample against 73
+# with 32 pairs, 2026-12-05)
+_BLOCK = 128
+_TOP = 255  # codes 0..255 span a metric's frame
+_MARGIN = 0.5  # a frame spans the metric's range and half its width on either side
+# A frame is drawn again when a value falls outside it, or when the range has shrunk to less
+# than a quarter of what the frame was drawn for (the envelope relaxes after a one-off spike).
+_SHRINK = 4.0
+_NONE = np.iinfo(np.int16).max  # the distance of a stretch that does not count
 
 
 class ShapeBank:
-    """Per-(VM slot, metric) ring of recent values; `observe` scores and learns a batch."""
+    """Per-(VM slot, metric) ring of recent values as 1-byte codes; `observe` scores and learns
+    a batch."""
 
     def __init__(
         self, n_metrics: int, history: int = 512, length: int = 8, capacity: int = 64
@@ -43,93 +58,151 @@ class ShapeBank:
         self.n_metrics = n_metrics
         self.history = history
         self.length = length
-        # [slot, metric, position]: the ring of values (NaN: not written yet)
-        self._ring = np.full((capacity, n_metrics, history), np.nan, dtype=np.float32)
-        self._written = np.zeros((capacity, n_metrics), dtype=np.int64)  # values ever written
+        # [slot, metric, position]: the ring of codes; [slot, metric]: the frame's lowest value
+        # and step (value = lowest + code * step; NaN: no frame yet), values ever written, and
+        # how many of the latest ones the ring holds
+        self._codes = np.zeros((capacity, n_metrics, history), dtype=np.uint8)
+        self._frame = np.full((capacity, n_metrics, 2), np.nan)
+        self._written = np.zeros((capacity, n_metrics), dtype=np.int64)
+        self._held = np.zeros((capacity, n_metrics), dtype=np.int64)
 
     def reset(self, slot: int) -> None:
         """Start `slot` afresh, as every slot must before use (growing the arrays if needed)."""
-        capacity = self._ring.shape[0]
+        capacity = self._codes.shape[0]
         if slot >= capacity:
             size = max(2 * capacity, slot + 1)
-            ring = np.empty((size, self.n_metrics, self.history), np.float32)
-            ring[:capacity] = self._ring
-            written = np.zeros((size, self.n_metrics), np.int64)
-            written[:capacity] = self._written
-            self._ring, self._written = ring, written
-        self._ring[slot] = np.nan
+            self._codes = _grown(self._codes, size)
+            self._frame = _grown(self._frame, size)
+            self._written = _grown(self._written, size)
+            self._held = _grown(self._held, size)
+        self._codes[slot] = 0
+        self._frame[slot] = np.nan
         self._written[slot] = 0
+        self._held[slot] = 0
 
     def to_bytes(self, slot: int) -> bytes:
-        """Per metric, how many values were written (int64), then each metric's last values
-        in time order (float32, NaN-padded in front to `history`)."""
+        """Per metric: values written and values held (int64), the frame's lowest value and
+        step (float64), then the codes in time order, oldest first (uint8, `history` each)."""
         written = self._written[slot]
-        ordered = self._ring[slot][np.arange(self.n_metrics)[:, None], self._order(written)]
-        return written.astype("<i8").tobytes() + ordered.astype("<f4", copy=False).tobytes()
+        rows = np.arange(self.n_metrics)[:, None]
+        ordered = self._codes[slot][rows, self._order(written)]
+        counts = np.stack((written, self._held[slot]), axis=1).astype("<i8")
+        return counts.tobytes() + self._frame[slot].astype("<f8").tobytes() + ordered.tobytes()
 
     def load_bytes(self, slot: int, data: bytes) -> None:
         """Restore `to_bytes` output, from a bank of any history length (a setting changed
         between a worker and the next): the latest values that fit."""
-        head = 8 * self.n_metrics
-        stored, rest = divmod(len(data) - head, 4 * self.n_metrics)
+        n = self.n_metrics
+        head = 32 * n
+        stored, rest = divmod(len(data) - head, n)
         if rest or stored < 1:
             raise ValueError("not a shape history")
         self.reset(slot)
-        written = np.frombuffer(data[:head], dtype="<i8")
-        ordered = np.frombuffer(data[head:], dtype="<f4").reshape(self.n_metrics, stored)
+        counts = np.frombuffer(data[: 16 * n], dtype="<i8").reshape(n, 2)
+        frame = np.frombuffer(data[16 * n : head], dtype="<f8").reshape(n, 2)
+        ordered = np.frombuffer(data[head:], dtype=np.uint8).reshape(n, stored)
         kept = min(stored, self.history)
-        latest = np.full((self.n_metrics, self.history), np.nan, dtype=np.float32)
+        latest = np.zeros((n, self.history), dtype=np.uint8)
         latest[:, self.history - kept :] = ordered[:, stored - kept :]
+        written = counts[:, 0]
         self._written[slot] = written
-        self._ring[slot][np.arange(self.n_metrics)[:, None], self._order(written)] = latest
+        self._held[slot] = np.minimum(counts[:, 1], kept)
+        self._frame[slot] = frame
+        self._codes[slot][np.arange(n)[:, None], self._order(written)] = latest
 
-    def observe(self, slots: np.ndarray, X: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    def observe(self, slots: np.ndarray, X: np.ndarray, ranges: np.ndarray) -> np.ndarray:
         """Each row's largest shape score over its metrics, then learn the row.
 
-        `X` holds one row per sample (NaN: metric absent), `widths` each metric's range before
-        the sample (NaN or 0: no range yet, not scored); a VM may repeat (rows in order). A
-        metric is scored once its ring holds four stretches; NaN where no metric is."""
+        `X` holds one row per sample (NaN: metric absent), `ranges` each metric's highest and
+        lowest values before the sample (rows, 2, metrics; NaN: none yet), as the range bank
+        reports them; a VM may repeat (rows in order). A metric is scored once its ring holds
+        four stretches and its range has a width; NaN where no metric is."""
         out = np.full(len(slots), np.nan)
         for rows in batch_rounds(slots):
-            out[rows] = self._observe_round(slots[rows], X[rows], widths[rows])
+            out[rows] = self._observe_round(slots[rows], X[rows], ranges[rows])
         return out
 
     def _order(self, written: np.ndarray) -> np.ndarray:
         """Ring positions of each metric's last `history` values, oldest first."""
         return (written[..., None] + np.arange(self.history)) % self.history
 
-    def _observe_round(self, slots: np.ndarray, X: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    def _observe_round(self, slots: np.ndarray, X: np.ndarray, ranges: np.ndarray) -> np.ndarray:
         """Rows of distinct VMs at once."""
         rows, metrics = np.nonzero(~np.isnan(X))
-        pair_slots = slots[rows]
-        written = self._written[pair_slots, metrics]
-        self._ring[pair_slots, metrics, written % self.history] = X[rows, metrics]
+        pairs = slots[rows]
+        x = X[rows, metrics]
+        high, low = ranges[rows, 0, metrics], ranges[rows, 1, metrics]
+        width = high - low  # the range the sample is scored against
+        frame = self._frame[pairs, metrics]
+        self._reframe(pairs, metrics, frame, x, np.fmin(low, x), np.fmax(high, x))
+        written = self._written[pairs, metrics]
+        self._codes[pairs, metrics, written % self.history] = _encode(x, frame)
         written += 1
-        self._written[pair_slots, metrics] = written
-        width = widths[rows, metrics]
+        self._written[pairs, metrics] = written
+        held = np.minimum(self._held[pairs, metrics] + 1, self.history)
+        self._held[pairs, metrics] = held
         m = self.length
-        scored = (written >= 4 * m) & (width > 0.0)  # False for NaN widths too
+        scored = (held >= 4 * m) & (width > 0.0)  # False for NaN widths too
         out = np.full(len(slots), np.nan)
         if not scored.any():
             return out
-        rows, metrics, width = rows[scored], metrics[scored], width[scored]
-        pair_slots, written = pair_slots[scored], written[scored]
+        rows, metrics, pairs = rows[scored], metrics[scored], pairs[scored]
+        written, held, step = written[scored], held[scored], frame[scored, 1]
         nearest = np.concatenate(
             [
                 self._nearest(
-                    pair_slots[i : i + _BLOCK], metrics[i : i + _BLOCK], written[i : i + _BLOCK]
+                    pairs[b : b + _BLOCK],
+                    metrics[b : b + _BLOCK],
+                    written[b : b + _BLOCK],
+                    held[b : b + _BLOCK],
                 )
-                for i in range(0, len(rows), _BLOCK)
+                for b in range(0, len(rows), _BLOCK)
             ]
         )
-        np.fmax.at(out, rows, nearest / width)
+        np.fmax.at(out, rows, nearest * step / width[scored])
         return out
 
-    def _nearest(self, slots: np.ndarray, metrics: np.ndarray, written: np.ndarray) -> np.ndarray:
-        """Per (slot, metric) pair, the mean distance from its latest stretch to the nearest
-        earlier one (NaN: none written yet)."""
+    def _reframe(
+        self,
+        pairs: np.ndarray,
+        metrics: np.ndarray,
+        frame: np.ndarray,
+        x: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+    ) -> None:
+        """Draw the frame again where `x` falls outside it or the range (`low`..`high`, with
+        `x`) has shrunk well inside it, re-coding the ring's values; `frame` is updated too."""
+        span = _TOP * frame[:, 1]
+        width = high - low
+        outside = ~((x >= frame[:, 0]) & (x <= frame[:, 0] + span))  # True without a frame
+        shrunk = span > _SHRINK * (1.0 + 2.0 * _MARGIN) * width
+        redraw = np.flatnonzero(outside | (shrunk & (width > 0.0)))
+        if not len(redraw):
+            return
+        width, low, x = width[redraw], low[redraw], x[redraw]
+        step = (1.0 + 2.0 * _MARGIN) * width / _TOP
+        lowest = low - _MARGIN * width
+        # no width yet (one value, or a constant): a narrow frame centred on the value
+        flat = ~(width > 0.0)
+        flat_step = np.maximum(np.abs(x), 1.0) * 1e-3
+        step = np.where(flat, flat_step, step)
+        lowest = np.where(flat, x - 128 * flat_step, lowest)
+        new = np.stack((lowest, step), axis=1)
+        p, mm = pairs[redraw], metrics[redraw]
+        old = frame[redraw]
+        values = old[:, :1] + self._codes[p, mm].astype(np.float64) * old[:, 1:]
+        self._codes[p, mm] = _encode(values, new)
+        frame[redraw] = new
+        self._frame[p, mm] = new
+
+    def _nearest(
+        self, slots: np.ndarray, metrics: np.ndarray, written: np.ndarray, held: np.ndarray
+    ) -> np.ndarray:
+        """Per (slot, metric) pair, the mean distance in codes from its latest stretch to the
+        nearest earlier one held (NaN: none)."""
         h, m = self.history, self.length
-        ring = self._ring[slots, metrics]  # (pairs, history), each row a copy
+        ring = self._codes[slots, metrics].astype(np.int16)  # (pairs, history)
         newest = written % h  # one past the latest value: where the oldest one is
         latest = np.take_along_axis(ring, (newest[:, None] - m + np.arange(m)) % h, axis=1)
         # The stretch starting at ring position s, for every s (wrapping past the end), so
@@ -142,8 +215,26 @@ class ShapeBank:
             np.subtract(wrapped[:, k : k + h], latest[:, k : k + 1], out=step)
             np.abs(step, out=step)
             total += step
-        # Left out: stretches that overlap the latest one (they start less than 2m - 1 before
-        # the newest position); NaN: stretches holding values not written yet.
-        overlaps = (np.arange(h) - newest[:, None]) % h >= h - 2 * m + 1
-        total[overlaps] = np.nan
-        return np.fmin.reduce(total, axis=1) / m
+        # A stretch counts when it starts among the values held and ends before the latest
+        # stretch starts (position 0 of `age`: the oldest place in the ring).
+        age = (np.arange(h) - newest[:, None]) % h
+        counts = (age >= h - held[:, None]) & (age <= h - 2 * m)
+        total[~counts] = _NONE
+        best = total.min(axis=1)
+        return np.where(best < _NONE, best / m, np.nan)
+
+
+def _encode(values: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """Values as codes of their frames (lowest value, step) along the last axis of `frame`."""
+    lowest, step = frame[..., 0], frame[..., 1]
+    if values.ndim > lowest.ndim:
+        lowest, step = lowest[..., None], step[..., None]
+    codes = np.rint((values - lowest) / step)
+    return np.clip(np.nan_to_num(codes), 0, _TOP).astype(np.uint8)
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    """`array` with room for `size` slots (the new rows are left for `reset`)."""
+    grown = np.empty((size, *array.shape[1:]), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
