@@ -15,10 +15,11 @@
     VM's forecasting state from that pool and feeds it one more closed window (forecasts
     published into a recent history, views and scaling decisions made): the whole worker's
     models, measured rather than projected.
-Each run sets the garbage collector's young-generation threshold as the worker does (with
-Python's default, collections take a third of the planner's time per window) and times one
-full garbage collection over what it holds (a pause of the whole worker), with what was
-imported frozen out first, as the worker does.
+Engine settings come from NOVACRON_ENGINE_*, as in the worker. Each run sets the garbage
+collector's young-generation threshold as the worker does (with Python's default, collections
+take a third of the planner's time per window) and times one full garbage collection over what
+it holds (a pause of the whole worker), with what was imported frozen out first, as the worker
+does.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ import pickle
 import time
 
 from bench._models import feed, fleet_ticks, iter_fleet_ticks
-from models.engine import FEATURES, AnomalyEngine, EngineConfig, Sample
+from models.engine import FEATURES, AnomalyEngine, Sample
 from streams.cli import collect_young_every
-from streams.settings import Settings
+from streams.settings import Settings, engine_config_from_env
 
 
 def rss_bytes() -> int:
@@ -63,7 +64,7 @@ def _baseline(engine: AnomalyEngine) -> int:
 
 
 def make_pool(vms: int, ticks: int, pool_path: str) -> dict:
-    engine = AnomalyEngine(EngineConfig())
+    engine = AnomalyEngine(engine_config_from_env())
     base = _baseline(engine)
     began = time.perf_counter()
     # Generated tick by tick: only one tick of input samples is alive at any time.
@@ -119,7 +120,7 @@ def _restore_forecasting(ids: list[str], pool_path: str) -> tuple[object, object
 def size(vms: int, pool_path: str, timings: bool, planner_pool: str | None = None) -> dict:
     with open(pool_path, "rb") as fh:
         pool: list[bytes] = pickle.load(fh)
-    engine = AnomalyEngine(EngineConfig())
+    engine = AnomalyEngine(engine_config_from_env())
     base = _baseline(engine)
     ids = [f"vm-{i:07d}" for i in range(vms)]
     began = time.perf_counter()
@@ -160,7 +161,7 @@ def size(vms: int, pool_path: str, timings: bool, planner_pool: str | None = Non
         began = time.perf_counter()
         dumps = [engine.dump_vm(vm_id) for vm_id in ids]
         dump_s = time.perf_counter() - began
-        fresh = AnomalyEngine(EngineConfig())
+        fresh = AnomalyEngine(engine_config_from_env())
         first = _one_more_sample([f"new-{i:07d}" for i in range(vms)], 1.7e9)
         began = time.perf_counter()
         for i in range(0, vms, 100):
