@@ -50,10 +50,10 @@ Per batch
    Isolation Forest learns a small batch with the next ones, in chunks of 32 rows or more).
 3. Calibration, vectorised over the batch (in order per VM): each channel's raw score ->
    p-value (then learned); the largest channel surprise (-ln p) but the range and shape
-   channels',
-   less what recurred at this time of day on both previous days (above `recurrence_floor`),
-   is calibrated once more (uniform on a stationary stream whatever the channels'
-   correlation; a surprise rarer than `combined_winsor` is learned as one of that rarity).
+   channels', less what recurred at this time of day on both previous days (above
+   `recurrence_floor`), is calibrated once more (uniform on a stationary stream whatever the
+   channels' correlation; a surprise rarer than `combined_winsor` is learned as one of that
+   rarity).
    Discounting before that calibration keeps a daily job's spikes out of the VM's idea of
    how big unexplained surprises get. The final p-value is the smaller of that and
    `range_factor` times the smaller of the range and shape channels' p-values: a record (or a
@@ -119,7 +119,8 @@ _RANGE = "range"
 _SHAPE = "shape"
 _RESIDUAL_CHANNELS = ("residual",)
 # Channels that score only some samples (a metric with a daily rhythm and a ready profile bin;
-# a VM past its first day for the range channel).
+# a VM past its first day for the range channel; a metric with a range and four stretches of
+# values for the shape channel).
 _OPTIONAL_CHANNELS = (_DAILY, _RANGE, _SHAPE)
 # Channels that answer beside the combined calibration (see `EngineConfig.range_factor`).
 _APART_CHANNELS = (_RANGE, _SHAPE)
@@ -284,7 +285,7 @@ class EngineConfig:
     # p-value is the smaller of the other channels' combined one and `range_factor` times the
     # range channel's own (2: Bonferroni for the two). Through it, a VM whose routine spikes
     # have taught its combined calibrator that big surprises are common would read a record
-    # as ordinary. 0: the range channel joins the combination like the others.
+    # as ordinary. 0: the range (and shape) channel joins the combination like the others.
     range_factor: float = 2.0
     # The `shape` channel (`shape.ShapeBank`): how unlike any stretch of its last
     # `shape_history` values a metric's latest `shape_length` values are, in units of its
@@ -825,7 +826,7 @@ class AnomalyEngine:
         sum_combine = self.config.combine == "sum"
         range_factor = self.config.range_factor
         apart = [j for j, name in enumerate(channels) if name in _APART_CHANNELS]
-        if range_factor <= 0:
+        if range_factor <= 0:  # they join the combination like the other channels
             apart = []
         recurring = self.config.daily_recurrence
         floor = self.config.recurrence_floor
