@@ -306,6 +306,14 @@ class MetricBank:
         self._state[:, slots] = S
 
 
+def grown_rows(array: np.ndarray, size: int) -> np.ndarray:
+    """`array` with room for `size` rows along its first axis, the old ones copied. The new
+    rows are left unset (and not resident until written): a bank resets a slot before use."""
+    grown = np.empty((size, *array.shape[1:]), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
 def batch_rounds(slots: np.ndarray) -> list[np.ndarray]:
     """Row indices grouped so that no slot repeats within a group, in order of occurrence:
     the k-th group holds each slot's k-th row (`occurrence_groups`, for integer slots)."""

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from models.metric_bank import batch_rounds
+from models.metric_bank import batch_rounds, grown_rows
 
 _MIN_ROUND = 8  # rows per round below which the scalar loop is cheaper than numpy
 
@@ -51,11 +51,8 @@ class RangeBank:
         capacity = self._bounds.shape[0]
         if slot >= capacity:
             size = max(2 * capacity, slot + 1)
-            bounds = np.empty((size, 2, self.n_metrics), np.float32)
-            bounds[:capacity] = self._bounds
-            since = np.empty(size)
-            since[:capacity] = self._since
-            self._bounds, self._since = bounds, since
+            self._bounds = grown_rows(self._bounds, size)
+            self._since = grown_rows(self._since, size)
         self._bounds[slot] = np.nan
         self._since[slot] = np.nan
 
