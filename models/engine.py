@@ -25,7 +25,7 @@ restored in tens of µs by `load_vm`):
   batch's scores with numpy operations;
 - an `AdaptiveThreshold` (`threshold`: kind penalties from operator feedback, alert rate) and
   an `IncidentTracker` (`incidents`: lifecycle, ids and kinds of the last incidents);
-- a `DailyRecurrence` (`recurrence`, 72 bytes and a day number): per hour of the day, the
+- a row of `recurrence.DailyRecurrenceBank` (72 bytes and a day number): per hour of the day, the
   largest surprise of the last two days, so a daily job's spike stops alerting once it has
   recurred twice;
 - a `RecentPeaks` (`peaks`, 6 floats): the peak surprise of each of the last two surprising
@@ -98,7 +98,7 @@ from models.incidents import IncidentTracker, incident_id, parse_incident_id
 from models.metric_bank import MetricBank, batch_rounds
 from models.normalizer import EWStandardizer
 from models.peaks import RecentPeaks
-from models.recurrence import DailyRecurrence
+from models.recurrence import DailyRecurrenceBank
 from models.residual import DampedTrendForecaster
 from models.shape import ShapeBank
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
@@ -252,7 +252,7 @@ class EngineConfig:
     incident_dedup: bool = True
     dedup_fraction: float = 0.5
     # Discount a sample's largest channel surprise by what recurred at this time of day on
-    # both previous days (`recurrence.DailyRecurrence`), before the combined calibration: a
+    # both previous days (`recurrence.DailyRecurrenceBank`), before the combined calibration: a
     # daily job's spike stops alerting on its third day, and stops teaching the VM's combined
     # calibrator that big surprises are common.
     daily_recurrence: bool = True
@@ -350,7 +350,6 @@ class _VMState:
         "last_threshold",
         "last_ts",
         "alerts",
-        "recurrence",
         "peaks",
     )
 
@@ -365,21 +364,22 @@ class _VMState:
         self.last_threshold = c.threshold
         self.last_ts = 0.0
         self.alerts = 0
-        self.recurrence = DailyRecurrence()
         self.peaks = RecentPeaks()
 
-    def scalar_state(self, bank: MetricBank) -> list[float]:
+    def scalar_state(self, bank: MetricBank, recurrence: DailyRecurrenceBank) -> list[float]:
         out = [float(self.seen), self.last_score, self.last_threshold, self.last_ts]
         out.append(float(self.alerts))
         out.extend(bank.shift_state(self.slot))  # EW mean of each metric's signed z-score
         out.extend(bank.state(self.slot))
-        out.extend(self.recurrence.state())
+        out.extend(recurrence.state(self.slot))
         out.extend(self.threshold.state())
         out.extend(self.incident.state())
         out.extend(self.peaks.state())  # v3
         return out
 
-    def load_scalar_state(self, values: Sequence[float], bank: MetricBank) -> int:
+    def load_scalar_state(
+        self, values: Sequence[float], bank: MetricBank, recurrence: DailyRecurrenceBank
+    ) -> int:
         """Restore from `scalar_state` output; returns how many values it used."""
         self.seen = int(values[0])
         self.last_score, self.last_threshold, self.last_ts = values[1], values[2], values[3]
@@ -389,8 +389,8 @@ class _VMState:
         size = MetricBank.N_STATE_PER_METRIC * _N_FEATURES
         bank.load_state(self.slot, values[i : i + size])
         i += size
-        self.recurrence.load_state(tuple(values[i : i + DailyRecurrence.N_STATE]))
-        i += DailyRecurrence.N_STATE
+        recurrence.load_state(self.slot, tuple(values[i : i + DailyRecurrenceBank.N_STATE]))
+        i += DailyRecurrenceBank.N_STATE
         self.threshold.load_state(tuple(values[i : i + AdaptiveThreshold.N_STATE]))
         i += AdaptiveThreshold.N_STATE
         self.incident.load_state(tuple(values[i : i + IncidentTracker.N_STATE]))
@@ -490,6 +490,7 @@ class AnomalyEngine:
                 )
             ]
         )
+        self._recurrence = DailyRecurrenceBank()  # what recurred at each hour, per VM
         self._bank = MetricBank(
             _N_FEATURES,
             EWStandardizer(c.scaler_alpha, c.scaler_clip),
@@ -610,7 +611,7 @@ class AnomalyEngine:
     def dump_vm(self, vm_id: str) -> bytes:
         """Compact serialisation of one VM's state (scalars as float64, reservoirs as float32)."""
         state = self._vms[vm_id]
-        scalars = state.scalar_state(self._bank)
+        scalars = state.scalar_state(self._bank, self._recurrence)
         blobs = {
             name: self._calibration.to_bytes(state.slot, column)
             for name, column in self._columns.items()
@@ -641,7 +642,7 @@ class AnomalyEngine:
         if previous is not None:
             self._bank.release(previous.slot)
         state = _VMState(self.config, self._allocate())
-        used = state.load_scalar_state(scalars, self._bank)
+        used = state.load_scalar_state(scalars, self._bank, self._recurrence)
         profile_scalars = scalars[used:] if version >= 4 else ()
         for _ in range(n_channels):
             klen, blen = struct.unpack_from("<BI", data, offset)
@@ -682,6 +683,7 @@ class AnomalyEngine:
     def _allocate(self) -> int:
         slot = self._bank.allocate()
         self._calibration.reset(slot)
+        self._recurrence.reset(slot)
         if self._profiles is not None:
             self._profiles.reset(slot)
         if self._ranges is not None:
@@ -830,7 +832,6 @@ class AnomalyEngine:
             apart = []
         recurring = self.config.daily_recurrence
         floor = self.config.recurrence_floor
-        times = ts.tolist()
         log = math.log
         # the k-th round holds each VM's k-th scored sample
         for group in batch_rounds(slots[scored]):
@@ -855,7 +856,7 @@ class AnomalyEngine:
                 kept_surprise[:, apart] = 0.0
             tops = kept_surprise.sum(axis=1) if sum_combine else kept_surprise.max(axis=1)
             if recurring:
-                tops = self._discount_recurring(local, members, times, tops, floor)
+                tops = self._discount_recurring(member_slots, ts[members], tops, floor)
             rows = zip(members.tolist(), surprise.tolist(), kept.tolist(), strict=True)
             for i, row, keep in rows:
                 named = zip(channels, row, keep, strict=True)
@@ -877,27 +878,16 @@ class AnomalyEngine:
         return out
 
     def _discount_recurring(
-        self,
-        local: list[_Local],
-        members: np.ndarray,
-        times: list[float],
-        tops: np.ndarray,
-        floor: float,
+        self, slots: np.ndarray, ts: np.ndarray, tops: np.ndarray, floor: float
     ) -> np.ndarray:
-        """Each member's top surprise (-ln p) less the part above `floor` (-log10 p) of what
+        """Each sample's top surprise (-ln p) less the part above `floor` (-log10 p) of what
         recurred at its time of day on both previous days; each VM's recurrence learns the
-        undiscounted surprise."""
-        out = []
-        for i, top in zip(members.tolist(), tops.tolist(), strict=True):
-            recurrence = local[i].state.recurrence
-            ts = times[i]
-            expected = recurrence.expected(ts)
-            recurrence.learn_one(ts, top / _LN10)
-            if expected > floor:
-                discount = (expected - floor) * _LN10
-                top = top - discount if top > discount else 0.0
-            out.append(top)
-        return np.array(out)
+        undiscounted surprise. `slots` are distinct (one round of a batch)."""
+        expected = self._recurrence.expected(slots, ts)
+        self._recurrence.learn(slots, ts, tops / _LN10)
+        discount = (expected - floor) * _LN10
+        discounted = np.where(tops > discount, tops - discount, 0.0)
+        return np.where(expected > floor, discounted, tops)
 
     def _decide(
         self,

@@ -17,7 +17,7 @@ from models.drift import CompactPageHinkley
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
 from models.normalizer import EWStandardizer
 from models.peaks import RecentPeaks
-from models.recurrence import DailyRecurrence
+from models.recurrence import DailyRecurrenceBank
 from models.residual import DampedTrendForecaster, ForecastResidualDetector
 from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
 
@@ -273,9 +273,32 @@ def test_calibrator_memory_is_constant():
     assert len(cal.to_bytes()) == before
 
 
+class _OneVM:
+    """One slot of a `DailyRecurrenceBank`, sample by sample."""
+
+    def __init__(self, bank: DailyRecurrenceBank | None = None, slot: int = 0) -> None:
+        self.bank = bank or DailyRecurrenceBank(capacity=1)
+        self.slot = slot
+        self.bank.reset(slot)
+
+    def expected(self, ts: float) -> float:
+        return float(self.bank.expected(np.array([self.slot]), np.array([ts]))[0])
+
+    def learn_one(self, ts: float, surprise: float) -> None:
+        self.bank.learn(np.array([self.slot]), np.array([ts]), np.array([surprise]))
+
+    def state(self) -> list[float]:
+        return self.bank.state(self.slot)
+
+    def restored(self) -> _OneVM:
+        other = _OneVM()
+        other.bank.load_state(0, tuple(self.state()))
+        return other
+
+
 def test_daily_recurrence_needs_the_same_hour_on_both_previous_days():
     day = 86_400.0
-    rec = DailyRecurrence()
+    rec = _OneVM()
     t0 = 20 * day  # midnight UTC
     rec.learn_one(t0 + 3 * 3600 + 600, 6.0)  # day 0, 03:10
     assert rec.expected(t0 + day + 3 * 3600) == 0.0  # seen once: not a pattern yet
@@ -283,9 +306,9 @@ def test_daily_recurrence_needs_the_same_hour_on_both_previous_days():
     assert rec.expected(t0 + 2 * day + 3 * 3600 + 1800) == 5.0  # both days, within the hour
     assert rec.expected(t0 + 2 * day + 9 * 3600) == 0.0  # another time of day
     rec.learn_one(t0 + 2 * day + 3 * 3600, 7.0)
-    restored = DailyRecurrence()
-    restored.load_state(rec.state())
-    assert restored.state() == rec.state() and len(rec.state()) == DailyRecurrence.N_STATE
+    restored = rec.restored()
+    assert restored.state() == rec.state()
+    assert len(rec.state()) == DailyRecurrenceBank.N_STATE
     assert restored.expected(t0 + 3 * day + 3 * 3600) == rec.expected(t0 + 3 * day + 3 * 3600)
     assert rec.expected(t0 + 5 * day + 3 * 3600) == 0.0  # a gap of days forgets the pattern
 
@@ -294,7 +317,7 @@ def test_daily_recurrence_matches_a_plain_record_of_every_day():
     """Random samples over two weeks with gaps of hours and days, against a dict of all days."""
     rng = np.random.default_rng(5)
     day = 86_400.0
-    rec, days = DailyRecurrence(), {}
+    rec, days = _OneVM(), {}
 
     def plain_expected(ts: float) -> float:
         d, h = int(ts // day), int(ts % day // 3600)
@@ -319,10 +342,30 @@ def test_daily_recurrence_matches_a_plain_record_of_every_day():
         # kept in sixteenths of a unit, rounded down, at most 255 sixteenths
         hours[h] = max(hours[h], min(math.floor(surprise * 16.0), 255) / 16.0)
         if rng.random() < 0.01:  # a checkpoint round trip on the way
-            restored = DailyRecurrence()
-            restored.load_state(rec.state())
+            restored = rec.restored()
             assert restored.state() == rec.state()
             rec = restored
+
+
+def test_daily_recurrence_bank_keeps_vms_apart():
+    """VMs updated together, each on its own clock, read as each alone would."""
+    rng = np.random.default_rng(8)
+    day = 86_400.0
+    n = 40
+    bank = DailyRecurrenceBank(capacity=4)  # grows as slots are reset
+    together = [_OneVM(bank, slot) for slot in range(n)]
+    alone = [_OneVM() for _ in range(n)]
+    ts = 50 * day + rng.uniform(0.0, 3 * day, n)
+    for _ in range(400):
+        ts = ts + rng.choice([900.0, 3600.0, day, 2.5 * day], size=n, p=[0.7, 0.2, 0.07, 0.03])
+        surprises = rng.exponential(3.0, n)
+        slots = np.flatnonzero(rng.random(n) < 0.7)  # some VMs skip a round
+        expected = bank.expected(slots, ts[slots])
+        bank.learn(slots, ts[slots], surprises[slots])
+        for k, slot in enumerate(slots.tolist()):
+            assert expected[k] == alone[slot].expected(ts[slot])
+            alone[slot].learn_one(ts[slot], surprises[slot])
+    assert [vm.state() for vm in together] == [vm.state() for vm in alone]
 
 
 def _episode(peaks: RecentPeaks, start: float, surprises: list[float], gap: int = 3) -> float:
