@@ -84,6 +84,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import compress
 
 import numpy as np
 
@@ -113,6 +114,7 @@ FEATURES: tuple[str, ...] = (
     "net_out_bps",
 )
 _N_FEATURES = len(FEATURES)
+_ALL_METRICS = tuple(range(_N_FEATURES))  # `present` of a sample with every metric
 _LOCAL_CHANNELS = ("residual", "level", "shift")
 _DAILY = "daily"
 _RANGE = "range"
@@ -158,7 +160,7 @@ class Sample:
 
 
 def channel_evidence(
-    present: list[int],
+    present: Sequence[int],
     surprises: dict[str, float],
     residual: list[float],
     z: list[float],
@@ -407,7 +409,7 @@ class _Local:
 
     state: _VMState
     values: dict[str, float]
-    present: list[int]
+    present: Sequence[int]  # the sample's metrics, as indices of FEATURES
     z: list[float]
     residual: list[float]
     typical: list[float]
@@ -532,7 +534,7 @@ class AnomalyEngine:
         if not samples:
             return []
         local, batch = self._local_pass(samples)
-        raws = self._raw_scores(batch, self._fleet_pass(local, batch.Z))
+        raws = self._raw_scores(batch, self._fleet_pass(batch.Z, batch.present))
         calibrated = self._calibrate(local, batch.slots, batch.ts, raws)
         return [
             self._decide(sample, loc, cal, batch.ranges_before)
@@ -697,44 +699,37 @@ class AnomalyEngine:
 
         Returns the per-sample results and the batch's per-metric arrays.
         """
-        rows: list[list[float]] = []
-        presents: list[list[int]] = []
-        states: list[_VMState] = []
-        values_of: list[dict[str, float]] = []
+        vms = self._vms
+        states = [vms.get(sample.vm_id) or self._state(sample.vm_id) for sample in samples]
+        # None, NaN and infinities: the metric is absent
+        X = np.array([[sample.values.get(name) for name in FEATURES] for sample in samples], float)
+        finite = np.isfinite(X)
+        X[~finite] = math.nan
         slots: list[int] = []
         warm: list[bool] = []
-        times: list[float] = []
         gaps: list[float] = []
         warmup = self.config.warmup
-        isfinite = math.isfinite
-        for sample in samples:
-            state = self._state(sample.vm_id)
-            get = sample.values.get
-            values: dict[str, float] = {}
-            row = [math.nan] * _N_FEATURES
-            present = []
-            for i, name in enumerate(FEATURES):
-                raw = get(name)
-                if raw is None:
-                    continue
-                x = float(raw)
-                if isfinite(x):
-                    values[name] = row[i] = x
-                    present.append(i)
-            rows.append(row)
-            presents.append(present)
-            states.append(state)
-            values_of.append(values)
+        for sample, state in zip(samples, states, strict=True):
             slots.append(state.slot)
             warm.append(state.seen >= warmup)
             state.seen += 1
-            times.append(sample.ts)
             gaps.append(sample.ts - state.last_ts if state.last_ts else 0.0)
             state.last_ts = sample.ts  # in order, so a VM's next sample in the batch sees it
+        presents: list[Sequence[int]] = []
+        values_of: list[dict[str, float]] = []
+        for row, row_finite, complete in zip(
+            X.tolist(), finite.tolist(), finite.all(axis=1).tolist(), strict=True
+        ):
+            if complete:
+                presents.append(_ALL_METRICS)
+                values_of.append(dict(zip(FEATURES, row, strict=True)))
+            else:
+                present = [i for i, f in enumerate(row_finite) if f]
+                presents.append(present)
+                values_of.append({FEATURES[i]: row[i] for i in present})
         slot_array = np.array(slots, dtype=np.intp)
-        X = np.array(rows)
         Z, R, T, shifted, shift = self._bank.observe(slot_array, X, np.array(warm, dtype=bool))
-        time_array = np.array(times)
+        time_array = np.array([sample.ts for sample in samples], dtype=float)
         if self._profiles is not None:
             P = self._profiles.observe(slot_array, time_array, np.array(gaps), X)
         else:
@@ -764,19 +759,17 @@ class AnomalyEngine:
                 d = [d[i] for i in present]
             scored = is_warm and bool(present)
             local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored, len(local)))
-        present = ~np.isnan(X)
         return local, _Batch(
-            slot_array, present, Z, R, P, time_array, beyond, ranges_before, shift, shape
+            slot_array, finite, Z, R, P, time_array, beyond, ranges_before, shift, shape
         )
 
-    def _fleet_pass(self, local: list[_Local], Z: np.ndarray) -> dict[str, np.ndarray]:
+    def _fleet_pass(self, Z: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
         if not self._fleet.names:
             return {}
         Z = np.clip(Z, -8.0, 8.0)
         # The forests only see samples with enough metrics: for one metric the level channel
         # already says everything a density over one z-score could.
-        need = self.config.forest_min_features
-        rows = np.fromiter((len(loc.present) >= need for loc in local), bool, len(local))
+        rows = present.sum(axis=1) >= self.config.forest_min_features
         return self._fleet.score_and_learn(Z, rows)
 
     def _raw_scores(self, batch: _Batch, fleet: dict[str, np.ndarray]) -> np.ndarray:
@@ -797,11 +790,11 @@ class AnomalyEngine:
             columns.append(batch.beyond)
         if batch.shape is not None:
             columns.append(batch.shape)
-        log = math.log
-        nan = math.nan
         for name in self._fleet.names:  # NaN: that forest is not ready or skipped the sample
-            scores = fleet[name].tolist() if name in fleet else [nan] * len(present)
-            columns.append(np.array([-log(max(1e-12, 1.0 - v)) if v == v else v for v in scores]))
+            if name in fleet:
+                columns.append(-np.log(np.maximum(1e-12, 1.0 - fleet[name])))
+            else:
+                columns.append(np.full(len(present), np.nan))
         return np.stack(columns, axis=1)
 
     def _calibrate(
@@ -832,7 +825,6 @@ class AnomalyEngine:
             apart = []
         recurring = self.config.daily_recurrence
         floor = self.config.recurrence_floor
-        log = math.log
         # the k-th round holds each VM's k-th scored sample
         for group in batch_rounds(slots[scored]):
             members = scored[group]
@@ -845,7 +837,7 @@ class AnomalyEngine:
                 scores[valid].tolist(),
             )
             surprise = np.zeros(scores.shape)
-            surprise[valid] = [-log(p if p > _P_FLOOR else _P_FLOOR) for p in ps]
+            surprise[valid] = -np.log(np.fmax(ps, _P_FLOOR))
             young = np.zeros(scores.shape, dtype=bool)
             young[valid] = np.logical_not(counted)
             kept = valid & ~(young & optional)  # a young optional channel is left out
@@ -857,24 +849,22 @@ class AnomalyEngine:
             tops = kept_surprise.sum(axis=1) if sum_combine else kept_surprise.max(axis=1)
             if recurring:
                 tops = self._discount_recurring(member_slots, ts[members], tops, floor)
-            rows = zip(members.tolist(), surprise.tolist(), kept.tolist(), strict=True)
-            for i, row, keep in rows:
-                named = zip(channels, row, keep, strict=True)
-                out[i] = ({name: v for name, v, k in named if k}, 1.0)
+            finals = np.ones(len(members))  # the p-value of a VM whose channels are not ready
             if ready.any():
-                finals, _ = bank.observe(
+                ready_finals, _ = bank.observe(
                     member_slots[ready].tolist(),
                     [combined] * int(ready.sum()),
                     tops[ready].tolist(),
                 )
                 if apart:
-                    exp = math.exp
-                    finals = [
-                        min(p, range_factor * exp(-r))
-                        for p, r in zip(finals, apart_surprise[ready].tolist(), strict=True)
-                    ]
-                for i, p in zip(members[ready].tolist(), finals, strict=True):
-                    out[i] = (out[i][0], min(1.0, max(p, _P_FLOOR)))
+                    apart_p = range_factor * np.exp(-apart_surprise[ready])
+                    ready_finals = np.fmin(ready_finals, apart_p)
+                finals[ready] = np.fmin(1.0, np.fmax(ready_finals, _P_FLOOR))
+            rows = zip(
+                members.tolist(), surprise.tolist(), kept.tolist(), finals.tolist(), strict=True
+            )
+            for i, row, keep, p in rows:
+                out[i] = (dict(compress(zip(channels, row, strict=True), keep)), p)
         return out
 
     def _discount_recurring(
