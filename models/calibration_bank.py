@@ -17,7 +17,6 @@ numpy's per-call cost would exceed the work.
 from __future__ import annotations
 
 import copy
-import math
 from array import array
 from collections.abc import Sequence
 
@@ -63,8 +62,8 @@ class CalibrationBank:
         self._prior_excess = np.array([c.prior_excess for c in self._settings])
         self._decay = np.array([c.decay for c in self._settings])
         self._winsor_p = [c.winsor_p for c in self._settings]
-        self._scales = [c.scale for c in self._settings]
-        self._log_axes = [c.log_axis for c in self._settings]
+        self._scales = np.array([c.scale for c in self._settings], dtype=np.float64)
+        self._log_axes = np.array([c.log_axis for c in self._settings], dtype=bool)
         # Calibrator (slot, column) is row slot * n_columns + column: its 64 bins, contiguous.
         self._counts = np.zeros((capacity * self.n_columns, _BINS), dtype=np.float32)
         self._meta = np.zeros((capacity * self.n_columns, 4))
@@ -197,20 +196,17 @@ class CalibrationBank:
         return ps, counted
 
     def _observe_vectorised(self, slots, columns, raws) -> tuple[list[float], list[bool]]:
-        log1p = math.log1p
-        scales, logs = self._scales, self._log_axes
-        pos_list = [  # `TailCalibrator._position`
-            (log1p(raw * scales[c]) / _WIDTH if logs[c] else raw * scales[c] / _WIDTH)
-            if raw > 0.0
-            else 0.0
-            for c, raw in zip(columns, raws, strict=True)
-        ]
-        pairs = len(pos_list)
         if self._out:
             self.check_in_all()
         cols = np.asarray(columns, dtype=np.intp)
         index = np.asarray(slots, dtype=np.intp) * self.n_columns + cols
-        pos = np.array(pos_list)
+        # `TailCalibrator._position`, pair by pair
+        raw = np.asarray(raws, dtype=np.float64)
+        positive = raw > 0.0
+        scaled = np.where(positive, raw, 0.0) * self._scales[cols]
+        pos = np.where(self._log_axes[cols], np.log1p(scaled), scaled) / _WIDTH
+        pos = np.where(positive, pos, 0.0)
+        pairs = len(pos)
         counts = self._counts.take(index, axis=0)  # (pairs, bins), float32: summed in float64
         by_bin = counts.T  # a view: the blocks summed below are copied out of it contiguous
         n, weight, total, top = self._meta.take(index, axis=0).T
@@ -245,7 +241,7 @@ class CalibrationBank:
                 args = (
                     counts[i].tolist(),
                     int(top[i]),
-                    pos_list[i],
+                    float(pos[i]),
                     float(above[i]),
                     float(tail[i]),
                     float(total[i]),

@@ -722,7 +722,7 @@ class AnomalyEngine:
         ):
             if complete:
                 presents.append(_ALL_METRICS)
-                values_of.append(dict(zip(FEATURES, row, strict=True)))
+                values_of.append(dict(zip(FEATURES, row, strict=False)))  # same length
             else:
                 present = [i for i, f in enumerate(row_finite) if f]
                 presents.append(present)
