@@ -53,6 +53,8 @@ class AdaptiveThreshold:
         boost = 0.0
         if self.rate > target_rate > 0:
             boost = rate_gain * math.log10(self.rate / target_rate)
+        if self.penalty is _NO_PENALTY:  # most VMs: no verdict yet
+            return base + boost
         if kind is None:
             return base + min(self.penalty) + boost
         return base + self.penalty[KINDS.index(kind)] + boost
@@ -60,7 +62,7 @@ class AdaptiveThreshold:
     def observe(self, alerted: bool, rate_alpha: float, penalty_decay: float) -> None:
         """Update the alert rate with whether this sample raised an alert (opened an incident)."""
         self.rate += rate_alpha * ((1.0 if alerted else 0.0) - self.rate)
-        if penalty_decay < 1.0 and any(self.penalty):
+        if penalty_decay < 1.0 and self.penalty is not _NO_PENALTY and any(self.penalty):
             pen = self.penalty
             for i, v in enumerate(pen):
                 if v:
