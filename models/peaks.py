@@ -1,14 +1,14 @@
 """Recent recurrence: the peaks of the last two surprising episodes, whatever their period.
 
-`DailyRecurrence` forgives what recurs at the same time of day. Many VMs also repeat a surprise
-on another rhythm (a job every few hours, a load balancer that sheds a node now and then): the
-first occurrences are news, the third one within a day is not. `RecentPeaks` remembers the peak
-surprise of each of the last two *episodes* (a run of samples at or above `floor`, ended by
-`gap` calm samples) and when they ended. `expected(ts)` is the smaller of the two peaks while
-both are younger than `horizon` seconds (a pattern must have recurred twice to count), else 0.
-The engine discounts a sample's surprise by the part of it above `floor`, as for the daily one,
-but only when the sample is no more surprising than that: a bigger surprise is still news.
-Surprises are learned undiscounted, so a recurring pattern stays recognised.
+`recurrence.DailyRecurrenceBank` forgives what recurs at the same time of day. Many VMs also
+repeat a surprise on another rhythm (a job every few hours, a load balancer that sheds a node
+now and then): the first occurrences are news, the third one within a day is not. `RecentPeaks`
+remembers the peak surprise of each of the last two *episodes* (a run of samples at or above
+`floor`, ended by `gap` calm samples) and when they ended. `expected(ts)` is the smaller of the
+two peaks while both are younger than `horizon` seconds (a pattern must have recurred twice to
+count), else 0. The engine discounts a sample's surprise by the part of it above `floor`, as
+for the daily one, but only when the sample is no more surprising than that: a bigger surprise
+is still news. Surprises are learned undiscounted, so a recurring pattern stays recognised.
 
 State: 6 floats.
 """
