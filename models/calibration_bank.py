@@ -28,8 +28,6 @@ from models.calibration import (
     _RESCALE_AT,
     _WIDTH,
     TailCalibrator,
-    tail_p_value,
-    winsorised_position,
 )
 
 _MIN_PAIRS = 24  # pairs below which a call runs through the scalar calibrators
@@ -38,6 +36,7 @@ _LOWER = np.arange(_HALF)[:, None]  # bins 0..31
 _UPPER = np.arange(_BINS - 1, _HALF - 1, -1)[:, None]  # bins 63..32, from the top
 # Per (slot, column) scalars, in `TailCalibrator.to_bytes` order, then the top occupied bin.
 _N, _WEIGHT, _TOTAL, _TOP = range(4)
+_CENTRES_DOWN = np.arange(_BINS - 1, -1, -1) + 0.5  # each bin's centre, from the top bin down
 
 
 class CalibrationBank:
@@ -61,7 +60,7 @@ class CalibrationBank:
         self._tail_mass = np.array([c.tail_mass for c in self._settings])
         self._prior_excess = np.array([c.prior_excess for c in self._settings])
         self._decay = np.array([c.decay for c in self._settings])
-        self._winsor_p = [c.winsor_p for c in self._settings]
+        self._winsor_p = np.array([c.winsor_p for c in self._settings])
         self._scales = np.array([c.scale for c in self._settings], dtype=np.float64)
         self._log_axes = np.array([c.log_axis for c in self._settings], dtype=bool)
         # Calibrator (slot, column) is row slot * n_columns + column: its 64 bins, contiguous.
@@ -235,25 +234,26 @@ class CalibrationBank:
         # the few pairs in the upper tail: peaks over threshold, as the calibrator does it
         in_tail = np.flatnonzero(~young & (above < tail))
         if in_tail.size:
-            prior_excess = self._prior_excess[cols]
-            winsor_p = self._winsor_p
-            for i in in_tail.tolist():
-                args = (
-                    counts[i].tolist(),
-                    int(top[i]),
-                    float(pos[i]),
-                    float(above[i]),
-                    float(tail[i]),
-                    float(total[i]),
-                    float(weight[i]),
-                    float(prior_excess[i]),
-                )
-                p_i = ps[i] = tail_p_value(*args)
-                cap = winsor_p[columns[i]]
-                if p_i < cap:  # learned as the score with p-value `cap` (`TailCalibrator`)
-                    at = winsorised_position(*args[:3], *args[4:], cap)
-                    b[i] = int(at) if at < _BINS else _BINS - 1
-                    at_b[i] = counts[i, b[i]]
+            t, tot = tail[in_tail], total[in_tail]
+            fitted, u, excess = _tail_fits(
+                counts[in_tail], t, weight[in_tail], self._prior_excess[cols[in_tail]]
+            )
+            at = pos[in_tail]
+            tail_p = t / tot * np.exp(-np.maximum(0.0, at - u) / excess)
+            p_tail = np.where(fitted, tail_p, p[in_tail])  # not fitted: the empirical p-value
+            for i, p_i in zip(in_tail.tolist(), p_tail.tolist(), strict=True):
+                ps[i] = p_i
+            # learned as the score with p-value `cap` (`TailCalibrator`), where fitted
+            cap = self._winsor_p[cols[in_tail]]
+            capped = fitted & (p_tail < cap)
+            if capped.any():
+                rows = in_tail[capped]
+                u, excess, at = u[capped], excess[capped], at[capped]
+                t, tot = t[capped], tot[capped]
+                moved = u + excess * np.log(t / (tot * cap[capped]))
+                at = np.where(moved < at, moved, at)
+                b[rows] = np.where(at < _BINS, at, _BINS - 1).astype(np.intp)
+                at_b[rows] = counts[rows, b[rows]]
 
         # learn: add the pair's weight to its bin, then grow the weight (rescale when huge)
         self._counts[index, b] = at_b + weight
@@ -280,3 +280,33 @@ def _masked(block: np.ndarray, keep: np.ndarray) -> np.ndarray:
     out = np.zeros(block.shape)
     np.copyto(out, block, where=keep)
     return out
+
+
+def _tail_fits(
+    counts: np.ndarray, tail: np.ndarray, weight: np.ndarray, prior_excess: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`calibration._tail_fit` for many calibrators at once (rows of `counts`), to the same
+    doubles: whether each has a fitted tail, its quantile u and its mean excess (u and excess
+    mean nothing where not fitted).
+
+    Sums run from the top bin down, as the calibrator's loop does (the bins above a
+    calibrator's top are empty, and adding their zeros changes no sum)."""
+    down = counts[:, ::-1].astype(np.float64)
+    mass = np.cumsum(down, axis=1)  # the mass of the bins from the top down to each
+    moment = np.cumsum(down * _CENTRES_DOWN, axis=1)
+    reached = mass >= tail[:, None]
+    fitted = reached.any(axis=1)
+    j = reached.argmax(axis=1)  # the first bin from the top at which the tail is reached
+    rows = np.arange(len(j))
+    k = (_BINS - 1 - j).astype(np.float64)  # that bin
+    c = down[rows, j]
+    above = np.maximum(j - 1, 0)
+    mass_above = np.where(j > 0, mass[rows, above], 0.0)
+    moment_above = np.where(j > 0, moment[rows, above], 0.0)
+    part = tail - mass_above  # the top `part` of bin k belongs to the tail
+    with np.errstate(divide="ignore", invalid="ignore"):  # c is 0 only where not fitted
+        u = k + 1.0 - part / c
+        moment_tail = moment_above + part * (k + 1.0 - 0.5 * part / c)
+    prior = _MIN_TAIL * weight
+    excess = (moment_tail - tail * u + prior * prior_excess) / (tail + prior)
+    return fitted, u, np.where(excess < 0.25, 0.25, excess)
