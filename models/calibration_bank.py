@@ -106,6 +106,10 @@ class CalibrationBank:
         cal = self._out.get(i)
         return cal.n if cal is not None else int(self._meta[i, _N])
 
+    def min_count(self, column: int) -> int:
+        """Scores a calibrator of `column` needs before it gives p-values."""
+        return int(self._min_count[column])
+
     def to_bytes(self, slot: int, column: int) -> bytes:
         """The calibrator's state in `TailCalibrator.to_bytes` format."""
         i = slot * self.n_columns + column

@@ -842,6 +842,14 @@ class AnomalyEngine:
             young[valid] = np.logical_not(counted)
             kept = valid & ~(young & optional)  # a young optional channel is left out
             ready = ~(young & ~optional).any(axis=1)  # every counted channel gives p-values
+            if not ready.all():
+                # A VM already scored stays scored when a channel starts later (the fleet
+                # forests of a worker that restarted or took a partition over, learning
+                # afresh): the young channel is left out until its calibrator counts.
+                for r in np.flatnonzero(~ready).tolist():
+                    if bank.count(int(member_slots[r]), combined) >= bank.min_count(combined):
+                        ready[r] = True
+                        kept[r] &= ~young[r]
             kept_surprise = np.where(kept, surprise, 0.0)
             if apart:  # the range and shape channels answer on their own, below
                 apart_surprise = kept_surprise[:, apart].max(axis=1)

@@ -308,6 +308,35 @@ def test_dump_and_load_continue_scoring_identically(fleet):
         assert fresh.vm_snapshot("vm-1")["samples"] == original.vm_snapshot("vm-1")["samples"]
 
 
+def test_a_restored_vm_is_not_blinded_when_its_new_workers_forests_start():
+    """A worker that takes VMs over starts its fleet forests afresh, and the Half-Space Trees
+    score only once their first window is complete. A VM already scored before must stay
+    scored then: the channel that starts late joins once its calibrator counts.
+
+    Here the first worker learned its 16 VMs in one call, so its Half-Space Trees never
+    scored and no VM's halfspace calibrator counted; the second one's become ready just
+    before a spike."""
+    streams = [
+        stream(300, seed=v, vm=f"vm-{v}", edit=_spike_at(245) if v == 0 else None)
+        for v in range(16)
+    ]
+    ticks = [list(tick) for tick in zip(*streams, strict=True)]
+
+    def call(engine: AnomalyEngine, first: int, last: int) -> list[Assessment]:
+        return engine.process([s for tick in ticks[first:last] for s in tick])
+
+    first = AnomalyEngine()
+    call(first, 0, 140)
+    second = AnomalyEngine()
+    for vm in (f"vm-{v}" for v in range(16)):
+        second.load_vm(vm, first.dump_vm(vm))
+    call(second, 140, 236)  # the new Half-Space Trees complete their first window
+    after = call(second, 236, 300)
+    scored = [a for a in after if a.vm_id == "vm-0" and a.ts < streams[0][245].ts]
+    assert any(a.score > 0.0 for a in scored), "vm-0 went unscored (p = 1) before its spike"
+    assert any(e["vm_id"] == "vm-0" and e["status"] == "open" for e in events(after))
+
+
 def test_same_input_and_seed_give_the_same_output():
     samples = _history(400) + [
         Sample(s.vm_id, s.ts + 60.0 * 400, s.values) for s in _continuation()
