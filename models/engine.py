@@ -809,8 +809,9 @@ class AnomalyEngine:
         channels' correlation), unless `range_factor` times the smaller of the range and shape
         channels' p-values is smaller.
         It starts once every channel's calibrator gives p-values (an optional channel counts
-        once its own does). All calibrators of a batch run in the bank together, in rounds in
-        which no VM repeats (which equals sample order: VMs are independent)."""
+        once its own does, and so does one that starts after the VM is scored: the forests of
+        a worker that took the VM over). All calibrators of a batch run in the bank together,
+        in rounds in which no VM repeats (which equals sample order: VMs are independent)."""
         out: list[tuple[dict[str, float], float] | None] = [None] * len(local)
         scored = np.flatnonzero(np.fromiter((loc.scored for loc in local), bool, len(local)))
         if not len(scored):
