@@ -8,8 +8,9 @@ and learns a whole batch of (slot, column, raw score) pairs with numpy operation
 The results are identical to `TailCalibrator`'s bit for bit: the mass above a score is summed
 over the same bins in the same order (a reduction over the first axis of a contiguous block
 adds its rows in turn), the rest is +, -, *, / and comparisons, the log axis is computed with
-`math` as the calibrator does, and the few pairs in a calibrator's upper tail go through the
-same `calibration.tail_p_value`. A call with few pairs (one VM's replay, a trickle of live
+`math` as the calibrator does, and the peaks-over-threshold tails of the few pairs in a
+calibrator's upper tail are fitted together (`_tail_fits`) to the doubles that
+`calibration.tail_p_value` gives. A call with few pairs (one VM's replay, a trickle of live
 samples) runs through `TailCalibrator` objects checked out of the arrays instead, since
 numpy's per-call cost would exceed the work.
 """
@@ -234,7 +235,6 @@ class CalibrationBank:
             self._tail_mass[cols] * total, np.minimum(_MIN_TAIL * weight, 0.5 * total)
         )
         p = np.where(young, 1.0, (above + weight) / (total + weight))
-        ps = p.tolist()
         # the few pairs in the upper tail: peaks over threshold, as the calibrator does it
         in_tail = np.flatnonzero(~young & (above < tail))
         if in_tail.size:
@@ -245,8 +245,7 @@ class CalibrationBank:
             at = pos[in_tail]
             tail_p = t / tot * np.exp(-np.maximum(0.0, at - u) / excess)
             p_tail = np.where(fitted, tail_p, p[in_tail])  # not fitted: the empirical p-value
-            for i, p_i in zip(in_tail.tolist(), p_tail.tolist(), strict=True):
-                ps[i] = p_i
+            p[in_tail] = p_tail
             # learned as the score with p-value `cap` (`TailCalibrator`), where fitted
             cap = self._winsor_p[cols[in_tail]]
             capped = fitted & (p_tail < cap)
@@ -268,7 +267,7 @@ class CalibrationBank:
         if huge.any():
             for i in index[huge].tolist():
                 self._rescale(i)
-        return ps, (n >= self._min_count[cols]).tolist()
+        return p.tolist(), (n >= self._min_count[cols]).tolist()
 
     def _rescale(self, i: int) -> None:
         meta = self._meta[i]
