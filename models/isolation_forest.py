@@ -300,70 +300,61 @@ class IncrementalIsolationForest(base.AnomalyDetector):
             scores = self.score_many(checked)
             self.learn_many(checked)
             return scores
-        leaves, visited, length = self._route(checked, collect=True, hops=True)
+        leaves, length = self._route(checked, hops=True)
         scores = self._scores_from_route(leaves, length, n)
-        self._learn(checked, route=(leaves, visited))
+        self._learn(checked, leaves=leaves)
         return scores
 
     # ----------------------------------------------------------------------------------
     # Internals
 
-    def _route(
-        self, X: np.ndarray, collect: bool = False, hops: bool = False
-    ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+    def _route(self, X: np.ndarray, hops: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Route every (tree, row) pair, tree-major, from its root to a leaf.
 
-        Returns the leaves; with collect, the nodes passed below the roots (leaves included);
-        with hops, the number of effective splits on each path (see `_hop`)."""
+        Returns the leaves and, with hops, the number of effective splits on each path (see
+        `_hop`)."""
         n, n_features = X.shape
         flat = np.ascontiguousarray(X).ravel()
         offsets = np.tile(np.arange(n, dtype=np.int64) * n_features, self.n_trees)
-        leaves = np.repeat(self._roots, n)
-        length = np.zeros(leaves.size, dtype=np.int16) if hops else None
-        g = leaves
-        active = None  # None: every pair is still moving
-        visited: list[np.ndarray] = []
+        g = np.repeat(self._roots, n)
+        leaves = g
+        length = None
+        walked = np.zeros(g.size, dtype=np.int16) if hops else None  # in step with g
+        active = None  # positions of the moving pairs; None: every pair is still moving
         feature, left, threshold, hop = self._feature, self._left, self._threshold, self._hop
         for _ in range(self._deepest):
             nxt = left.take(g) + (flat.take(offsets + feature.take(g)) >= threshold.take(g))
             moved = nxt != g
             if not moved.all():
+                # Pairs that reached their leaf leave the moving set with their results.
                 stopped = ~moved
                 if active is None:
                     leaves = g.copy()
+                    length = walked
                     active = np.flatnonzero(moved)
                 else:
-                    leaves[active[stopped]] = g[stopped]
+                    done = active[stopped]
+                    leaves[done] = g[stopped]
+                    if hops:
+                        length[done] = walked[stopped]
                     active = active[moved]
                 if not active.size:
-                    return leaves, visited, length
+                    return leaves, length
                 nxt, offsets = nxt[moved], offsets[moved]
+                if hops:
+                    walked = walked[moved]
             g = nxt
-            if collect:
-                visited.append(g)
             if hops:
-                if active is None:
-                    length += hop.take(g)
-                else:
-                    length[active] += hop.take(g)
+                walked = walked + hop.take(g)
         if active is None:
-            return g, visited, length
+            return g, walked
         leaves[active] = g
-        return leaves, visited, length
-
-    def _ancestors(self, leaves: np.ndarray) -> list[np.ndarray]:
-        """The strict ancestors of the given nodes, roots included, as a list of arrays."""
-        out = []
-        g = self._parent[leaves]
-        g = g[g >= 0]
-        while g.size:
-            out.append(g)
-            g = self._parent[g]
-            g = g[g >= 0]
-        return out
+        if hops:
+            length[active] = walked
+        return leaves, length
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        leaves, _, length = self._route(X, hops=True)
+        leaves, length = self._route(X, hops=True)
         return self._scores_from_route(leaves, length, len(X))
 
     def _scores_from_route(self, leaves: np.ndarray, length: np.ndarray, n: int) -> np.ndarray:
@@ -371,11 +362,9 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         mean_h = h.reshape(self.n_trees, n).mean(axis=0)
         return np.exp2(-mean_h / self._c_table[max(self._n_window, 2)])
 
-    def _learn(
-        self, X: np.ndarray, route: tuple[np.ndarray, list[np.ndarray]] | None = None
-    ) -> None:
-        """Learn the rows of X (one structural update); `route` is X's leaves and visited
-        nodes from `_route(X, collect=True)` when the caller has them already."""
+    def _learn(self, X: np.ndarray, leaves: np.ndarray | None = None) -> None:
+        """Learn the rows of X (one structural update); `leaves` are X's leaves from `_route(X)`
+        when the caller has them already."""
         w = self.window_size
         n = len(X)
         if self._buffer is None:
@@ -384,11 +373,9 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         old_slots = slots[self._leaf_of[0, slots] >= 0]  # points these rows push out
         n_old = old_slots.size
 
-        # Leaving points: walk up from their leaves; arriving points: route down from the roots.
-        old_leaves = self._leaf_of[:, old_slots].ravel()
-        leaves, arrived = route if route is not None else self._route(X, collect=True)[:2]
-        gone = [old_leaves, *self._ancestors(old_leaves)] if n_old else []
-        touched = self._apply_counts(arrived, gone, n_roots_per=n)
+        if leaves is None:
+            leaves = self._route(X)[0]
+        touched = self._apply_counts(leaves, self._leaf_of[:, old_slots].ravel())
         self._buffer[slots] = X
         self._leaf_of[:, slots] = leaves.reshape(self.n_trees, n)
         self._head = int((self._head + n) % w)
@@ -424,26 +411,32 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         pair = np.concatenate([siblings, nodes])
         self._hop[both] = ~((self._count[both] > 0) & (self._count[pair] == 0))
 
-    def _apply_counts(
-        self, arrived: list[np.ndarray], gone: list[np.ndarray], n_roots_per: int
-    ) -> np.ndarray:
-        """Count arrivals (+1 per entry; every root +n_roots_per) and departures (-1 per entry)
-        on the nodes below the roots; return the nodes touched, roots included, sorted, unique."""
-        up = np.concatenate(arrived) if arrived else np.zeros(0, dtype=np.int32)
-        down = np.concatenate(gone) if gone else np.zeros(0, dtype=np.int32)
-        count = self._count
-        count[self._roots] += n_roots_per
-        if up.size + down.size < 1024:
-            np.add.at(count, up, 1)
-            np.subtract.at(count, down, 1)
-            return np.unique(np.concatenate([self._roots, up, down]))
-        size = count.size
-        plus = np.bincount(up, minlength=size)
-        minus = np.bincount(down, minlength=size)
-        count += (plus - minus).astype(np.int32)
-        plus += minus
-        plus[self._roots] = 1
-        return np.flatnonzero(plus)
+    def _apply_counts(self, arrived: np.ndarray, gone: np.ndarray) -> np.ndarray:
+        """Count the points arriving at and leaving the given leaves (one entry per point and
+        tree) on every node of their paths; return those nodes (touched), sorted.
+
+        A path's nodes are a leaf and its ancestors, so each node's arrivals and departures are
+        those of its children summed: the leaves are counted, then the inner nodes level by
+        level from the deepest up. Arrivals and departures travel packed in one integer
+        (departures times 2**20; at most 256 rows per update, so neither part overflows)."""
+        size = self._count.size
+        moves = np.bincount(arrived, minlength=size)
+        if gone.size:
+            moves += np.bincount(gone, minlength=size) << 20
+        inner = np.flatnonzero(self._kind == _INNER)
+        if inner.size:
+            depth = self._depth[inner]
+            order = np.argsort(-depth, kind="stable")
+            inner, depth = inner[order], depth[order]
+            ends = np.flatnonzero(np.diff(depth)).tolist() + [inner.size - 1]
+            start = 0
+            for end in ends:
+                level = inner[start : end + 1]
+                left = self._left[level]
+                moves[level] = moves[left] + moves[left + 1]
+                start = end + 1
+        self._count += ((moves & 0xFFFFF) - (moves >> 20)).astype(np.int32)
+        return np.flatnonzero(moves)
 
     def _collapse(self, node: int) -> None:
         tree = node // self._nodes_per_tree

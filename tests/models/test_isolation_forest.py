@@ -34,7 +34,7 @@ def assert_consistent(forest: IncrementalIsolationForest) -> None:
     assert occupied.sum() == forest._n_window
     assert ((forest._leaf_of >= 0) == occupied).all()
     if forest._n_window:
-        leaves, _, _ = forest._route(forest._buffer[occupied])
+        leaves, _ = forest._route(forest._buffer[occupied])
         assert (leaves.reshape(forest.n_trees, -1) == forest._leaf_of[:, occupied]).all()
     leaf_counts = np.bincount(forest._leaf_of[:, occupied].ravel(), minlength=forest._count.size)
     is_leaf = forest._kind == _LEAF
