@@ -131,6 +131,7 @@ _COMBINED = "combined"
 # their anomalous end; 4x puts their typical range on the same bins as z-like scores. The
 # range channel's excesses (fractions of a range) get 4x too: on NAB's development subset
 # 2x-6x score alike.
+_OTHER = KINDS.index("other")
 _CHANNEL_SCALE = {"halfspace": 4.0, "iforest": 4.0, _RANGE: 4.0}
 # Channels calibrated on a linear axis (raw * scale, 0.125 per bin) whatever
 # `calibration_log_axis` says: the shape channel's distances (fractions of a range) have an
@@ -218,7 +219,9 @@ class Assessment:
     event: dict | None = None
     severity: str | None = None
     kind: str | None = None
-    # What `evidence` is computed from, when first read: most samples' is never looked at.
+    # What `surprises` and `evidence` are computed from, when first read: most samples' are
+    # never looked at. (present, (channels, surprise per channel, counted per channel),
+    # residual, z, daily), see `channel_evidence`.
     evidence_parts: tuple | None = field(default=None, repr=False)
 
     @property
@@ -226,9 +229,20 @@ class Assessment:
         return self.score >= self.threshold
 
     @cached_property
+    def surprises(self) -> dict[str, float]:
+        """Each counted channel's surprise (-ln p) for this sample; empty if not scored."""
+        if self.evidence_parts is None:
+            return {}
+        channels, row, counted = self.evidence_parts[1]
+        return dict(compress(zip(channels, row, strict=True), counted))
+
+    @cached_property
     def evidence(self) -> dict[str, float]:
         """How much each metric deviated, weighted by the evidence of each channel (any scale)."""
-        return {} if self.evidence_parts is None else channel_evidence(*self.evidence_parts)
+        if self.evidence_parts is None:
+            return {}
+        present, _, residual, z, daily = self.evidence_parts
+        return channel_evidence(present, self.surprises, residual, z, daily)
 
     @cached_property
     def attribution(self) -> dict[str, float]:
@@ -702,9 +716,12 @@ class AnomalyEngine:
         vms = self._vms
         states = [vms.get(sample.vm_id) or self._state(sample.vm_id) for sample in samples]
         # None, NaN and infinities: the metric is absent
-        X = np.array([[sample.values.get(name) for name in FEATURES] for sample in samples], float)
+        nan = math.nan
+        X = np.array(
+            [sample.values.get(name, nan) for sample in samples for name in FEATURES], float
+        ).reshape(len(samples), _N_FEATURES)
         finite = np.isfinite(X)
-        X[~finite] = math.nan
+        X[~finite] = nan
         slots: list[int] = []
         warm: list[bool] = []
         gaps: list[float] = []
@@ -799,8 +816,9 @@ class AnomalyEngine:
 
     def _calibrate(
         self, local: list[_Local], slots: np.ndarray, ts: np.ndarray, raws: np.ndarray
-    ) -> list[tuple[dict[str, float], float] | None]:
-        """Per scored sample, each counted channel's surprise (-ln p) and the final p-value.
+    ) -> list[tuple[list[float], list[bool], float] | None]:
+        """Per scored sample, each channel's surprise (-ln p), whether it counts, and the
+        final p-value.
 
         Every channel's raw score becomes a p-value under the VM's calibrator for it (then is
         learned); the largest surprise but the range and shape channels', less what recurred
@@ -812,7 +830,7 @@ class AnomalyEngine:
         once its own does, and so does one that starts after the VM is scored: the forests of
         a worker that took the VM over). All calibrators of a batch run in the bank together,
         in rounds in which no VM repeats (which equals sample order: VMs are independent)."""
-        out: list[tuple[dict[str, float], float] | None] = [None] * len(local)
+        out: list[tuple[list[float], list[bool], float] | None] = [None] * len(local)
         scored = np.flatnonzero(np.fromiter((loc.scored for loc in local), bool, len(local)))
         if not len(scored):
             return out
@@ -873,7 +891,7 @@ class AnomalyEngine:
                 members.tolist(), surprise.tolist(), kept.tolist(), finals.tolist(), strict=True
             )
             for i, row, keep, p in rows:
-                out[i] = (dict(compress(zip(channels, row, strict=True), keep)), p)
+                out[i] = (row, keep, p)
         return out
 
     def _discount_recurring(
@@ -892,7 +910,7 @@ class AnomalyEngine:
         self,
         sample: Sample,
         loc: _Local,
-        calibrated: tuple[dict[str, float], float] | None,
+        calibrated: tuple[list[float], list[bool], float] | None,
         ranges_before: np.ndarray | None,
     ) -> Assessment:
         c = self.config
@@ -900,7 +918,7 @@ class AnomalyEngine:
         if calibrated is None:  # not scored
             state.last_score = 0.0
             return Assessment(sample.vm_id, sample.ts, 0.0, state.last_threshold, loc.values)
-        surprises, p = calibrated
+        row, counted, p = calibrated
         surprise = -math.log10(p)
         if c.recent_recurrence:
             peaks = state.peaks
@@ -913,14 +931,31 @@ class AnomalyEngine:
                 p = 10.0**-surprise
         score = 100.0 * (1.0 - p)
 
-        evidence_parts = (loc.present, surprises, loc.residual, loc.z, loc.daily)
+        channel_surprises = (self.channels, row, counted)
+        evidence_parts = (loc.present, channel_surprises, loc.residual, loc.z, loc.daily)
         weights = None
         inc = state.incident
         floor = state.threshold.surprise_threshold(
             self._base_surprise, None, c.target_rate, c.rate_gain
         )
+        if surprise < floor and not inc.active:
+            # Quiet (nearly every sample): it cannot alert and there is no incident to go on
+            # with, so there is nothing to classify, cap or report.
+            if not state.threshold.same_for_every_kind:  # after verdicts: kinds differ
+                floor = state.threshold.surprise_threshold(
+                    self._base_surprise, "other", c.target_rate, c.rate_gain
+                )
+            threshold = surprise_to_score(floor)
+            state.last_score = score
+            state.last_threshold = threshold
+            inc.step(sample.ts, False, score, 0, _OTHER, c.recovery, c.holdoff)
+            state.threshold.observe(False, c.rate_alpha, self._penalty_decay)
+            return Assessment(
+                sample.vm_id, sample.ts, score, threshold, loc.values, evidence_parts=evidence_parts
+            )
         if surprise >= floor or inc.active:
-            weights = channel_evidence(*evidence_parts)
+            surprises = dict(compress(zip(self.channels, row, strict=True), counted))
+            weights = channel_evidence(loc.present, surprises, loc.residual, loc.z, loc.daily)
             names = list(weights)
             values = loc.values
             typical = loc.typical
@@ -979,8 +1014,9 @@ class AnomalyEngine:
             kind=kind if anomalous else None,
             evidence_parts=evidence_parts,
         )
-        if weights is not None:
-            assessment.evidence = weights  # already computed: the cached value
+        if weights is not None:  # already computed: the cached values
+            assessment.surprises = surprises
+            assessment.evidence = weights
         if status is not None:
             if status != "resolved":
                 state.alerts += 1

@@ -46,6 +46,11 @@ class AdaptiveThreshold:
         self.penalty: array | tuple[float, ...] = _NO_PENALTY
         self.rate = 0.0
 
+    @property
+    def same_for_every_kind(self) -> bool:
+        """True until the first verdict: every kind has the same threshold."""
+        return self.penalty is _NO_PENALTY
+
     def surprise_threshold(
         self, base: float, kind: str | None, target_rate: float, rate_gain: float
     ) -> float:

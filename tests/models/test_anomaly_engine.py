@@ -520,7 +520,7 @@ def test_a_record_is_as_rare_as_the_range_channel_calibrates_it(seed):
     have taught that calibrator that big surprises are common does not dilute a record
     (through it, the final p-value of these records was 100-4,400 times the range channel's own)."""
     last = run(_spiky_cpu(seed, 90.0), chunk=100)[1][-1]
-    range_p = math.exp(-last.evidence_parts[1]["range"])
+    range_p = math.exp(-last.surprises["range"])
     p = 1.0 - last.score / 100.0
     assert range_p < 1e-4
     assert p <= 2.0 * range_p * (1.0 + 1e-6)

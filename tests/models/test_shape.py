@@ -193,7 +193,7 @@ def test_the_engine_scores_the_channel_after_a_day_and_restores_it():
     engine = AnomalyEngine(config)
     samples = _engine_samples(700)  # 288 samples a day at 5 minutes
     seen = [engine.process(samples[i : i + 50]) for i in range(0, 600, 50)]
-    channels = [set(a.evidence_parts[1]) for batch in seen for a in batch if a.evidence_parts]
+    channels = [set(a.surprises) for batch in seen for a in batch if a.evidence_parts]
     assert any("shape" in c for c in channels[-100:])
     assert not any("shape" in c for c in channels[:50])  # its calibrator's first 50 scores
     restored = AnomalyEngine(config)
