@@ -160,6 +160,9 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         # 0 only when this node holds points and its sibling holds none (a split that no longer
         # separates any window point, e.g. an old regime's, adds no depth).
         self._hop = np.ones(size, dtype=np.int8)
+        # Per node, the hops from its root down to it (see `_path_lengths`).
+        self._lengths = np.zeros(size, dtype=np.int16)
+        self._lengths_stale = False
         self._retry_at = np.zeros(size, dtype=np.int64)  # no split attempt before this n_learned
         self._roots = np.arange(t, dtype=np.int64) * m
         self._kind[self._roots] = _LEAF
@@ -211,6 +214,7 @@ class IncrementalIsolationForest(base.AnomalyDetector):
             self._depth,
             self._parent,
             self._hop,
+            self._lengths,
             self._retry_at,
             self._leaf_of,
             self._free,
@@ -312,46 +316,39 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         """Route every (tree, row) pair, tree-major, from its root to a leaf.
 
         Returns the leaves and, with hops, the number of effective splits on each path (see
-        `_hop`)."""
+        `_hop`). A leaf routes to itself, so every pair takes `_deepest` steps: pairs that
+        arrived early stay put, which costs less than taking them out of the arrays."""
         n, n_features = X.shape
         flat = np.ascontiguousarray(X).ravel()
         offsets = np.tile(np.arange(n, dtype=np.int64) * n_features, self.n_trees)
         g = np.repeat(self._roots, n)
-        leaves = g
-        length = None
-        walked = np.zeros(g.size, dtype=np.int16) if hops else None  # in step with g
-        active = None  # positions of the moving pairs; None: every pair is still moving
-        feature, left, threshold, hop = self._feature, self._left, self._threshold, self._hop
+        feature, left, threshold = self._feature, self._left, self._threshold
         for _ in range(self._deepest):
-            nxt = left.take(g) + (flat.take(offsets + feature.take(g)) >= threshold.take(g))
-            moved = nxt != g
-            if not moved.all():
-                # Pairs that reached their leaf leave the moving set with their results.
-                stopped = ~moved
-                if active is None:
-                    leaves = g.copy()
-                    length = walked
-                    active = np.flatnonzero(moved)
-                else:
-                    done = active[stopped]
-                    leaves[done] = g[stopped]
-                    if hops:
-                        length[done] = walked[stopped]
-                    active = active[moved]
-                if not active.size:
-                    return leaves, length
-                nxt, offsets = nxt[moved], offsets[moved]
-                if hops:
-                    walked = walked[moved]
-            g = nxt
-            if hops:
-                walked = walked + hop.take(g)
-        if active is None:
-            return g, walked
-        leaves[active] = g
-        if hops:
-            length[active] = walked
-        return leaves, length
+            g = left.take(g) + (flat.take(offsets + feature.take(g)) >= threshold.take(g))
+        return g, self._path_lengths().take(g) if hops else None
+
+    def _path_lengths(self) -> np.ndarray:
+        """Per node, the effective splits (`_hop`) on the path from its root to it; computed
+        after each structural update, when first needed, level by level from the roots."""
+        if self._lengths_stale:
+            lengths = self._lengths
+            for level in self._inner_by_depth()[::-1]:
+                left = self._left[level]
+                above = lengths[level]
+                lengths[left] = above + self._hop[left]
+                lengths[left + 1] = above + self._hop[left + 1]
+            self._lengths_stale = False
+        return self._lengths
+
+    def _inner_by_depth(self) -> list[np.ndarray]:
+        """The inner nodes, one array per depth, deepest first."""
+        inner = np.flatnonzero(self._kind == _INNER)
+        if not inner.size:
+            return []
+        depth = self._depth[inner]
+        order = np.argsort(-depth, kind="stable")
+        inner, depth = inner[order], depth[order]
+        return np.split(inner, np.flatnonzero(np.diff(depth)) + 1)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         leaves, length = self._route(X, hops=True)
@@ -401,6 +398,7 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         for leaf in leaves[grow]:
             self._split(int(leaf))
         self._update_hops(touched)
+        self._lengths_stale = True
 
     def _update_hops(self, nodes: np.ndarray) -> None:
         nodes = nodes[(self._kind[nodes] != _FREE) & (self._parent[nodes] >= 0)]
@@ -423,18 +421,9 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         moves = np.bincount(arrived, minlength=size)
         if gone.size:
             moves += np.bincount(gone, minlength=size) << 20
-        inner = np.flatnonzero(self._kind == _INNER)
-        if inner.size:
-            depth = self._depth[inner]
-            order = np.argsort(-depth, kind="stable")
-            inner, depth = inner[order], depth[order]
-            ends = np.flatnonzero(np.diff(depth)).tolist() + [inner.size - 1]
-            start = 0
-            for end in ends:
-                level = inner[start : end + 1]
-                left = self._left[level]
-                moves[level] = moves[left] + moves[left + 1]
-                start = end + 1
+        for level in self._inner_by_depth():
+            left = self._left[level]
+            moves[level] = moves[left] + moves[left + 1]
         self._count += ((moves & 0xFFFFF) - (moves >> 20)).astype(np.int32)
         return np.flatnonzero(moves)
 
