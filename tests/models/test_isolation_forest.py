@@ -172,7 +172,7 @@ def test_same_seed_same_scores_and_other_seed_differs():
 
 
 def test_score_many_agrees_with_score_one():
-    X, _ = gaussian_mixture(6, n_in=1000)
+    X, _ = gaussian_mixture(6, n_in=2500)  # more rows than one routing block of 32 trees
     forest = IncrementalIsolationForest(features=tuple(f"f{i}" for i in range(5)), seed=6)
     forest.learn_many(X[:800])
     many = forest.score_many(X)
