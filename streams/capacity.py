@@ -345,12 +345,25 @@ class CapacityPlanner:
         learnt = self._learn(windows)
         out = []
         i = 0
+        # A VM's allocation is read only when one of its windows is acted on: what its samples
+        # reported is gathered per VM and set before that, and at the end.
+        reported: dict[str, dict[str, float]] = {}
         for vm_id, allocation, closed in samples:
             if allocation:
-                self.set_allocation(vm_id, allocation)
+                gathered = reported.get(vm_id)
+                if gathered is None:
+                    reported[vm_id] = dict(allocation)
+                else:
+                    gathered.update(allocation)
+            if not closed:
+                continue
+            if vm_id in reported:
+                self.set_allocation(vm_id, reported.pop(vm_id))
             for window in closed:
                 out.append((window, learnt[i].forecasts, self._act(window, learnt[i])))
                 i += 1
+        for vm_id, allocation in reported.items():
+            self.set_allocation(vm_id, allocation)
         return out
 
     def _unseen(self, vm_id: str, closed: Sequence[ClosedWindow]) -> Sequence[ClosedWindow]:

@@ -110,7 +110,8 @@ def test_vms_without_a_host_are_decided_alone_and_forgetting_drops_them() -> Non
 
 def test_windows_learnt_in_batches_give_what_they_give_one_at_a_time() -> None:
     """A batch's windows are learnt together, in rounds in which no VM repeats; allocations
-    reported mid-batch apply from their sample on. Outputs must equal the one-by-one path."""
+    reported mid-batch apply from their sample on, each field as last reported. Outputs must
+    equal the one-by-one path."""
     config = CapacityConfig(min_windows=3, act_after_windows=12)
     one_by_one, batched = CapacityPlanner(config), CapacityPlanner(config)
     samples = []
@@ -118,11 +119,12 @@ def test_windows_learnt_in_batches_give_what_they_give_one_at_a_time() -> None:
         for v in range(6):
             vm = f"vm-{v}"
             mbps = 150.0 * (v + 1) * (1 + 0.1 * math.sin(k / 4 + v)) * (1 + (k > 35) * v / 3)
-            allocation = {"net_mbps": 800.0 + 100 * (k // 20)} if (k + v) % 7 == 0 else None
+            allocation = {"net_mbps": 800.0 + 10 * k} if (k + v) % 7 == 0 else None
             closed = [window(vm, 60.0 * k, 20.0 + v, mbps, host=f"host-{v % 2}")]
             samples.append((vm, allocation, closed if (k + v) % 5 else []))
-            if (k + v) % 5 == 0:  # this VM's window closes with its next sample
+            if (k + v) % 5 == 0:  # this VM's window closes two samples later
                 samples[-1] = (vm, allocation, [])
+                samples.append((vm, {"vcpus": 2.0 + (k + v) % 3}, []))  # another field
                 samples.append((vm, None, closed))
     expected = []
     for vm, allocation, closed in samples:
