@@ -127,11 +127,11 @@ _OPTIONAL_CHANNELS = (_DAILY, _RANGE, _SHAPE)
 # Channels that answer beside the combined calibration (see `EngineConfig.range_factor`).
 _APART_CHANNELS = (_RANGE, _SHAPE)
 _COMBINED = "combined"
+_OTHER = KINDS.index("other")  # the kind of a sample that cannot alert
 # Calibrator axis scale per channel: forests' [0, 1) scores enter as -ln(1 - s), which spreads
 # their anomalous end; 4x puts their typical range on the same bins as z-like scores. The
 # range channel's excesses (fractions of a range) get 4x too: on NAB's development subset
 # 2x-6x score alike.
-_OTHER = KINDS.index("other")
 _CHANNEL_SCALE = {"halfspace": 4.0, "iforest": 4.0, _RANGE: 4.0}
 # Channels calibrated on a linear axis (raw * scale, 0.125 per bin) whatever
 # `calibration_log_axis` says: the shape channel's distances (fractions of a range) have an
