@@ -163,9 +163,8 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         # 0 only when this node holds points and its sibling holds none (a split that no longer
         # separates any window point, e.g. an old regime's, adds no depth).
         self._hop = np.ones(size, dtype=np.int8)
-        # Per node, the hops from its root down to it (see `_path_lengths`).
+        # Per node, the hops from its root down to it (see `_update_lengths`).
         self._lengths = np.zeros(size, dtype=np.int16)
-        self._lengths_stale = False
         self._retry_at = np.zeros(size, dtype=np.int64)  # no split attempt before this n_learned
         self._roots = np.arange(t, dtype=np.int64) * m
         self._kind[self._roots] = _LEAF
@@ -328,20 +327,17 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         feature, left, threshold = self._feature, self._left, self._threshold
         for _ in range(self._deepest):
             g = left.take(g) + (flat.take(offsets + feature.take(g)) >= threshold.take(g))
-        return g, self._path_lengths().take(g) if hops else None
+        return g, self._lengths.take(g) if hops else None
 
-    def _path_lengths(self) -> np.ndarray:
-        """Per node, the effective splits (`_hop`) on the path from its root to it; computed
-        after each structural update, when first needed, level by level from the roots."""
-        if self._lengths_stale:
-            lengths = self._lengths
-            for level in self._inner_by_depth()[::-1]:
-                left = self._left[level]
-                above = lengths[level]
-                lengths[left] = above + self._hop[left]
-                lengths[left + 1] = above + self._hop[left + 1]
-            self._lengths_stale = False
-        return self._lengths
+    def _update_lengths(self, levels: list[np.ndarray]) -> None:
+        """Per node, the effective splits (`_hop`) on the path from its root to it, level by
+        level from the roots (`levels`: the inner nodes by depth, deepest first)."""
+        lengths = self._lengths
+        for level in levels[::-1]:
+            left = self._left[level]
+            above = lengths[level]
+            lengths[left] = above + self._hop[left]
+            lengths[left + 1] = above + self._hop[left + 1]
 
     def _inner_by_depth(self) -> list[np.ndarray]:
         """The inner nodes, one array per depth, deepest first."""
@@ -378,7 +374,8 @@ class IncrementalIsolationForest(base.AnomalyDetector):
 
         if leaves is None:
             leaves = self._route(X)[0]
-        touched = self._apply_counts(leaves, self._leaf_of[:, old_slots].ravel())
+        levels = self._inner_by_depth()
+        touched = self._apply_counts(leaves, self._leaf_of[:, old_slots].ravel(), levels)
         self._buffer[slots] = X
         self._leaf_of[:, slots] = leaves.reshape(self.n_trees, n)
         self._head = int((self._head + n) % w)
@@ -394,6 +391,7 @@ class IncrementalIsolationForest(base.AnomalyDetector):
                     if self._kind[node] == _INNER:  # not already removed with an ancestor
                         self._collapse(int(node))
                 self._deepest = int(self._depth[self._kind == _LEAF].max())
+                levels = None  # the tree's shape changed
         leaves = touched[self._kind[touched] == _LEAF]
         d = self._depth[leaves]
         grow = (
@@ -403,8 +401,10 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         )
         for leaf in leaves[grow]:
             self._split(int(leaf))
+        if grow.any():
+            levels = None
         self._update_hops(touched)
-        self._lengths_stale = True
+        self._update_lengths(self._inner_by_depth() if levels is None else levels)
 
     def _update_hops(self, nodes: np.ndarray) -> None:
         nodes = nodes[(self._kind[nodes] != _FREE) & (self._parent[nodes] >= 0)]
@@ -415,19 +415,22 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         pair = np.concatenate([siblings, nodes])
         self._hop[both] = ~((self._count[both] > 0) & (self._count[pair] == 0))
 
-    def _apply_counts(self, arrived: np.ndarray, gone: np.ndarray) -> np.ndarray:
+    def _apply_counts(
+        self, arrived: np.ndarray, gone: np.ndarray, levels: list[np.ndarray]
+    ) -> np.ndarray:
         """Count the points arriving at and leaving the given leaves (one entry per point and
         tree) on every node of their paths; return those nodes (touched), sorted.
 
         A path's nodes are a leaf and its ancestors, so each node's arrivals and departures are
         those of its children summed: the leaves are counted, then the inner nodes level by
-        level from the deepest up. Arrivals and departures travel packed in one integer
-        (departures times 2**20; at most 256 rows per update, so neither part overflows)."""
+        level from the deepest up (`levels`, as `_inner_by_depth` gives them). Arrivals and
+        departures travel packed in one integer (departures times 2**20; at most 256 rows per
+        update, so neither part overflows)."""
         size = self._count.size
         moves = np.bincount(arrived, minlength=size)
         if gone.size:
             moves += np.bincount(gone, minlength=size) << 20
-        for level in self._inner_by_depth():
+        for level in levels:
             left = self._left[level]
             moves[level] = moves[left] + moves[left + 1]
         self._count += ((moves & 0xFFFFF) - (moves >> 20)).astype(np.int32)
