@@ -160,6 +160,13 @@ class Sample:
     values: dict[str, float]
 
 
+def _counted_surprises(channel_surprises: tuple) -> dict[str, float]:
+    """{channel: surprise} of the counted channels, from (channels, surprise per channel,
+    counted per channel)."""
+    channels, row, counted = channel_surprises
+    return dict(compress(zip(channels, row, strict=True), counted))
+
+
 def channel_evidence(
     present: Sequence[int],
     surprises: dict[str, float],
@@ -233,8 +240,7 @@ class Assessment:
         """Each counted channel's surprise (-ln p) for this sample; empty if not scored."""
         if self.evidence_parts is None:
             return {}
-        channels, row, counted = self.evidence_parts[1]
-        return dict(compress(zip(channels, row, strict=True), counted))
+        return _counted_surprises(self.evidence_parts[1])
 
     @cached_property
     def evidence(self) -> dict[str, float]:
@@ -954,7 +960,7 @@ class AnomalyEngine:
                 sample.vm_id, sample.ts, score, threshold, loc.values, evidence_parts=evidence_parts
             )
         if surprise >= floor or inc.active:
-            surprises = dict(compress(zip(self.channels, row, strict=True), counted))
+            surprises = _counted_surprises(channel_surprises)
             weights = channel_evidence(loc.present, surprises, loc.residual, loc.z, loc.daily)
             names = list(weights)
             values = loc.values
