@@ -939,7 +939,6 @@ class AnomalyEngine:
 
         channel_surprises = (self.channels, row, counted)
         evidence_parts = (loc.present, channel_surprises, loc.residual, loc.z, loc.daily)
-        weights = None
         inc = state.incident
         floor = state.threshold.surprise_threshold(
             self._base_surprise, None, c.target_rate, c.rate_gain
@@ -959,20 +958,17 @@ class AnomalyEngine:
             return Assessment(
                 sample.vm_id, sample.ts, score, threshold, loc.values, evidence_parts=evidence_parts
             )
-        if surprise >= floor or inc.active:
-            surprises = _counted_surprises(channel_surprises)
-            weights = channel_evidence(loc.present, surprises, loc.residual, loc.z, loc.daily)
-            names = list(weights)
-            values = loc.values
-            typical = loc.typical
-            deviation = {name: values[name] - typical[j] for j, name in enumerate(names)}
-            growth = {FEATURES[i]: self._bank.column("g_index", state.slot, i) for i in loc.present}
-            # A shift confirmed on the sample that would open an incident may be a spike on top
-            # of a slow drift: the kind is what moved; a lasting shift relabels it later.
-            shift = loc.shifted and inc.active
-            kind = classify(attribute(score, weights), deviation, growth, shift, c.leak_growth)
-        else:
-            kind = "other"  # cannot alert whatever its kind: skip classifying it
+        # At or above the lowest bar, or inside an incident: classify what moved.
+        surprises = _counted_surprises(channel_surprises)
+        weights = channel_evidence(loc.present, surprises, loc.residual, loc.z, loc.daily)
+        values = loc.values
+        typical = loc.typical
+        deviation = {name: values[name] - typical[j] for j, name in enumerate(weights)}
+        growth = {FEATURES[i]: self._bank.column("g_index", state.slot, i) for i in loc.present}
+        # A shift confirmed on the sample that would open an incident may be a spike on top of
+        # a slow drift: the kind is what moved; a lasting shift relabels it later.
+        shift = loc.shifted and inc.active
+        kind = classify(attribute(score, weights), deviation, growth, shift, c.leak_growth)
 
         thr_surprise = state.threshold.surprise_threshold(
             self._base_surprise, kind, c.target_rate, c.rate_gain
@@ -1020,9 +1016,8 @@ class AnomalyEngine:
             kind=kind if anomalous else None,
             evidence_parts=evidence_parts,
         )
-        if weights is not None:  # already computed: the cached values
-            assessment.surprises = surprises
-            assessment.evidence = weights
+        assessment.surprises = surprises  # already computed: the cached values
+        assessment.evidence = weights
         if status is not None:
             if status != "resolved":
                 state.alerts += 1
