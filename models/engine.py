@@ -84,7 +84,8 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import compress
+from itertools import chain, compress
+from operator import itemgetter
 
 import numpy as np
 
@@ -115,6 +116,7 @@ FEATURES: tuple[str, ...] = (
 )
 _N_FEATURES = len(FEATURES)
 _ALL_METRICS = tuple(range(_N_FEATURES))  # `present` of a sample with every metric
+_metric_values = itemgetter(*FEATURES)  # a sample's values, FEATURES order
 _LOCAL_CHANNELS = ("residual", "level", "shift")
 _DAILY = "daily"
 _RANGE = "range"
@@ -227,8 +229,8 @@ class Assessment:
     severity: str | None = None
     kind: str | None = None
     # What `surprises` and `evidence` are computed from, when first read: most samples' are
-    # never looked at. (present, (channels, surprise per channel, counted per channel),
-    # residual, z, daily), see `channel_evidence`.
+    # never looked at. (the sample's VM-local result, (channels, surprise per channel,
+    # counted per channel)), see `channel_evidence`.
     evidence_parts: tuple | None = field(default=None, repr=False)
 
     @property
@@ -247,8 +249,8 @@ class Assessment:
         """How much each metric deviated, weighted by the evidence of each channel (any scale)."""
         if self.evidence_parts is None:
             return {}
-        present, _, residual, z, daily = self.evidence_parts
-        return channel_evidence(present, self.surprises, residual, z, daily)
+        loc = self.evidence_parts[0]
+        return channel_evidence(loc.present, self.surprises, loc.residual, loc.z, loc.daily)
 
     @cached_property
     def attribution(self) -> dict[str, float]:
@@ -423,20 +425,54 @@ class _VMState:
         return i
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Local:
-    """Result of the VM-local pass for one sample."""
+    """Result of the VM-local pass for one sample.
+
+    Its per-metric scores stay in the batch's arrays until read: only a sample that may alert,
+    or whose evidence is asked for, needs them as lists."""
 
     state: _VMState
     values: dict[str, float]
     present: Sequence[int]  # the sample's metrics, as indices of FEATURES
-    z: list[float]
-    residual: list[float]
-    typical: list[float]
-    daily: list[float]  # profile scores of the present metrics (-1: none)
+    scores: tuple[np.ndarray, ...]  # the batch's Z, R, T and P (see `_Batch`)
     shifted: bool
     scored: bool
     row: int  # the sample's row in the batch
+
+    def __eq__(self, other: object) -> bool:
+        """The same evidence: what an `Assessment` holds it for (its VM state aside)."""
+        if not isinstance(other, _Local):
+            return NotImplemented
+        return (self.present, self.residual, self.z, self.daily) == (
+            other.present,
+            other.residual,
+            other.z,
+            other.daily,
+        )
+
+    def _present(self, k: int) -> list[float]:
+        row = self.scores[k][self.row]
+        if len(self.present) == _N_FEATURES:
+            return row.tolist()
+        return row[list(self.present)].tolist()
+
+    @property
+    def z(self) -> list[float]:
+        return self._present(0)
+
+    @property
+    def residual(self) -> list[float]:
+        return self._present(1)
+
+    @property
+    def typical(self) -> list[float]:
+        return self._present(2)
+
+    @property
+    def daily(self) -> list[float]:
+        """Profile scores of the present metrics (-1: none)."""
+        return self._present(3)
 
 
 @dataclass(slots=True)
@@ -723,9 +759,11 @@ class AnomalyEngine:
         states = [vms.get(sample.vm_id) or self._state(sample.vm_id) for sample in samples]
         # None, NaN and infinities: the metric is absent
         nan = math.nan
-        X = np.array(
-            [sample.values.get(name, nan) for sample in samples for name in FEATURES], float
-        ).reshape(len(samples), _N_FEATURES)
+        try:  # every sample names every metric (as validated records do): one call each
+            flat = list(chain.from_iterable(map(_metric_values, [s.values for s in samples])))
+        except KeyError:
+            flat = [sample.values.get(name, nan) for sample in samples for name in FEATURES]
+        X = np.array(flat, float).reshape(len(samples), _N_FEATURES)
         finite = np.isfinite(X)
         X[~finite] = nan
         slots: list[int] = []
@@ -762,26 +800,13 @@ class AnomalyEngine:
             beyond, ranges_before = self._ranges.observe(slot_array, time_array, X)
         if self._shapes is not None:
             shape = self._shapes.observe(slot_array, X, ranges_before)
-        local = []
-        for state, values, present, z, r, t, d, is_warm, is_shifted in zip(
-            states,
-            values_of,
-            presents,
-            Z.tolist(),
-            R.tolist(),
-            T.tolist(),
-            P.tolist(),
-            warm,
-            shifted.tolist(),
-            strict=True,
-        ):
-            if len(present) < _N_FEATURES:  # keep the present metrics' entries only
-                z = [z[i] for i in present]
-                r = [r[i] for i in present]
-                t = [t[i] for i in present]
-                d = [d[i] for i in present]
-            scored = is_warm and bool(present)
-            local.append(_Local(state, values, present, z, r, t, d, is_shifted, scored, len(local)))
+        scores = (Z, R, T, P)
+        local = [
+            _Local(state, values, present, scores, is_shifted, is_warm and bool(present), row)
+            for row, (state, values, present, is_warm, is_shifted) in enumerate(
+                zip(states, values_of, presents, warm, shifted.tolist(), strict=True)
+            )
+        ]
         return local, _Batch(
             slot_array, finite, Z, R, P, time_array, beyond, ranges_before, shift, shape
         )
@@ -938,7 +963,7 @@ class AnomalyEngine:
         score = 100.0 * (1.0 - p)
 
         channel_surprises = (self.channels, row, counted)
-        evidence_parts = (loc.present, channel_surprises, loc.residual, loc.z, loc.daily)
+        evidence_parts = (loc, channel_surprises)
         inc = state.incident
         floor = state.threshold.surprise_threshold(
             self._base_surprise, None, c.target_rate, c.rate_gain
