@@ -14,7 +14,7 @@ import logging
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -136,13 +136,16 @@ class CheckpointCadence:
     _since: Counter = field(default_factory=Counter)
     _due: set[str] = field(default_factory=set)
 
-    def step(self, vm_id: str) -> None:
-        since = self._since.get(vm_id)
-        if since is None:  # first step here: start the count at the VM's phase
-            since = zlib.crc32(vm_id.encode()) % self.every
-        self._since[vm_id] = since = since + 1
-        if since >= self.every:
-            self._due.add(vm_id)
+    def step(self, vm_ids: Iterable[str]) -> None:
+        """One step for each id given (an id given n times steps n times)."""
+        every, counts = self.every, self._since
+        for vm_id, steps in Counter(vm_ids).items():
+            since = counts.get(vm_id)
+            if since is None:  # first step here: start the count at the VM's phase
+                since = zlib.crc32(vm_id.encode()) % every
+            counts[vm_id] = since = since + steps
+            if since >= every:
+                self._due.add(vm_id)
 
     def make_due(self, vm_id: str) -> None:
         """Checkpoint the VM with the next ones taken, whatever its count."""
@@ -303,9 +306,13 @@ class MetricsProcessor:
         self.stats.samples += n
         self.stats.last_sample_ts = assessments[-1].ts
         self.history.observe(assessments)
+        vm_ids = [a.vm_id for a in assessments]
+        self._model_checkpoints.step(vm_ids)
+        # a VM's last sample in the batch is where its state stands
+        self._learned_through.update(
+            zip(vm_ids, [(source.partition, source.offset) for _, source in accepted], strict=True)
+        )
         for a, (valid, source) in zip(assessments, accepted, strict=True):
-            self._model_checkpoints.step(a.vm_id)
-            self._learned_through[a.vm_id] = (source.partition, source.offset)
             if a.event is not None:
                 outputs.append(self._alert(a, valid.host, source))
         return outputs
@@ -343,8 +350,9 @@ class MetricsProcessor:
     def _plan(self, samples: list[tuple[str, dict | None, list[ClosedWindow]]]) -> list[Output]:
         """Forecasts and scaling actions of the windows these samples closed, learnt together."""
         outputs = []
-        for window, forecasts, actions in self.planner.on_windows(samples):
-            self._forecast_checkpoints.step(window.vm_id)
+        planned = self.planner.on_windows(samples)
+        self._forecast_checkpoints.step(window.vm_id for window, _, _ in planned)
+        for window, forecasts, actions in planned:
             for message in forecasts:
                 _address(message, window.host)
                 outputs.append(Output("forecasts", message["vm_id"], message))
