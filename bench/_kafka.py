@@ -179,6 +179,7 @@ def faust_noop_floor(deployment: Deployment, expected: int, timeout_s: float = 1
         "BENCH_NOOP_OUT": str(out),
         "BENCH_NOOP_DATADIR": str(deployment.workdir / f"noop-data-{tag}"),
         "BENCH_NOOP_GC_GEN0_THRESHOLD": str(Settings.from_env().gc_gen0_threshold),
+        "BENCH_NOOP_EVENT_LOOP": Settings.from_env().event_loop,
     }
     command = [
         sys.executable,

@@ -1,9 +1,9 @@
 """A Faust app whose only agent does nothing with its records: the floor of Faust's own cost.
 
 Run by `bench.throughput` as `python -m faust -A bench._noop_app worker`; configured by
-`BENCH_NOOP_*` variables. It runs the garbage collector as the worker does
-(`BENCH_NOOP_GC_GEN0_THRESHOLD`), so that the floor differs from the worker by the work
-alone. When the agent has seen `BENCH_NOOP_EXPECT` records it writes
+`BENCH_NOOP_*` variables. It runs the garbage collector and the event loop as the worker does
+(`BENCH_NOOP_GC_GEN0_THRESHOLD`, `BENCH_NOOP_EVENT_LOOP`), so that the floor differs from the
+worker by the work alone. When the agent has seen `BENCH_NOOP_EXPECT` records it writes
 {"count", "first_at", "done_at"} (wall-clock seconds) as JSON to `BENCH_NOOP_OUT`.
 """
 
@@ -15,10 +15,11 @@ import time
 
 import faust
 
-from streams.cli import collect_young_every
+from streams.cli import collect_young_every, use_event_loop
 
 _env = os.environ
 collect_young_every(int(_env.get("BENCH_NOOP_GC_GEN0_THRESHOLD", "700")))
+use_event_loop(_env.get("BENCH_NOOP_EVENT_LOOP", "asyncio"))
 EXPECT = int(_env.get("BENCH_NOOP_EXPECT", "0"))
 OUT = _env.get("BENCH_NOOP_OUT", "noop-result.json")
 

@@ -23,6 +23,28 @@ def collect_young_every(allocations: int) -> None:
     gc.set_threshold(allocations, gen1, gen2)
 
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+def use_event_loop(name: str) -> None:
+    """Run the asyncio event loops created from now on with `name`'s implementation, as the
+    worker does (NOVACRON_EVENT_LOOP): "uvloop" or "asyncio" (the standard library's)."""
+    import asyncio
+
+    if name not in EVENT_LOOPS:
+        raise SystemExit(f"novacron: event loop {name!r} is not one of {', '.join(EVENT_LOOPS)}")
+    if name == "asyncio":
+        asyncio.set_event_loop_policy(None)  # the standard library's default
+        return
+    try:
+        import uvloop
+    except ImportError:
+        raise SystemExit(
+            "novacron: uvloop is not installed here; set NOVACRON_EVENT_LOOP=asyncio"
+        ) from None
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Create missing topics, then run the Faust worker in this process."""
     from streams.admin import create_topics
@@ -32,6 +54,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     specs = load_topics(settings.topics_file, prefix=settings.topic_prefix)
     _wait_for(lambda: create_topics(settings.bootstrap, specs.values()), settings.bootstrap)
+    use_event_loop(settings.event_loop)  # before the app makes its loop
     from streams.app import app
     from streams.telemetry import GC_PAUSES
 

@@ -8,6 +8,7 @@ The field names are documented in docs/web-api.md and are kept stable.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import json
@@ -413,6 +414,8 @@ def register_views(
                     "history": h.sizes(),
                     "last_sample_ts": s.last_sample_ts,
                     "gc": telemetry.GC_PAUSES.snapshot(),
+                    # the package of the loop's class: "uvloop" or "asyncio"
+                    "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
                 }
             )
 

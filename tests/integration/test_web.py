@@ -117,6 +117,7 @@ def test_views_report_what_the_worker_processed(deployment, start_worker_process
     gc_stats = stats["gc"]
     assert gc_stats["frozen_objects"] > 10_000 and gc_stats["young_threshold"] == 50_000
     assert len(gc_stats["collections"]) == len(gc_stats["longest_pause_s"]) == 3
+    assert stats["event_loop"] == "uvloop"  # the default NOVACRON_EVENT_LOOP
 
     # /vms: paging and ordering
     status, page = get_json(f"{base}/vms?limit=3")
