@@ -1057,7 +1057,7 @@ class AnomalyEngine:
                 "severity": inc.severity_name,
                 "kind": inc.kind_name,
                 "attribution": assessment.attribution,
-                "typical": {FEATURES[i]: t for i, t in zip(loc.present, loc.typical, strict=True)},
+                "typical": {FEATURES[i]: t for i, t in zip(loc.present, typical, strict=True)},
                 "actual": dict(loc.values),
                 "usual_at_this_hour": self._usual(state, loc.present, sample.ts),
                 "range_seen": _range_seen(ranges_before, loc),
