@@ -12,8 +12,8 @@ product's own ``alert`` column). Trivial detectors (rolling z-score, expanding G
 random) are scored alongside as baselines, and the published per-file results of Numenta HTM
 and ARTime (``bench.nab_published``) are normalised over the same files, so the development
 subset has a like-for-like reference. Engine settings come from ``NOVACRON_ENGINE_*``, as for
-the worker (``NOVACRON_ENGINE_SHAPE_HISTORY=512 make nab`` scores the shape channel). Results
-go to ``bench/results/nab.json``.
+the worker (``NOVACRON_ENGINE_SHAPE_HISTORY=0 make nab`` scores without the shape channel).
+Results go to ``bench/results/nab.json``.
 ``run_nab`` is the reusable entry point for tuning.
 """
 

@@ -72,9 +72,9 @@ its noise: a moderate move that lasts), `daily` (largest distance from what the 
 this hour, counted only for metrics whose profile explains their swings), `range` (largest
 excess over the widest range the metric has shown in weeks, in units of that range: remembers
 what the standardiser and calibrators forget, so the biggest spike of a spiky VM's life is
-news), `shape` (off unless `shape_history` is set: how far the metric's latest stretch of
-values is from any earlier stretch in its last `shape_history` values, in units of its range:
-a change of pattern made of ordinary values), `halfspace` and `iforest` (fleet forests).
+news), `shape` (how far the metric's latest stretch of values is from any earlier stretch in
+its last `shape_history` values, in units of its range: a change of pattern made of ordinary
+values), `halfspace` and `iforest` (fleet forests).
 """
 
 from __future__ import annotations
@@ -147,8 +147,9 @@ _PROFILE_BLOB = "daily_profile_bins"
 # The range channel's envelope, a blob added within v4: readers that do not know it skip it,
 # and a VM restored without it starts its envelope afresh.
 _RANGE_BLOB = "value_range"
-# The shape channel's rings, likewise a blob within v4.
-_SHAPE_BLOB = "shape_history"
+# The shape channel's rings of 4-bit codes, likewise a blob within v4 (those of 1-byte codes,
+# "shape_history", are skipped: the ring starts afresh).
+_SHAPE_BLOB = "shape_codes"
 _P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
 _LN10 = math.log(10.0)  # -ln p per unit of -log10 p
 
@@ -313,12 +314,14 @@ class EngineConfig:
     range_factor: float = 2.0
     # The `shape` channel (`shape.ShapeBank`): how unlike any stretch of its last
     # `shape_history` values a metric's latest `shape_length` values are, in units of its
-    # range; it answers beside the combined calibration like the range channel, through the
-    # same `range_factor`. It needs `value_range`. 0: off, the default: 1 byte per value,
-    # metric and VM (3 KB per VM at 512), and it costs half as much as the rest of the engine
+    # range, scored on every `shape_every`-th value; it answers beside the combined
+    # calibration like the range channel, through the same `range_factor`. It needs
+    # `value_range`. Half a byte per value, metric and VM (768 B per VM at 256); 0: off. On
+    # NAB's development subset histories of 128-512 and every 2nd-16th stretch score alike
     # (docs/benchmarks.md).
-    shape_history: int = 0
+    shape_history: int = 256
     shape_length: int = 8
+    shape_every: int = 8
     # per-metric state
     scaler_alpha: float = 0.01
     scaler_clip: float = 3.0
@@ -512,7 +515,10 @@ class AnomalyEngine:
             iforest_learn_chunk=c.iforest_learn_chunk,
         )
         if c.shape_history > 0 and not c.value_range:
-            raise ValueError("the shape channel measures in units of the range: needs value_range")
+            raise ValueError(
+                "the shape channel measures in units of the range: it needs value_range "
+                "(or shape_history = 0, which turns it off)"
+            )
         self.channels: tuple[str, ...] = (
             _LOCAL_CHANNELS
             + ((_DAILY,) if c.daily_profile else ())
@@ -574,7 +580,9 @@ class AnomalyEngine:
             RangeBank(_N_FEATURES, c.range_decay, c.range_settle) if c.value_range else None
         )
         self._shapes = (
-            ShapeBank(_N_FEATURES, c.shape_history, c.shape_length) if c.shape_history > 0 else None
+            ShapeBank(_N_FEATURES, c.shape_history, c.shape_length, c.shape_every)
+            if c.shape_history > 0
+            else None
         )
         self._base_surprise = score_to_surprise(c.threshold)
         self._penalty_decay = 0.5 ** (1.0 / c.penalty_half_life) if c.penalty_half_life > 0 else 1.0

@@ -14,16 +14,20 @@ burst of spikes denser than any before, or a flat series that starts to oscillat
 inside the VM's range and within its usual z-scores, but no stretch of the last `history`
 samples looks like it. A rhythm the VM has shown before, however spiky, finds its match.
 
-The ring holds 1-byte codes: a metric's frame spans its range and half the range's width on
-either side in 255 steps (0.8 % of the range each, well below the distances that matter: a
-stretch ordinary for the VM is a few % from its nearest match, a new pattern 10-40 %). The
-frame is drawn again, re-coding the ring, when a value falls outside it or the range shrinks
-to a quarter of what the frame was drawn for. On NAB's development subset the codes score as
-float32 values did, to one false-positive row (docs/benchmarks.md).
+The ring holds 4-bit codes, two to a byte: a metric's frame spans its range and half the
+range's width on either side in 15 steps (13 % of the range each). A stretch is eight values,
+so its mean distance still resolves a few % of the range, and the distances that matter are
+10-40 % of it: on NAB's development subset 4-bit codes score as 8-bit codes and float32
+values did (docs/benchmarks.md). The frame is drawn again, re-coding the ring, when a value
+falls outside it or the range shrinks to a quarter of what the frame was drawn for.
 
-Cost: `history` bytes per metric and VM (3 KB for 512 values of six metrics) and `history` x
-`length` operations per metric and sample, which is why the engine leaves the channel off
-unless asked (`EngineConfig.shape_history`).
+A metric's stretch is scored once every `every` values (every value is learned). A new
+pattern stays unlike the ring's past for as long as it lasts, so scoring every eighth
+stretch finds it a few samples later at most, for an eighth of the comparisons: on NAB every
+2nd to 16th stretch scored alike, and better than every one (fewer false positives).
+
+Cost: `history / 2` bytes per metric and VM (768 B for 256 values of six metrics) and
+`history` x `length` / `every` operations per metric and sample.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from models.metric_bank import batch_rounds, grown_rows
 # enough for their arrays to stay in the CPU cache (52-55 µs per six-metric sample against 73
 # with 32 pairs, 2026-12-05)
 _BLOCK = 128
-_TOP = 255  # codes 0..255 span a metric's frame
+_TOP = 15  # codes 0..15 (4 bits) span a metric's frame
 _MARGIN = 0.5  # a frame spans the metric's range and half its width on either side
 # A frame is drawn again when a value falls outside it, or when the range has shrunk to less
 # than a quarter of what the frame was drawn for (the envelope relaxes after a one-off spike).
@@ -45,23 +49,34 @@ _NONE = np.iinfo(np.int16).max  # the distance of a stretch that does not count
 
 
 class ShapeBank:
-    """Per-(VM slot, metric) ring of recent values as 1-byte codes; `observe` scores and learns
+    """Per-(VM slot, metric) ring of recent values as 4-bit codes; `observe` scores and learns
     a batch."""
 
     def __init__(
-        self, n_metrics: int, history: int = 512, length: int = 8, capacity: int = 64
+        self,
+        n_metrics: int,
+        history: int = 256,
+        length: int = 8,
+        every: int = 8,
+        capacity: int = 64,
     ) -> None:
         if length < 2:
             raise ValueError("length must be at least 2")
-        if history < 4 * length:
-            raise ValueError("history must hold at least four stretches of `length` values")
+        if history < 4 * length or history % 2:
+            raise ValueError(
+                "history must be even and hold at least four stretches of `length` values"
+            )
+        if every < 1:
+            raise ValueError("every must be at least 1")
         self.n_metrics = n_metrics
         self.history = history
         self.length = length
-        # [slot, metric, position]: the ring of codes; [slot, metric]: the frame's lowest value
-        # and step (value = lowest + code * step; NaN: no frame yet), values ever written, and
-        # how many of the latest ones the ring holds
-        self._codes = np.zeros((capacity, n_metrics, history), dtype=np.uint8)
+        self.every = every
+        # [slot, metric, byte]: the ring of codes, position p in byte p // 2 (even positions
+        # in the low nibble); [slot, metric]: the frame's lowest value and step (value =
+        # lowest + code * step; NaN: no frame yet), values ever written, and how many of the
+        # latest ones the ring holds
+        self._codes = np.zeros((capacity, n_metrics, history // 2), dtype=np.uint8)
         self._frame = np.full((capacity, n_metrics, 2), np.nan)
         self._written = np.zeros((capacity, n_metrics), dtype=np.int64)
         self._held = np.zeros((capacity, n_metrics), dtype=np.int64)
@@ -82,25 +97,29 @@ class ShapeBank:
 
     def to_bytes(self, slot: int) -> bytes:
         """Per metric: values written and values held (int64), the frame's lowest value and
-        step (float64), then the codes in time order, oldest first (uint8, `history` each)."""
+        step (float64), then the codes in time order, oldest first (`history` 4-bit codes
+        each, two to a byte as in the ring)."""
         written = self._written[slot]
         rows = np.arange(self.n_metrics)[:, None]
-        ordered = self._codes[slot][rows, self._order(written)]
+        ordered = _unpacked(self._codes[slot])[rows, self._order(written)]
         counts = np.stack((written, self._held[slot]), axis=1).astype("<i8")
-        return counts.tobytes() + self._frame[slot].astype("<f8").tobytes() + ordered.tobytes()
+        head = counts.tobytes() + self._frame[slot].astype("<f8").tobytes()
+        return head + _packed(ordered).tobytes()
 
     def load_bytes(self, slot: int, data: bytes) -> None:
         """Restore `to_bytes` output, from a bank of any history length (a setting changed
         between a worker and the next): the latest values that fit."""
         n = self.n_metrics
         head = 32 * n
-        stored, rest = divmod(len(data) - head, n)
-        if rest or stored < 1:
+        stored_bytes, rest = divmod(len(data) - head, n)
+        if rest or stored_bytes < 1:
             raise ValueError("not a shape history")
         self.reset(slot)
         counts = np.frombuffer(data[: 16 * n], dtype="<i8").reshape(n, 2)
         frame = np.frombuffer(data[16 * n : head], dtype="<f8").reshape(n, 2)
-        ordered = np.frombuffer(data[head:], dtype=np.uint8).reshape(n, stored)
+        packed = np.frombuffer(data[head:], dtype=np.uint8).reshape(n, stored_bytes)
+        ordered = _unpacked(packed)
+        stored = ordered.shape[1]
         kept = min(stored, self.history)
         latest = np.zeros((n, self.history), dtype=np.uint8)
         latest[:, self.history - kept :] = ordered[:, stored - kept :]
@@ -108,7 +127,9 @@ class ShapeBank:
         self._written[slot] = written
         self._held[slot] = np.minimum(counts[:, 1], kept)
         self._frame[slot] = frame
-        self._codes[slot][np.arange(n)[:, None], self._order(written)] = latest
+        ring = np.empty((n, self.history), dtype=np.uint8)
+        ring[np.arange(n)[:, None], self._order(written)] = latest
+        self._codes[slot] = _packed(ring)
 
     def observe(self, slots: np.ndarray, X: np.ndarray, ranges: np.ndarray) -> np.ndarray:
         """Each row's largest shape score over its metrics, then learn the row.
@@ -116,7 +137,8 @@ class ShapeBank:
         `X` holds one row per sample (NaN: metric absent), `ranges` each metric's highest and
         lowest values before the sample (rows, 2, metrics; NaN: none yet), as the range bank
         reports them; a VM may repeat (rows in order). A metric is scored once its ring holds
-        four stretches and its range has a width; NaN where no metric is."""
+        four stretches and its range has a width, on every `every`-th value it learns; NaN
+        where no metric is scored."""
         out = np.full(len(slots), np.nan)
         for rows in batch_rounds(slots):
             out[rows] = self._observe_round(slots[rows], X[rows], ranges[rows])
@@ -136,13 +158,20 @@ class ShapeBank:
         frame = self._frame[pairs, metrics]
         self._reframe(pairs, metrics, frame, x, np.fmin(low, x), np.fmax(high, x))
         written = self._written[pairs, metrics]
-        self._codes[pairs, metrics, written % self.history] = _encode(x, frame)
+        position = written % self.history
+        byte = self._codes[pairs, metrics, position // 2]
+        odd = (position % 2).astype(bool)
+        code = _encode(x, frame)
+        self._codes[pairs, metrics, position // 2] = np.where(
+            odd, (byte & 0x0F) | (code << 4), (byte & 0xF0) | code
+        )
         written += 1
         self._written[pairs, metrics] = written
         held = np.minimum(self._held[pairs, metrics] + 1, self.history)
         self._held[pairs, metrics] = held
         m = self.length
-        scored = (held >= 4 * m) & (width > 0.0)  # False for NaN widths too
+        # False for NaN widths too
+        scored = (held >= 4 * m) & (width > 0.0) & (written % self.every == 0)
         out = np.full(len(slots), np.nan)
         if not scored.any():
             return out
@@ -187,12 +216,12 @@ class ShapeBank:
         flat = ~(width > 0.0)
         flat_step = np.maximum(np.abs(x), 1.0) * 1e-3
         step = np.where(flat, flat_step, step)
-        lowest = np.where(flat, x - 128 * flat_step, lowest)
+        lowest = np.where(flat, x - (_TOP + 1) // 2 * flat_step, lowest)
         new = np.stack((lowest, step), axis=1)
         p, mm = pairs[redraw], metrics[redraw]
         old = frame[redraw]
-        values = old[:, :1] + self._codes[p, mm].astype(np.float64) * old[:, 1:]
-        self._codes[p, mm] = _encode(values, new)
+        values = old[:, :1] + _unpacked(self._codes[p, mm]) * old[:, 1:]
+        self._codes[p, mm] = _packed(_encode(values, new))
         frame[redraw] = new
         self._frame[p, mm] = new
 
@@ -202,7 +231,7 @@ class ShapeBank:
         """Per (slot, metric) pair, the mean distance in codes from its latest stretch to the
         nearest earlier one held (NaN: none)."""
         h, m = self.history, self.length
-        ring = self._codes[slots, metrics].astype(np.int16)  # (pairs, history)
+        ring = _unpacked(self._codes[slots, metrics]).astype(np.int16)  # (pairs, history)
         newest = written % h  # one past the latest value: where the oldest one is
         latest = np.take_along_axis(ring, (newest[:, None] - m + np.arange(m)) % h, axis=1)
         # The stretch starting at ring position s, for every s (wrapping past the end), so
@@ -222,6 +251,20 @@ class ShapeBank:
         total[~counts] = _NONE
         best = total.min(axis=1)
         return np.where(best < _NONE, best / m, np.nan)
+
+
+def _packed(codes: np.ndarray) -> np.ndarray:
+    """4-bit codes along the last axis (an even number) two to a byte, the first of each
+    pair in the low nibble."""
+    return codes[..., 0::2] | (codes[..., 1::2] << 4)
+
+
+def _unpacked(packed: np.ndarray) -> np.ndarray:
+    """The codes `_packed` holds, one to a byte."""
+    codes = np.empty((*packed.shape[:-1], 2 * packed.shape[-1]), dtype=np.uint8)
+    codes[..., 0::2] = packed & 0x0F
+    codes[..., 1::2] = packed >> 4
+    return codes
 
 
 def _encode(values: np.ndarray, frame: np.ndarray) -> np.ndarray:

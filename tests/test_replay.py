@@ -211,10 +211,10 @@ def test_cli_replay_runs_the_engine_settings_of_the_environment(
     from streams.cli import main
 
     source = write_nab(tmp_path / "vm.csv", series(500))
-    monkeypatch.setenv("NOVACRON_ENGINE_SHAPE_HISTORY", "64")
+    monkeypatch.setenv("NOVACRON_ENGINE_SCALER_ALPHA", "0.05")
     assert main(["replay", "--input", str(source), "--output", str(tmp_path / "cli.csv")]) == 0
-    replay_csv(source, tmp_path / "shape.csv", config=EngineConfig(shape_history=64))
+    replay_csv(source, tmp_path / "set.csv", config=EngineConfig(scaler_alpha=0.05))
     replay_csv(source, tmp_path / "default.csv")
     cli = (tmp_path / "cli.csv").read_bytes()
-    assert cli == (tmp_path / "shape.csv").read_bytes()
+    assert cli == (tmp_path / "set.csv").read_bytes()
     assert cli != (tmp_path / "default.csv").read_bytes()
