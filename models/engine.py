@@ -176,25 +176,33 @@ def channel_evidence(
     residual: list[float],
     z: list[float],
     daily: list[float],
+    shape: list[float] | None = None,
 ) -> dict[str, float]:
     """Each channel's surprise spread over the present metrics by how much each deviated.
 
-    Forecast residuals weigh the residual channel's share, profile scores the daily one's and
-    z-scores the others'.
+    Forecast residuals weigh the residual channel's share, profile scores the daily one's,
+    shape scores the shape channel's (when it scored some metric) and z-scores the others'.
     """
     s_res = sum(surprises.get(name, 0.0) for name in _RESIDUAL_CHANNELS)
     s_day = surprises.get(_DAILY, 0.0)
-    s_lvl = sum(surprises.values()) - s_res - s_day
+    shape_sq = [v * v for v in shape] if shape else []
+    s_shape = surprises.get(_SHAPE, 0.0) if any(shape_sq) else 0.0
+    s_lvl = sum(surprises.values()) - s_res - s_day - s_shape
     res_sq = [r * r for r in residual]
     z_sq = [v * v for v in z]
     day_sq = [d * d if d > 0.0 else 0.0 for d in daily]
     k_res = s_res / (sum(res_sq) or 1.0)
     k_lvl = s_lvl / (sum(z_sq) or 1.0)
     k_day = s_day / (sum(day_sq) or 1.0)
-    return {
+    evidence = {
         FEATURES[i]: k_res * res_sq[j] + k_lvl * z_sq[j] + k_day * day_sq[j]
         for j, i in enumerate(present)
     }
+    if s_shape:
+        k_shape = s_shape / sum(shape_sq)
+        for j, i in enumerate(present):
+            evidence[FEATURES[i]] += k_shape * shape_sq[j]
+    return evidence
 
 
 def _channel_axis_scale(name: str, c: EngineConfig) -> float:
@@ -251,7 +259,9 @@ class Assessment:
         if self.evidence_parts is None:
             return {}
         loc = self.evidence_parts[0]
-        return channel_evidence(loc.present, self.surprises, loc.residual, loc.z, loc.daily)
+        return channel_evidence(
+            loc.present, self.surprises, loc.residual, loc.z, loc.daily, loc.shape
+        )
 
     @cached_property
     def attribution(self) -> dict[str, float]:
@@ -438,7 +448,9 @@ class _Local:
     state: _VMState
     values: dict[str, float]
     present: Sequence[int]  # the sample's metrics, as indices of FEATURES
-    scores: tuple[np.ndarray, ...]  # the batch's Z, R, T and P (see `_Batch`)
+    # the batch's Z, R, T, P and per-metric shape scores (None without the channel; see
+    # `_Batch`)
+    scores: tuple[np.ndarray | None, ...]
     shifted: bool
     scored: bool
     row: int  # the sample's row in the batch
@@ -447,11 +459,12 @@ class _Local:
         """The same evidence: what an `Assessment` holds it for (its VM state aside)."""
         if not isinstance(other, _Local):
             return NotImplemented
-        return (self.present, self.residual, self.z, self.daily) == (
+        return (self.present, self.residual, self.z, self.daily, self.shape) == (
             other.present,
             other.residual,
             other.z,
             other.daily,
+            other.shape,
         )
 
     def _present(self, k: int) -> list[float]:
@@ -477,6 +490,13 @@ class _Local:
         """Profile scores of the present metrics (-1: none)."""
         return self._present(3)
 
+    @property
+    def shape(self) -> list[float]:
+        """Shape scores of the present metrics (0: not scored); empty without the channel."""
+        if self.scores[4] is None:
+            return []
+        return [v if v == v else 0.0 for v in self._present(4)]
+
 
 @dataclass(slots=True)
 class _Batch:
@@ -492,7 +512,8 @@ class _Batch:
     beyond: np.ndarray | None
     ranges_before: np.ndarray | None  # the ranges they were scored against (rows, 2, metrics)
     shift: np.ndarray  # per sample: largest |EW mean of a metric's clipped z-score|
-    shape: np.ndarray | None  # per sample: the shape channel's raw score (NaN: not scored)
+    # per sample and metric: the shape channel's raw score (NaN: not scored)
+    shape: np.ndarray | None
 
 
 class AnomalyEngine:
@@ -808,7 +829,7 @@ class AnomalyEngine:
             beyond, ranges_before = self._ranges.observe(slot_array, time_array, X)
         if self._shapes is not None:
             shape = self._shapes.observe(slot_array, X, ranges_before)
-        scores = (Z, R, T, P)
+        scores = (Z, R, T, P, shape)
         local = [
             _Local(state, values, present, scores, is_shifted, is_warm and bool(present), row)
             for row, (state, values, present, is_warm, is_shifted) in enumerate(
@@ -844,8 +865,8 @@ class AnomalyEngine:
             columns.append(np.where(daily >= 0.0, daily, np.nan))
         if batch.beyond is not None:  # range
             columns.append(batch.beyond)
-        if batch.shape is not None:
-            columns.append(batch.shape)
+        if batch.shape is not None:  # the largest over the metrics (NaN: none scored)
+            columns.append(np.fmax.reduce(batch.shape, axis=1))
         for name in self._fleet.names:  # NaN: that forest is not ready or skipped the sample
             if name in fleet:
                 columns.append(-np.log(np.maximum(1e-12, 1.0 - fleet[name])))
@@ -993,7 +1014,9 @@ class AnomalyEngine:
             )
         # At or above the lowest bar, or inside an incident: classify what moved.
         surprises = _counted_surprises(channel_surprises)
-        weights = channel_evidence(loc.present, surprises, loc.residual, loc.z, loc.daily)
+        weights = channel_evidence(
+            loc.present, surprises, loc.residual, loc.z, loc.daily, loc.shape
+        )
         values = loc.values
         typical = loc.typical
         deviation = {name: values[name] - typical[j] for j, name in enumerate(weights)}

@@ -5,9 +5,10 @@ Per VM and metric the bank keeps the last `history` values in a ring. A sample's
 score, per metric, is the distance from the latest `length` values (the sample and the ones
 before it) to the nearest earlier stretch of the same length in the ring that does not overlap
 them: the mean absolute difference, value by value, in units of the metric's range (the
-`range` channel's envelope, given by the caller). The sample's score is the largest over its
-metrics. In the time-series literature this nearest-neighbour distance is the discord score of
-a matrix profile.
+`range` channel's envelope, given by the caller). The engine scores the sample by the largest
+over its metrics, and an alert's explanation credits each metric with its own. In the
+time-series literature this nearest-neighbour distance is the discord score of a matrix
+profile.
 
 What it sees that the other channels do not: a change of pattern made of ordinary values. A
 burst of spikes denser than any before, or a flat series that starts to oscillate, stays
@@ -132,14 +133,14 @@ class ShapeBank:
         self._codes[slot] = _packed(ring)
 
     def observe(self, slots: np.ndarray, X: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-        """Each row's largest shape score over its metrics, then learn the row.
+        """Each row's shape score per metric (rows, metrics), then learn the row.
 
         `X` holds one row per sample (NaN: metric absent), `ranges` each metric's highest and
         lowest values before the sample (rows, 2, metrics; NaN: none yet), as the range bank
         reports them; a VM may repeat (rows in order). A metric is scored once its ring holds
         four stretches and its range has a width, on every `every`-th value it learns; NaN
-        where no metric is scored."""
-        out = np.full(len(slots), np.nan)
+        where it is not scored."""
+        out = np.full(X.shape, np.nan)
         for rows in batch_rounds(slots):
             out[rows] = self._observe_round(slots[rows], X[rows], ranges[rows])
         return out
@@ -172,7 +173,7 @@ class ShapeBank:
         m = self.length
         # False for NaN widths too
         scored = (held >= 4 * m) & (width > 0.0) & (written % self.every == 0)
-        out = np.full(len(slots), np.nan)
+        out = np.full(X.shape, np.nan)
         if not scored.any():
             return out
         rows, metrics, pairs = rows[scored], metrics[scored], pairs[scored]
@@ -188,7 +189,7 @@ class ShapeBank:
                 for b in range(0, len(rows), _BLOCK)
             ]
         )
-        np.fmax.at(out, rows, nearest * step / width[scored])
+        out[rows, metrics] = nearest * step / width[scored]
         return out
 
     def _reframe(

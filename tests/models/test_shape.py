@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pytest
 
-from models.engine import AnomalyEngine, EngineConfig, Sample
+from models.engine import FEATURES, AnomalyEngine, EngineConfig, Sample, channel_evidence
 from models.shape import ShapeBank
 
 
@@ -26,7 +26,7 @@ def _ranges(low: float, high: float, rows: int = 1, metrics: int = 1) -> np.ndar
 def _feed(bank: ShapeBank, slot: int, values, width: float = 10.0, low: float = 0.0) -> list[float]:
     """One value of metric 0 per call, against the range low..low + width; the scores."""
     ranges = _ranges(low, low + width)
-    return [float(bank.observe(np.array([slot]), np.array([[x]]), ranges)[0]) for x in values]
+    return [float(bank.observe(np.array([slot]), np.array([[x]]), ranges)[0, 0]) for x in values]
 
 
 def test_the_score_is_the_mean_distance_to_the_nearest_earlier_stretch_in_units_of_the_range():
@@ -95,6 +95,39 @@ def test_a_rhythm_seen_before_matches_and_a_new_pattern_does_not():
     assert max(_feed(bank, 0, dense, width=100.0)) == pytest.approx(5 * 200.0 / 15 / 8 / 100)
 
 
+def test_each_metric_is_scored_on_its_own_and_the_explanation_names_the_one_that_changed():
+    rng = random.Random(4)
+    bank = ShapeBank(2, history=128, length=8, every=1)
+    bank.reset(0)
+    ranges = _ranges(0.0, 100.0, metrics=2)
+
+    def step(cpu: float, mem: float) -> np.ndarray:
+        return bank.observe(np.array([0]), np.array([[cpu, mem]]), ranges)[0]
+
+    for t in range(200):  # cpu spikes every 24 samples, memory wanders at mid-range
+        step((85.0 if t % 24 == 0 else 15.0) + rng.gauss(0, 0.5), 45.0 + rng.gauss(0, 1.0))
+    dense = [step((85.0 if t % 4 == 0 else 15.0), 45.0) for t in range(8)]
+    assert max(row[0] for row in dense) > 0.05  # cpu's new rhythm
+    assert max(row[1] for row in dense) == 0.0  # memory as ever
+    # The engine spreads the shape channel's surprise over the metrics by their shape scores,
+    # the others' by their z-scores: memory's larger z does not take the credit.
+    cpu, mem = FEATURES.index("cpu_pct"), FEATURES.index("mem_pct")
+    evidence = channel_evidence(
+        [cpu, mem],
+        {"level": 1.0, "shape": 9.0},
+        residual=[0.0, 0.0],
+        z=[1.0, 2.0],
+        daily=[-1.0, -1.0],
+        shape=[0.3, 0.0],
+    )
+    assert evidence == pytest.approx({"cpu_pct": 9.0 + 0.2, "mem_pct": 0.8})
+    # without shape scores (the channel off, or no metric scored) z-scores weigh it all
+    no_shape = channel_evidence(
+        [cpu, mem], {"level": 1.0, "shape": 9.0}, [0.0, 0.0], [1.0, 2.0], [-1.0, -1.0], []
+    )
+    assert no_shape == pytest.approx({"cpu_pct": 2.0, "mem_pct": 8.0})
+
+
 def test_every_nth_stretch_is_scored_as_it_would_be_on_its_own():
     rng = np.random.default_rng(6)
     values = rng.normal(size=120)
@@ -118,9 +151,9 @@ def test_no_range_or_an_absent_metric_is_not_scored():
     for _ in range(10):
         bank.observe(np.array([0]), np.array([[1.0, math.nan]]), _ranges(0.0, 1.0, metrics=2))
     flat = _ranges(1.0, 1.0, metrics=2)  # a range without a width
-    assert math.isnan(bank.observe(np.array([0]), np.array([[5.0, math.nan]]), flat)[0])
+    assert np.isnan(bank.observe(np.array([0]), np.array([[5.0, math.nan]]), flat)).all()
     unseen = _ranges(math.nan, math.nan, metrics=2)
-    assert math.isnan(bank.observe(np.array([0]), np.array([[5.0, 2.0]]), unseen)[0])
+    assert np.isnan(bank.observe(np.array([0]), np.array([[5.0, 2.0]]), unseen)).all()
     assert bank._written[0].tolist() == [12, 1]  # absent values are not written
 
 
@@ -147,7 +180,8 @@ def test_a_batch_scores_as_one_sample_at_a_time():
     want = np.array(
         [single.observe(slots[i : i + 1], X[i : i + 1], ranges[i : i + 1])[0] for i in range(rows)]
     )
-    assert np.isfinite(want).sum() > 130  # a third of the stretches past the first ones
+    # about a third of each metric's stretches past its first ones
+    assert np.isfinite(want).sum() > 300
     np.testing.assert_array_equal(got, want)
 
 
@@ -163,7 +197,7 @@ def test_state_restores_exactly():
     for x in rng.normal(size=(20, 2)):
         a = bank.observe(np.array([0]), x[None], _ranges(-3.0, 3.0, metrics=2))
         b = restored.observe(np.array([5]), x[None], _ranges(-3.0, 3.0, metrics=2))
-        assert a[0] == b[0]
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_state_of_another_history_length_restores_the_latest_values_that_fit():
@@ -176,7 +210,7 @@ def test_a_state_of_another_history_length_restores_the_latest_values_that_fit()
         bank.reset(0)
 
     def feed(bank: ShapeBank, rows: np.ndarray) -> list[float]:
-        return [float(bank.observe(np.array([0]), x[None], _ranges(-3.0, 3.0))[0]) for x in rows]
+        return [float(bank.observe(np.array([0]), x[None], _ranges(-3.0, 3.0))[0, 0]) for x in rows]
 
     feed(old, values[:60])
     feed(shorter, values[:60])
