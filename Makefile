@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: demo test lint nab bench bench-forecast system-deps clean
+.PHONY: demo test lint nab bench bench-forecast bench-fleet system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ nab: $(STAMP)
 
 bench-forecast: $(STAMP)
 	$(PY) -m bench.forecast
+
+bench-fleet: $(STAMP)
+	$(PY) -m bench.fleet_quality
 
 bench: $(STAMP)
 	$(PY) -m bench.throughput
