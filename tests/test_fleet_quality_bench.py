@@ -18,6 +18,8 @@ def test_a_small_fleet_finds_its_injected_anomalies_and_counts_the_rest(tmp_path
     assert result["by_kind"]["cpu_spike"]["found"] == 1
     assert result["by_kind"]["network_saturation"]["found"] == 1
     assert result["kind_right"] <= result["found"] <= 5
+    assert result["kind_right_last"] <= result["found"]
+    assert result["by_kind"]["cpu_spike"]["named"] == {"cpu_spike": 1}
     assert sum(result["false_by_severity"].values()) == result["false_incidents"]
     assert result["false_per_vm_day"] == result["false_incidents"] / (20 * 600 / 1440)
 
