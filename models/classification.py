@@ -65,6 +65,12 @@ def severity(score: float, threshold: float, medium: float, high: float, critica
     return "low"
 
 
+def family(metric: str) -> str:
+    """The kind a metric's own excursion is named by (`other` for memory, which names a leak
+    only when it climbs)."""
+    return _FAMILY.get(metric, "other")
+
+
 def classify(
     attribution: dict[str, float],
     deviation: dict[str, float],

@@ -92,7 +92,7 @@ import numpy as np
 from models.attribution import attribute
 from models.calibration import TailCalibrator
 from models.calibration_bank import CalibrationBank
-from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, severity
+from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, family, severity
 from models.daily_profile import DailyProfiles
 from models.drift import CompactPageHinkley
 from models.fleet import FleetForests
@@ -1047,7 +1047,13 @@ class AnomalyEngine:
             c.holdoff,
         )
         if inc.active and loc.shifted and status != "open" and inc.kind_name != "memory_leak":
-            inc.set_kind(KINDS.index("level_shift"))
+            top = max(weights, key=weights.__getitem__) if weights else None
+            if inc.kind_name == "level_shift" and top is not None and deviation[top] < 0:
+                # A second shift, back down, within the same incident: the level came back,
+                # so it was an excursion that lasted minutes, named by what moved.
+                inc.set_kind(KINDS.index(family(top)))
+            else:
+                inc.set_kind(KINDS.index("level_shift"))
         elif inc.active and kind == "memory_leak":
             inc.set_kind(KINDS.index("memory_leak"))
 
