@@ -185,7 +185,7 @@ def channel_evidence(
     """
     s_res = sum(surprises.get(name, 0.0) for name in _RESIDUAL_CHANNELS)
     s_day = surprises.get(_DAILY, 0.0)
-    shape_sq = [v * v for v in shape] if shape else []
+    shape_sq = [v * v for v in shape] if shape else [0.0] * len(present)
     s_shape = surprises.get(_SHAPE, 0.0) if any(shape_sq) else 0.0
     s_lvl = sum(surprises.values()) - s_res - s_day - s_shape
     res_sq = [r * r for r in residual]
@@ -194,15 +194,11 @@ def channel_evidence(
     k_res = s_res / (sum(res_sq) or 1.0)
     k_lvl = s_lvl / (sum(z_sq) or 1.0)
     k_day = s_day / (sum(day_sq) or 1.0)
-    evidence = {
-        FEATURES[i]: k_res * res_sq[j] + k_lvl * z_sq[j] + k_day * day_sq[j]
+    k_shape = s_shape / (sum(shape_sq) or 1.0)
+    return {
+        FEATURES[i]: k_res * res_sq[j] + k_lvl * z_sq[j] + k_day * day_sq[j] + k_shape * shape_sq[j]
         for j, i in enumerate(present)
     }
-    if s_shape:
-        k_shape = s_shape / sum(shape_sq)
-        for j, i in enumerate(present):
-            evidence[FEATURES[i]] += k_shape * shape_sq[j]
-    return evidence
 
 
 def _channel_axis_scale(name: str, c: EngineConfig) -> float:
