@@ -92,6 +92,6 @@ def classify(
         return "memory_leak"
     if level_shift:
         return "level_shift"
-    if deviation.get(top, 0.0) > 0 and top in _FAMILY:
-        return _FAMILY[top]
+    if deviation.get(top, 0.0) > 0:
+        return family(top)
     return "other"
