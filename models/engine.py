@@ -92,11 +92,17 @@ import numpy as np
 from models.attribution import attribute
 from models.calibration import TailCalibrator
 from models.calibration_bank import CalibrationBank
-from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, family, severity
+from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, severity
 from models.daily_profile import DailyProfiles
 from models.drift import CompactPageHinkley
 from models.fleet import FleetForests
-from models.incidents import IncidentTracker, incident_id, parse_incident_id
+from models.incidents import (
+    NO_SHIFT,
+    SHIFT_CAME_BACK,
+    IncidentTracker,
+    incident_id,
+    parse_incident_id,
+)
 from models.metric_bank import MetricBank, batch_rounds
 from models.normalizer import EWStandardizer
 from models.peaks import RecentPeaks
@@ -150,6 +156,10 @@ _RANGE_BLOB = "value_range"
 # The shape channel's rings of 4-bit codes, likewise a blob within v4 (those of 1-byte codes,
 # "shape_history", are skipped: the ring starts afresh).
 _SHAPE_BLOB = "shape_codes"
+# The lasting shift an incident was named `level_shift` by (`IncidentTracker.shift_state`),
+# likewise a blob within v4, written only after a shift: restored without it, a held level
+# shift cannot be told coming back.
+_SHIFT_BLOB = "incident_shift"
 _P_FLOOR = 1e-15  # smallest p-value reported: scores stay distinguishable in doubles
 _LN10 = math.log(10.0)  # -ln p per unit of -log10 p
 
@@ -277,6 +287,11 @@ class EngineConfig:
     severity_critical: float = 99.9999
     warmup: int = 30  # samples per VM before it is scored
     recovery: int = 12  # calm samples that resolve an incident
+    # ...but not one named `level_shift` before this many seconds from the shift: a level that
+    # comes back within half an hour was an excursion (named as before the shift), not a new
+    # normal. On the simulated fleet an hour found one anomaly fewer: a false incident held
+    # open took in the next anomaly.
+    shift_hold: float = 1_800.0
     # Inside an open incident a sample that does not escalate it is no news: its score is
     # capped at `dedup_fraction` of the base threshold's surprise (0.5 of p < 0.002: p < 0.045,
     # score 95.5), so a sustained anomaly reads as one detection, not one per sample.
@@ -447,7 +462,7 @@ class _Local:
     # the batch's Z, R, T, P and per-metric shape scores (None without the channel; see
     # `_Batch`)
     scores: tuple[np.ndarray | None, ...]
-    shifted: bool
+    shifted: int  # bit mask: bit i when metric i's level shift was confirmed on the sample
     scored: bool
     row: int  # the sample's row in the batch
 
@@ -510,6 +525,24 @@ class _Batch:
     shift: np.ndarray  # per sample: largest |EW mean of a metric's clipped z-score|
     # per sample and metric: the shape channel's raw score (NaN: not scored)
     shape: np.ndarray | None
+
+
+def _follow_shift(
+    inc: IncidentTracker, ts: float, loc: _Local, weights: dict[str, float], kind_before: int
+) -> None:
+    """A lasting shift confirmed inside the open incident: a first one names it `level_shift`
+    (the fired metric with the most evidence is the one that shifted); that metric's level
+    shifting again, back at least halfway to where it was, names it as before (an excursion)."""
+    present = loc.present
+    if inc.shift_metric == NO_SHIFT:
+        fired = [k for k, j in enumerate(present) if loc.shifted >> j & 1]
+        k = max(fired, key=lambda k: weights.get(FEATURES[present[k]], 0.0))
+        inc.mark_shift(ts, present[k], loc.typical[k], kind_before)
+    elif inc.shift_pending and loc.shifted >> inc.shift_metric & 1:
+        k = present.index(inc.shift_metric)
+        x = loc.values[FEATURES[inc.shift_metric]]
+        if abs(x - inc.shift_from) < abs(x - loc.typical[k]):
+            inc.shift_came_back()
 
 
 class AnomalyEngine:
@@ -706,6 +739,8 @@ class AnomalyEngine:
             blobs[_RANGE_BLOB] = self._ranges.to_bytes(state.slot)
         if self._shapes is not None:
             blobs[_SHAPE_BLOB] = self._shapes.to_bytes(state.slot)
+        if state.incident.shift_metric != NO_SHIFT:
+            blobs[_SHIFT_BLOB] = struct.pack("<4d", *state.incident.shift_state())
         parts = [struct.pack("<BHH", _FORMAT_VERSION, len(scalars), len(blobs))]
         parts.append(struct.pack(f"<{len(scalars)}d", *scalars))
         for name, blob in blobs.items():
@@ -742,6 +777,8 @@ class AnomalyEngine:
                 self._ranges.load_bytes(state.slot, blob)
             elif name == _SHAPE_BLOB and self._shapes is not None:
                 self._shapes.load_bytes(state.slot, blob)
+            elif name == _SHIFT_BLOB:
+                state.incident.load_shift_state(struct.unpack("<4d", blob))
         self._vms[vm_id] = state
 
     def state_bytes(self, vm_id: str) -> int:
@@ -1018,8 +1055,9 @@ class AnomalyEngine:
         deviation = {name: values[name] - typical[j] for j, name in enumerate(weights)}
         growth = {FEATURES[i]: self._bank.column("g_index", state.slot, i) for i in loc.present}
         # A shift confirmed on the sample that would open an incident may be a spike on top of
-        # a slow drift: the kind is what moved; a lasting shift relabels it later.
-        shift = loc.shifted and inc.active
+        # a slow drift: the kind is what moved; a lasting shift relabels it later (until the
+        # shifted level comes back, then the incident is named what moved again).
+        shift = inc.active and bool(loc.shifted) and inc.shift_metric != SHIFT_CAME_BACK
         kind = classify(attribute(score, weights), deviation, growth, shift, c.leak_growth)
 
         thr_surprise = state.threshold.surprise_threshold(
@@ -1032,6 +1070,7 @@ class AnomalyEngine:
         state.last_threshold = threshold
 
         severity_before = inc.severity
+        kind_before = inc.kind
         was_open = inc.active or inc.since_resolved <= c.holdoff
         status = inc.step(
             sample.ts,
@@ -1041,15 +1080,10 @@ class AnomalyEngine:
             KINDS.index(kind),
             c.recovery,
             c.holdoff,
+            c.shift_hold,
         )
         if inc.active and loc.shifted and status != "open" and inc.kind_name != "memory_leak":
-            top = max(weights, key=weights.__getitem__) if weights else None
-            if inc.kind_name == "level_shift" and top is not None and deviation[top] < 0:
-                # A second shift, back down, within the same incident: the level came back,
-                # so it was an excursion that lasted minutes, named by what moved.
-                inc.set_kind(KINDS.index(family(top)))
-            else:
-                inc.set_kind(KINDS.index("level_shift"))
+            _follow_shift(inc, sample.ts, loc, weights, kind_before)
         elif inc.active and kind == "memory_leak":
             inc.set_kind(KINDS.index("memory_leak"))
 

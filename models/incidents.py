@@ -7,7 +7,10 @@ status change:
 - `update` when the active incident escalates to a higher severity (lower ones are not news),
   or when it re-opens within `holdoff` samples of its resolution (flapping: the same incident
   continues, with the same id);
-- `resolved` after `recovery` consecutive calm samples.
+- `resolved` after `recovery` consecutive calm samples; an incident that a lasting shift named
+  `level_shift` (`mark_shift`) is held open until `shift_hold` seconds after the shift: the
+  level may still come back (then it was an excursion, and `shift_came_back` gives it its name
+  from before the shift), and only a level that holds is a new normal.
 
 The incident id is deterministic: `"{vm_id}:{opening ts in ms}"`.
 """
@@ -17,6 +20,9 @@ from __future__ import annotations
 from models.classification import KINDS, SEVERITIES
 
 _RECENT = 4
+_LEVEL_SHIFT = KINDS.index("level_shift")
+NO_SHIFT = -1  # `shift_metric`: no lasting shift in this incident
+SHIFT_CAME_BACK = -2  # ...one came back: the incident was an excursion
 _NEVER = 1e18
 
 
@@ -45,6 +51,10 @@ class IncidentTracker:
         "opened",
         "samples",
         "recent",
+        "shift_metric",
+        "shift_from",
+        "shift_at",
+        "kind_before_shift",
     )
 
     def __init__(self) -> None:
@@ -58,6 +68,13 @@ class IncidentTracker:
         self.opened = 0
         self.samples = 0
         self.recent: list[tuple[int, int]] = []  # (opened_at ms, kind index), newest last
+        # The lasting shift that named the incident `level_shift`: the metric (an index of the
+        # engine's features, or NO_SHIFT / SHIFT_CAME_BACK), its level before the shift, when
+        # it was confirmed and the incident's kind before it.
+        self.shift_metric = NO_SHIFT
+        self.shift_from = 0.0
+        self.shift_at = 0.0
+        self.kind_before_shift = self.kind
 
     @property
     def severity_name(self) -> str:
@@ -76,6 +93,7 @@ class IncidentTracker:
         kind: int,
         recovery: int,
         holdoff: int,
+        shift_hold: float = 0.0,
     ) -> str | None:
         """Advance by one sample; return the status to publish, if any."""
         if self.active:
@@ -86,11 +104,16 @@ class IncidentTracker:
                     self.peak = score
                 if severity > self.severity:
                     self.severity = severity
-                    self.kind = kind if kind != KINDS.index("other") else self.kind
+                    if kind != KINDS.index("other") and kind != self.kind:
+                        self.kind = kind  # a worse anomaly of another kind names it now
+                        if kind != _LEVEL_SHIFT:
+                            self.shift_metric = NO_SHIFT
                     return "update"
                 return None
             self.calm += 1
-            if self.calm >= recovery:
+            if self.calm >= recovery and not (
+                self.shift_metric >= 0 and ts - self.shift_at < shift_hold
+            ):
                 self.active = False
                 self.since_resolved = 0
                 return "resolved"
@@ -108,6 +131,7 @@ class IncidentTracker:
         self.opened_at = ts
         self.severity = severity
         self.kind = kind
+        self.shift_metric = NO_SHIFT
         self.peak = score
         self.samples = 1
         self.opened += 1
@@ -120,6 +144,38 @@ class IncidentTracker:
         self.kind = kind
         if self.recent:
             self.recent[-1] = (self.recent[-1][0], kind)
+
+    @property
+    def shift_pending(self) -> bool:
+        """A lasting shift named the incident and its level has not come back (yet)."""
+        return self.shift_metric >= 0
+
+    def mark_shift(self, ts: float, metric: int, level_before: float, kind_before: int) -> None:
+        """A drift detector confirmed at `ts` a lasting shift of `metric` from `level_before`:
+        the incident, `kind_before` until now, is a level shift unless the level comes back."""
+        self.shift_metric = metric
+        self.shift_from = level_before
+        self.shift_at = ts
+        self.kind_before_shift = kind_before
+        self.set_kind(_LEVEL_SHIFT)
+
+    def shift_came_back(self) -> None:
+        """The shifted level came back: the incident was an excursion, named as before it."""
+        self.shift_metric = SHIFT_CAME_BACK
+        self.set_kind(self.kind_before_shift)
+
+    def shift_state(self) -> tuple[float, float, float, float]:
+        return (
+            float(self.shift_metric),
+            self.shift_from,
+            self.shift_at,
+            float(self.kind_before_shift),
+        )
+
+    def load_shift_state(self, values: tuple[float, ...]) -> None:
+        self.shift_metric = int(values[0])
+        self.shift_from, self.shift_at = values[1], values[2]
+        self.kind_before_shift = int(values[3])
 
     def kind_of(self, opened_ms: int) -> int | None:
         for ms, kind in self.recent:

@@ -123,9 +123,9 @@ class MetricBank:
         `X` holds one row per sample (NaN: metric absent), `slots` the rows' VM slots and
         `warm` whether the VM is past its warm-up (drift is tested and the running means of z
         are learned only then). Returns z-scores, forecast residual scores and typical values
-        (0 where absent) and, per row, whether a level shift was confirmed (the metric's level
-        is then re-centred on the sample) and the largest |running mean of z| over its metrics
-        (0 before warm-up).
+        (0 where absent) and, per row, the metrics whose level shift was confirmed (a bit mask,
+        bit i for metric i; the level is then re-centred on the sample) and the largest
+        |running mean of z| over its metrics (0 before warm-up).
         """
         n = len(slots)
         rounds = batch_rounds(slots)
@@ -147,7 +147,7 @@ class MetricBank:
         z = np.zeros(X.shape)
         residual = np.zeros(X.shape)
         typical = np.zeros(X.shape)
-        shifted = np.zeros(n, dtype=bool)
+        shifted = np.zeros(n, dtype=np.int64)
         shift = np.zeros(n)
         present = ~np.isnan(X)
         outputs = (z, residual, typical, shifted, shift)
@@ -157,7 +157,7 @@ class MetricBank:
 
     def _observe_one(
         self, slot: int, x_row: list[float], warm: bool
-    ) -> tuple[list[float], list[float], list[float], bool, float]:
+    ) -> tuple[list[float], list[float], list[float], int, float]:
         """One sample through the scalar classes (small batches): z, residual, typical,
         shifted, |running mean of z|."""
         scaler, forecaster, drift, growth = self._scalar
@@ -167,7 +167,7 @@ class MetricBank:
         columns = block.T.tolist()
         m = len(x_row)
         z_out, res_out, typ_out = [0.0] * m, [0.0] * m, [0.0] * m
-        shifted = False
+        shifted = 0
         updated = []
         for i, x in enumerate(x_row):
             if x != x:  # NaN: absent
@@ -181,7 +181,7 @@ class MetricBank:
             z = z_out[i] = scaler.observe(x)
             res_out[i] = forecaster.observe(x)
             if warm and drift.update(z):
-                shifted = True
+                shifted |= 1 << i
                 scaler.reset_level(x)
                 forecaster.reset_level(x)
             growth.learn_one(x)
@@ -288,7 +288,7 @@ class MetricBank:
             S[4] = np.where(fired, x, S[4])
             S[5] = np.where(fired, 0.0, S[5])
             S[7] = np.where(fired, x, S[7])
-            shifted[rows] = fired.any(axis=1)
+            shifted[rows] = fired @ (1 << np.arange(fired.shape[1]))
 
         # growth index (GrowthTracker.learn_one)
         step = np.sign(x - g_last)

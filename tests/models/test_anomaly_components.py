@@ -251,6 +251,38 @@ def test_incident_reopen_within_holdoff_continues_the_same_incident():
     assert len(ids) == 1 and out[18][3] != out[0][3]
 
 
+def test_a_level_shift_is_held_open_until_it_comes_back_or_lasts():
+    cpu = KINDS.index("cpu_spike")
+
+    def calm_until_resolved(tr: IncidentTracker, t: int) -> int:
+        while tr.step(float(t), False, 10.0, 0, 0, 3, 5) != "resolved":
+            t += 1
+        return t
+
+    held = IncidentTracker()
+    held.step(0.0, True, 99.99, 0, cpu, 3, 5)
+    held.mark_shift(2.0, 0, 20.0, cpu)
+    assert held.kind_name == "level_shift" and held.shift_pending
+    # calm for 3 samples resolves an incident, but not a level shift younger than the hold
+    assert all(held.step(float(t), False, 10.0, 0, 0, 3, 5, 30.0) is None for t in range(3, 32))
+    assert held.step(32.0, False, 10.0, 0, 0, 3, 5, 30.0) == "resolved"
+    assert held.kind_name == "level_shift"
+
+    back = IncidentTracker()
+    back.step(0.0, True, 99.99, 0, cpu, 3, 5)
+    back.mark_shift(2.0, 0, 20.0, cpu)
+    back.shift_came_back()
+    assert back.kind_name == "cpu_spike" and not back.shift_pending
+    assert back.recent[-1][1] == cpu  # what operator feedback on it will refer to
+    assert calm_until_resolved(back, 3) == 5
+
+    worse = IncidentTracker()  # a worse anomaly of another kind names the incident now
+    worse.step(0.0, True, 99.99, 0, cpu, 3, 5)
+    worse.mark_shift(2.0, 0, 20.0, cpu)
+    assert worse.step(3.0, True, 99.999, 2, KINDS.index("io_bottleneck"), 3, 5) == "update"
+    assert worse.kind_name == "io_bottleneck" and not worse.shift_pending
+
+
 def test_incident_id_round_trip():
     assert parse_incident_id(incident_id("vm:a:1", 1700000000.25)) == ("vm:a:1", 1700000000250)
     assert parse_incident_id("nonsense") is None

@@ -24,8 +24,8 @@ class _ScalarVM:
         self.growth = [GrowthTracker() for _ in range(M)]
         self.mean_z = [0.0] * M  # the shift channel's running means, as the engine kept them
 
-    def observe(self, x_row: list[float], warm: bool) -> tuple[list, list, list, bool, float]:
-        z, r, t, shifted, shift = [0.0] * M, [0.0] * M, [0.0] * M, False, 0.0
+    def observe(self, x_row: list[float], warm: bool) -> tuple[list, list, list, int, float]:
+        z, r, t, shifted, shift = [0.0] * M, [0.0] * M, [0.0] * M, 0, 0.0
         for i, x in enumerate(x_row):
             if x != x:
                 continue
@@ -33,7 +33,7 @@ class _ScalarVM:
             z[i] = self.scalers[i].observe(x)
             r[i] = self.forecasters[i].observe(x)
             if warm and self.drifts[i].update(z[i]):
-                shifted = True
+                shifted |= 1 << i
                 self.scalers[i].reset_level(x)
                 self.forecasters[i].reset_level(x)
             self.growth[i].learn_one(x)
@@ -88,8 +88,8 @@ def test_bank_equals_the_scalar_classes_with_repeats_gaps_and_shifts(batch, n_vm
         for j, (vm, x) in enumerate(chunk):
             ez, er, et, eshifted, emean_z = scalar[vm].observe(x.tolist(), bool(warm[j]))
             assert z[j].tolist() == ez and r[j].tolist() == er and t[j].tolist() == et
-            assert bool(shifted[j]) == eshifted and float(mean_z[j]) == emean_z
-            shifts += eshifted
+            assert int(shifted[j]) == eshifted and float(mean_z[j]) == emean_z
+            shifts += bool(eshifted)
     assert shifts > 0
     assert bool(rounds) == (batch >= 64)  # which path ran
     for vm in range(n_vms):
