@@ -5,8 +5,8 @@ status change:
 
 - `open` when an anomalous sample arrives and no incident is active;
 - `update` when the active incident escalates to a higher severity (lower ones are not news),
-  or when it re-opens within `holdoff` samples of its resolution (flapping: the same incident
-  continues, with the same id);
+  or when it re-opens within `holdoff` samples of its resolution as the same kind (flapping: the
+  same incident continues, with the same id; `other` on either side counts as the same);
 - `resolved` after `recovery` consecutive calm samples; an incident that a lasting shift named
   `level_shift` (`mark_shift`) is held open until `shift_hold` seconds after the shift: the
   level may still come back (then it was an excursion, and `shift_came_back` gives it its name
@@ -21,6 +21,7 @@ from models.classification import KINDS, SEVERITIES
 
 _RECENT = 4
 _LEVEL_SHIFT = KINDS.index("level_shift")
+_OTHER = KINDS.index("other")
 NO_SHIFT = -1  # `shift_metric`: no lasting shift in this incident
 SHIFT_CAME_BACK = -2  # ...one came back: the incident was an excursion
 _NEVER = 1e18
@@ -124,7 +125,11 @@ class IncidentTracker:
         self.active = True
         self.calm = 0
         self.samples += 1
-        if self.opened and self.since_resolved <= holdoff:
+        if (
+            self.opened
+            and self.since_resolved <= holdoff
+            and (kind == self.kind or kind == _OTHER or self.kind == _OTHER)
+        ):
             self.severity = max(self.severity, severity)
             self.peak = max(self.peak, score)
             return "update"

@@ -283,6 +283,16 @@ def test_a_level_shift_is_held_open_until_it_comes_back_or_lasts():
     assert worse.kind_name == "io_bottleneck" and not worse.shift_pending
 
 
+def test_a_re_trigger_of_another_kind_within_the_holdoff_is_a_new_incident():
+    cpu, io, other = (KINDS.index(k) for k in ("cpu_spike", "io_bottleneck", "other"))
+    for kind, expected in ((cpu, "update"), (other, "update"), (io, "open")):
+        tr = IncidentTracker()
+        tr.step(0.0, True, 99.99, 0, cpu, 3, 5)
+        statuses = [tr.step(float(t), False, 10.0, 0, other, 3, 5) for t in (1, 2, 3)]
+        assert statuses[-1] == "resolved"
+        assert tr.step(4.0, True, 99.99, 1, kind, 3, 5) == expected
+
+
 def test_incident_id_round_trip():
     assert parse_incident_id(incident_id("vm:a:1", 1700000000.25)) == ("vm:a:1", 1700000000250)
     assert parse_incident_id("nonsense") is None
