@@ -105,7 +105,7 @@ class IncidentTracker:
                     self.peak = score
                 if severity > self.severity:
                     self.severity = severity
-                    if kind != KINDS.index("other") and kind != self.kind:
+                    if kind != _OTHER and kind != self.kind:
                         self.kind = kind  # a worse anomaly of another kind names it now
                         if kind != _LEVEL_SHIFT:
                             self.shift_metric = NO_SHIFT
@@ -113,7 +113,7 @@ class IncidentTracker:
                 return None
             self.calm += 1
             if self.calm >= recovery and not (
-                self.shift_metric >= 0 and ts - self.shift_at < shift_hold
+                self.shift_pending and ts - self.shift_at < shift_hold
             ):
                 self.active = False
                 self.since_resolved = 0
