@@ -1084,7 +1084,7 @@ class AnomalyEngine:
         )
         if inc.active and loc.shifted and status != "open" and inc.kind_name != "memory_leak":
             _follow_shift(inc, sample.ts, loc, weights, kind_before)
-        elif inc.active and kind == "memory_leak":
+        elif inc.active and anomalous and kind == "memory_leak":
             inc.set_kind(KINDS.index("memory_leak"))
 
         # The alert rate counts incidents opened, not samples above the bar: a long anomaly is

@@ -244,6 +244,27 @@ def test_an_excursion_that_lasts_minutes_is_named_by_what_moved_not_as_a_level_s
         assert incident[-1]["ts"] < out[500 + minutes + 20].ts
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_calm_tail_with_memory_creeping_up_does_not_rename_a_spike_a_leak(seed):
+    """Only an anomalous sample names an open incident a memory leak: in the calm samples
+    before a CPU spike resolves, memory creeping up 0.02 points a minute, 1.5 standard
+    deviations above typical, steadily grows but is no anomaly (it renamed the spike in five
+    seeds of six)."""
+
+    def spike_then_creep(t, values, rng):
+        if 500 <= t < 505:
+            values["cpu_pct"] += 40.0
+        if 505 <= t < 530:
+            values["mem_pct"] = 51.5 + 0.02 * (t - 505)
+
+    _, out = run(stream(700, seed=seed, edit=spike_then_creep))
+    incident = [e for e in events(out) if e["ts"] >= out[500].ts]
+    assert [(e["status"], e["kind"]) for e in incident] == [
+        ("open", "cpu_spike"),
+        ("resolved", "cpu_spike"),
+    ]
+
+
 def test_a_restored_vm_still_holds_its_level_shift_and_sees_it_come_back():
     config = EngineConfig(use_halfspace=False, use_isolation_forest=False)  # nothing shared
     samples = stream(900, edit=_excursion(30))
