@@ -289,8 +289,8 @@ class EngineConfig:
     recovery: int = 12  # calm samples that resolve an incident
     # ...but not one named `level_shift` before this many seconds from the shift: a level that
     # comes back within half an hour was an excursion (named as before the shift), not a new
-    # normal. On the simulated fleet an hour found one anomaly fewer: a false incident held
-    # open took in the next anomaly.
+    # normal. On the simulated fleet an hour found one anomaly fewer and named two fewer (a
+    # false incident held open longer took in the next anomaly).
     shift_hold: float = 1_800.0
     # Inside an open incident a sample that does not escalate it is no news: its score is
     # capped at `dedup_fraction` of the base threshold's surprise (0.5 of p < 0.002: p < 0.045,
