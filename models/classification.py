@@ -65,12 +65,6 @@ def severity(score: float, threshold: float, medium: float, high: float, critica
     return "low"
 
 
-def family(metric: str) -> str:
-    """The kind a metric's own excursion is named by (`other` for memory, which names a leak
-    only when it climbs)."""
-    return _FAMILY.get(metric, "other")
-
-
 def classify(
     attribution: dict[str, float],
     deviation: dict[str, float],
@@ -92,6 +86,6 @@ def classify(
         return "memory_leak"
     if level_shift:
         return "level_shift"
-    if deviation.get(top, 0.0) > 0:
-        return family(top)
+    if deviation.get(top, 0.0) > 0 and top in _FAMILY:
+        return _FAMILY[top]
     return "other"

@@ -62,7 +62,7 @@ class IncidentTracker:
         self.active = False
         self.opened_at = 0.0
         self.severity = 0
-        self.kind = KINDS.index("other")
+        self.kind = _OTHER
         self.calm = 0
         self.since_resolved = _NEVER
         self.peak = 0.0
