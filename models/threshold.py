@@ -4,11 +4,14 @@ Thresholds live on the "surprise" scale `-log10(p)` of the combined tail probabi
 steps are meaningful (one unit = ten times rarer), and are reported on the 0–100 score scale
 `100 * (1 - p)`. The effective threshold for a sample of kind `k` is
 
-    base + penalty[k] + rate_boost
+    base + cadence_boost + penalty[k] + rate_boost
 
 - `penalty[k]` grows by `fp_step` on each "false_positive" verdict for an incident of kind `k`
   (the same pattern must be rarer to alert again) and shrinks by `fp_step` on "confirmed", never
   below zero; it decays slowly back to zero (half-life `penalty_half_life` samples).
+- `cadence_boost` = log10(reference / interval) for a VM sampled every `interval` seconds,
+  faster than the `reference` cadence the base is set for (0 otherwise): a bar set per sample
+  would let a VM sampled five times as often raise five times as many chance alerts per hour.
 - `rate_boost` rises when the VM's recent alerting rate (incidents opened per sample, EW)
   exceeds `target_rate`.
 """
@@ -31,20 +34,27 @@ def surprise_to_score(surprise: float) -> float:
     return 100.0 * (1.0 - 10.0 ** (-surprise))
 
 
+# Weight of each new gap in the EW estimate of a VM's sampling interval; each gap is first
+# clipped to half and twice the estimate, so an outage or a burst barely moves it.
+_INTERVAL_RATE = 0.05
+_INTERVAL_CLIP = 2.0
+
 # The penalties of a VM without feedback (nearly all of them): one shared, immutable tuple.
 _NO_PENALTY = (0.0,) * len(KINDS)
 
 
 class AdaptiveThreshold:
-    """Threshold state of one VM: six kind penalties and an EW alert rate."""
+    """Threshold state of one VM: six kind penalties, an EW alert rate and an EW sampling
+    interval."""
 
-    __slots__ = ("penalty", "rate")
+    __slots__ = ("penalty", "rate", "interval")
 
     def __init__(self) -> None:
         # The shared zeros until the first verdict; then a float64 array of its own (one object
         # instead of a list and a float per kind).
         self.penalty: array | tuple[float, ...] = _NO_PENALTY
         self.rate = 0.0
+        self.interval = 0.0  # seconds; 0: not known yet
 
     @property
     def same_for_every_kind(self) -> bool:
@@ -63,6 +73,25 @@ class AdaptiveThreshold:
         if kind is None:
             return base + min(self.penalty) + boost
         return base + self.penalty[KINDS.index(kind)] + boost
+
+    def observe_gap(self, gap: float) -> None:
+        """Learn the time since the VM's previous sample (seconds, > 0)."""
+        interval = self.interval
+        if interval <= 0.0:
+            self.interval = gap
+            return
+        if gap > _INTERVAL_CLIP * interval:
+            gap = _INTERVAL_CLIP * interval
+        elif gap * _INTERVAL_CLIP < interval:
+            gap = interval / _INTERVAL_CLIP
+        self.interval = interval + _INTERVAL_RATE * (gap - interval)
+
+    def cadence_boost(self, reference: float) -> float:
+        """-log10 p to add to the base threshold (set for one sample every `reference`
+        seconds) so that this VM's chance alerts per hour stay the reference's; 0 for a VM
+        sampled no faster than that, or while its interval is unknown."""
+        interval = self.interval
+        return math.log10(reference / interval) if 0.0 < interval < reference else 0.0
 
     def observe(self, alerted: bool, rate_alpha: float, penalty_decay: float) -> None:
         """Update the alert rate with whether this sample raised an alert (opened an incident)."""

@@ -7,12 +7,14 @@ import math
 import random
 import struct
 import tracemalloc
+from dataclasses import replace
 
 import pytest
 
 from models.daily_profile import DailyProfiles
 from models.engine import FEATURES, AnomalyEngine, Assessment, EngineConfig, Sample
 from models.peaks import RecentPeaks
+from models.threshold import score_to_surprise, surprise_to_score
 from models.value_range import RangeBank
 
 BASE = {
@@ -517,6 +519,28 @@ def test_a_spike_that_tips_a_slow_drift_over_still_opens_as_a_spike():
     assert opened.event["kind"] == "cpu_spike"
 
 
+def _quiet_fleet(step: float, vms: int = 10, n: int = 3000) -> list[Sample]:
+    samples = []
+    for v in range(vms):
+        rng = random.Random(100 + v)
+        samples += [Sample(f"vm-{v}", 1.7e9 + step * t, noise(rng)) for t in range(n)]
+    return sorted(samples, key=lambda s: (s.ts, s.vm_id))
+
+
+def test_chance_alerts_per_hour_do_not_grow_with_the_sampling_rate():
+    """The base threshold holds for five-minute samples; a VM sampled every minute needs a
+    five times rarer surprise (99.96), or it would raise five times as many chance alerts."""
+    per_hour = {}
+    for step in (60.0, 300.0):
+        _, out = run(_quiet_fleet(step), chunk=500)
+        opened = sum(1 for a in out if a.event and a.event["status"] == "open")
+        per_hour[step] = opened / (len(out) * step / 3600.0)
+        expected = surprise_to_score(score_to_surprise(99.8) + math.log10(300.0 / step))
+        assert out[-1].threshold == pytest.approx(expected)
+    assert per_hour[300.0] > 0.0
+    assert per_hour[60.0] <= 1.5 * per_hour[300.0]
+
+
 def test_a_long_anomaly_does_not_raise_the_threshold_for_the_next_one():
     """The alert rate counts incidents opened: an hour of wild values is one alert, not many."""
 
@@ -529,8 +553,9 @@ def test_a_long_anomaly_does_not_raise_the_threshold_for_the_next_one():
     assert [i for i in opened if i >= 450] == [450]
     # Counting every sample above the bar, this VM would sit above its 1% target rate now
     # and every later anomaly would need to be rarer to alert.
-    assert engine.vm_snapshot("vm-1")["threshold"] == pytest.approx(EngineConfig().threshold)
-    assert all(a.threshold == pytest.approx(EngineConfig().threshold) for a in out[450:])
+    before = out[449].threshold
+    assert engine.vm_snapshot("vm-1")["threshold"] == pytest.approx(before)
+    assert all(a.threshold == pytest.approx(before) for a in out[450:])
 
 
 def _hourly_spikes(t, values, rng):
@@ -546,9 +571,12 @@ def test_a_spike_that_recurred_twice_today_stops_alerting_but_a_bigger_one_does_
         opens = [i for i, a in enumerate(out) if a.event and a.event["status"] == "open"]
         return [i for i in opens if i >= 400]
 
-    assert opened(EngineConfig()) == [400, 500, 1000]
+    # At the bar of five-minute samples: at one a minute's, five times rarer, the VM's
+    # calibration, which has learned the hourly spikes, leaves the bigger one at that bar.
+    per_sample = EngineConfig(threshold_interval=0)
+    assert opened(per_sample) == [400, 500, 1000]
     # Without the recent-recurrence memory every repeat is still rare enough to alert.
-    assert {600, 700, 800} <= set(opened(EngineConfig(recent_recurrence=False)))
+    assert {600, 700, 800} <= set(opened(replace(per_sample, recent_recurrence=False)))
 
 
 def _spiky_cpu(seed: int, last: float, n: int = 3000) -> list[Sample]:
