@@ -18,7 +18,14 @@ from pathlib import Path
 
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker, free_port
-from streams.demo import QUICK_GROUP_SETTINGS, _get_json, start_worker, stop_process, wait_ready
+from streams.demo import (
+    PER_SAMPLE_BAR,
+    QUICK_GROUP_SETTINGS,
+    _get_json,
+    start_worker,
+    stop_process,
+    wait_ready,
+)
 from streams.settings import Settings
 from streams.simulator import Fleet
 from streams.topics import TopicSpec, load_topics
@@ -234,6 +241,7 @@ def _worker_env(deployment: Deployment, app_id: str, port: int, extra: dict[str,
         "NOVACRON_DATA_DIR": str(deployment.workdir / f"data-{app_id}"),
         "NOVACRON_LOG_LEVEL": "warn",
         **QUICK_GROUP_SETTINGS,
+        **PER_SAMPLE_BAR,
         **extra,
     }
 

@@ -10,13 +10,19 @@ from __future__ import annotations
 import json
 import statistics
 
-from models.engine import AnomalyEngine
+from models.engine import AnomalyEngine, EngineConfig
 from streams.capacity import CapacityConfig, CapacityPlanner
 from streams.processor import Checkpoint, MetricsProcessor, Source
 from streams.simulator import Fleet
 from streams.windows import TumblingWindows
 
 START = 1_790_000_000.0
+
+
+def _engine() -> AnomalyEngine:
+    """The fleet below samples every second: the base bar per sample, as the tests were
+    written with (not one 300 times rarer for that cadence)."""
+    return AnomalyEngine(EngineConfig(threshold_interval=0))
 
 
 def _records() -> list[bytes]:
@@ -47,20 +53,20 @@ def _run(processor: MetricsProcessor, records: list[bytes], first_offset: int) -
 def test_restored_vms_raise_the_same_incidents_as_an_uninterrupted_run() -> None:
     records = _records()
     cut = len(records) * 3 // 4  # the spike comes after the crash point
-    uninterrupted = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=1)
+    uninterrupted = MetricsProcessor(engine=_engine(), checkpoint_every=1)
     _run(uninterrupted, records[:cut], 0)
     store = uninterrupted.take_checkpoints(force=True)
     assert len(store) == 20
     expected, expected_scores = _run(uninterrupted, records[cut:], cut)
 
-    restored = MetricsProcessor(engine=AnomalyEngine(), restore=store.get)
+    restored = MetricsProcessor(engine=_engine(), restore=store.get)
     incidents, scores = _run(restored, records[cut:], cut)
     assert restored.stats.records["vm_restored"] == 20
     spike = [i for i in expected if i[0] == "vm-00005"]
     assert spike and spike[0][1] == "open" and spike[0][2] in ("high", "critical")
     assert [i for i in incidents if i[0] == "vm-00005"] == spike
 
-    fresh = MetricsProcessor(engine=AnomalyEngine())
+    fresh = MetricsProcessor(engine=_engine())
     fresh_incidents, fresh_scores = _run(fresh, records[cut:], cut)
     assert [i for i in fresh_incidents if i[0] == "vm-00005"] != spike, (
         "without the checkpoint a fresh worker is still warming up"
@@ -76,7 +82,7 @@ def test_redelivered_records_the_checkpoint_already_learned_are_skipped() -> Non
     """A takeover resumes from the committed offset, which can lie behind the checkpoint."""
     records = _records()
     cut, overlap = len(records) * 3 // 4, 40
-    uninterrupted = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=1)
+    uninterrupted = MetricsProcessor(engine=_engine(), checkpoint_every=1)
     _run(uninterrupted, records[:cut], 0)
     taken = uninterrupted.take_checkpoints()
     store = {vm: Checkpoint.decode(c.encode()) for vm, c in taken.items()}
@@ -90,7 +96,7 @@ def test_redelivered_records_the_checkpoint_already_learned_are_skipped() -> Non
     }
     expected, _ = _run(uninterrupted, records[cut:], cut)
 
-    restored = MetricsProcessor(engine=AnomalyEngine(), restore=store.get)
+    restored = MetricsProcessor(engine=_engine(), restore=store.get)
     incidents, _ = _run(restored, records[cut - overlap :], cut - overlap)
     per_record = len(json.loads(records[0])["samples"])
     assert restored.stats.records["replayed_sample"] == overlap * per_record
@@ -101,11 +107,11 @@ def test_redelivered_records_the_checkpoint_already_learned_are_skipped() -> Non
 
 def test_checkpoints_written_before_they_carried_an_offset_still_restore() -> None:
     records = _records()
-    first = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=1)
+    first = MetricsProcessor(engine=_engine(), checkpoint_every=1)
     _run(first, records[:50], 0)
     legacy = {vm: c.encode()["state"] for vm, c in first.take_checkpoints().items()}
     restored = MetricsProcessor(
-        engine=AnomalyEngine(), restore=lambda vm: Checkpoint.decode(legacy.get(vm))
+        engine=_engine(), restore=lambda vm: Checkpoint.decode(legacy.get(vm))
     )
     _run(restored, records[40:60], 40)  # no offset to compare: every sample is learned
     assert restored.stats.records["vm_restored"] == 20
@@ -116,7 +122,7 @@ def test_checkpoints_written_before_they_carried_an_offset_still_restore() -> No
 def test_a_fleet_in_lock_step_checkpoints_a_share_of_its_vms_every_tick() -> None:
     vms, every = 200, 20
     fleet = Fleet(vms, seed=4, vms_per_host=50, day_seconds=600)
-    processor = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=every)
+    processor = MetricsProcessor(engine=_engine(), checkpoint_every=every)
     per_tick: list[list[str]] = []
     offset = 0
     for _, records in fleet.records(3 * every, START, 1.0, batch=True):
@@ -136,7 +142,7 @@ def test_a_fleet_in_lock_step_checkpoints_a_share_of_its_vms_every_tick() -> Non
 def test_a_verdict_is_checkpointed_with_the_vms_next_batch() -> None:
     """Feedback is committed with its record: a crash must not forget it."""
     records = _records()
-    processor = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=100_000)
+    processor = MetricsProcessor(engine=_engine(), checkpoint_every=100_000)
     opened = []
     for i, raw in enumerate(records):
         outputs = processor.process(raw, Source("vm.metrics", 0, i, b"h"))
@@ -156,7 +162,7 @@ def test_a_verdict_is_checkpointed_with_the_vms_next_batch() -> None:
     def penalties(engine: AnomalyEngine) -> list[float]:
         return list(engine._vms["vm-00005"].threshold.penalty)
 
-    restored = AnomalyEngine()
+    restored = _engine()
     restored.load_vm("vm-00005", taken["vm-00005"].state)
     assert penalties(restored) == penalties(processor.engine)
     assert max(penalties(restored)) > 0, "the false positive raised the VM's threshold"
@@ -165,7 +171,7 @@ def test_a_verdict_is_checkpointed_with_the_vms_next_batch() -> None:
 def test_a_verdict_on_a_restored_vm_that_has_only_seen_replays_is_checkpointed() -> None:
     records = _records()
     cut = len(records) * 3 // 4
-    first = MetricsProcessor(engine=AnomalyEngine(), checkpoint_every=1)
+    first = MetricsProcessor(engine=_engine(), checkpoint_every=1)
     outputs = []
     for i, raw in enumerate(records[:cut]):
         outputs += first.process(raw, Source("vm.metrics", 0, i, b"h"))
@@ -173,7 +179,7 @@ def test_a_verdict_on_a_restored_vm_that_has_only_seen_replays_is_checkpointed()
     incident = next(o.value["incident_id"] for o in outputs if o.topic_id == "anomalies")
     vm_id = incident.rpartition(":")[0]
 
-    restored = MetricsProcessor(engine=AnomalyEngine(), restore=store.get)
+    restored = MetricsProcessor(engine=_engine(), restore=store.get)
     _run(restored, records[cut - 10 : cut], cut - 10)  # all redelivered: nothing learned
     assert restored.stats.samples == 0
     verdict = json.dumps({"incident_id": incident, "verdict": "confirmed"}).encode()
@@ -184,7 +190,7 @@ def test_a_verdict_on_a_restored_vm_that_has_only_seen_replays_is_checkpointed()
 
 def _forecasting(**kwargs) -> MetricsProcessor:
     return MetricsProcessor(
-        engine=AnomalyEngine(),
+        engine=_engine(),
         planner=CapacityPlanner(CapacityConfig(min_windows=3, act_after_windows=5)),
         forecast_windows=TumblingWindows(10.0),
         **kwargs,
@@ -226,7 +232,7 @@ def test_forecasting_state_that_does_not_fit_is_skipped_and_counted() -> None:
     _published(first, records[:100], 0)
     store = first.take_forecast_checkpoints()
     other = MetricsProcessor(
-        engine=AnomalyEngine(),
+        engine=_engine(),
         planner=CapacityPlanner(CapacityConfig(horizon=6, min_windows=3)),
         forecast_windows=TumblingWindows(10.0),
         restore_forecasts=store.get,

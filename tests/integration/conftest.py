@@ -16,7 +16,14 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker, free_port
-from streams.demo import QUICK_GROUP_SETTINGS, _get_json, start_worker, stop_process, wait_ready
+from streams.demo import (
+    PER_SAMPLE_BAR,
+    QUICK_GROUP_SETTINGS,
+    _get_json,
+    start_worker,
+    stop_process,
+    wait_ready,
+)
 from streams.topics import TopicSpec, load_topics
 
 pytestmark = pytest.mark.integration
@@ -48,6 +55,7 @@ class Deployment:
             "NOVACRON_DATA_DIR": str(self.workdir / f"data-{name}"),
             "NOVACRON_LOG_LEVEL": "warn",
             **QUICK_GROUP_SETTINGS,
+            **PER_SAMPLE_BAR,
         }
 
     def produce(self, records: list[tuple[str | None, bytes]], topic_id: str = "metrics") -> None:
