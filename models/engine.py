@@ -724,6 +724,8 @@ class AnomalyEngine:
             "last_ts": state.last_ts,
             "last_score": state.last_score,
             "threshold": state.last_threshold,
+            # what the threshold's cadence term learned (None: not yet)
+            "sampling_interval_s": state.threshold.interval or None,
             "typical": typical,
             "usual_at_this_hour": self._usual(state, range(_N_FEATURES), state.last_ts),
             "open_incident": incident,

@@ -532,7 +532,8 @@ def test_chance_alerts_per_hour_do_not_grow_with_the_sampling_rate():
     five times rarer surprise (99.96), or it would raise five times as many chance alerts."""
     per_hour = {}
     for step in (60.0, 300.0):
-        _, out = run(_quiet_fleet(step), chunk=500)
+        engine, out = run(_quiet_fleet(step), chunk=500)
+        assert engine.vm_snapshot("vm-0")["sampling_interval_s"] == step
         opened = sum(1 for a in out if a.event and a.event["status"] == "open")
         per_hour[step] = opened / (len(out) * step / 3600.0)
         expected = surprise_to_score(score_to_surprise(99.8) + math.log10(300.0 / step))
