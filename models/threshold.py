@@ -43,18 +43,35 @@ _INTERVAL_CLIP = 2.0
 _NO_PENALTY = (0.0,) * len(KINDS)
 
 
-class AdaptiveThreshold:
-    """Threshold state of one VM: six kind penalties, an EW alert rate and an EW sampling
-    interval."""
+def next_interval(interval: float, gap: float) -> float:
+    """A VM's sampling-interval estimate (seconds; 0: none yet) after learning `gap` (> 0),
+    the time since its previous sample."""
+    if interval <= 0.0:
+        return gap
+    if gap > _INTERVAL_CLIP * interval:
+        gap = _INTERVAL_CLIP * interval
+    elif gap * _INTERVAL_CLIP < interval:
+        gap = interval / _INTERVAL_CLIP
+    return interval + _INTERVAL_RATE * (gap - interval)
 
-    __slots__ = ("penalty", "rate", "interval")
+
+def cadence_boost(interval: float, reference: float) -> float:
+    """-log10 p to add to a base threshold set for one sample every `reference` seconds, for
+    a VM sampled every `interval` seconds, so that its chance alerts per hour stay the
+    reference's; 0 for a VM sampled no faster than that, or while its interval is unknown."""
+    return math.log10(reference / interval) if 0.0 < interval < reference else 0.0
+
+
+class AdaptiveThreshold:
+    """Threshold state of one VM: six kind penalties and an EW alert rate."""
+
+    __slots__ = ("penalty", "rate")
 
     def __init__(self) -> None:
         # The shared zeros until the first verdict; then a float64 array of its own (one object
         # instead of a list and a float per kind).
         self.penalty: array | tuple[float, ...] = _NO_PENALTY
         self.rate = 0.0
-        self.interval = 0.0  # seconds; 0: not known yet
 
     @property
     def same_for_every_kind(self) -> bool:
@@ -73,25 +90,6 @@ class AdaptiveThreshold:
         if kind is None:
             return base + min(self.penalty) + boost
         return base + self.penalty[KINDS.index(kind)] + boost
-
-    def observe_gap(self, gap: float) -> None:
-        """Learn the time since the VM's previous sample (seconds, > 0)."""
-        interval = self.interval
-        if interval <= 0.0:
-            self.interval = gap
-            return
-        if gap > _INTERVAL_CLIP * interval:
-            gap = _INTERVAL_CLIP * interval
-        elif gap * _INTERVAL_CLIP < interval:
-            gap = interval / _INTERVAL_CLIP
-        self.interval = interval + _INTERVAL_RATE * (gap - interval)
-
-    def cadence_boost(self, reference: float) -> float:
-        """-log10 p to add to the base threshold (set for one sample every `reference`
-        seconds) so that this VM's chance alerts per hour stay the reference's; 0 for a VM
-        sampled no faster than that, or while its interval is unknown."""
-        interval = self.interval
-        return math.log10(reference / interval) if 0.0 < interval < reference else 0.0
 
     def observe(self, alerted: bool, rate_alpha: float, penalty_decay: float) -> None:
         """Update the alert rate with whether this sample raised an alert (opened an incident)."""

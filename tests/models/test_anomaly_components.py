@@ -19,7 +19,13 @@ from models.normalizer import EWStandardizer
 from models.peaks import RecentPeaks
 from models.recurrence import DailyRecurrenceBank
 from models.residual import DampedTrendForecaster, ForecastResidualDetector
-from models.threshold import AdaptiveThreshold, score_to_surprise, surprise_to_score
+from models.threshold import (
+    AdaptiveThreshold,
+    cadence_boost,
+    next_interval,
+    score_to_surprise,
+    surprise_to_score,
+)
 
 
 def test_calibrator_p_values_of_a_stationary_stream_are_roughly_uniform():
@@ -227,23 +233,23 @@ def test_threshold_feedback_moves_only_the_verdicts_kind():
 
 
 def test_the_sampling_interval_is_learned_and_an_outage_barely_moves_it():
-    th = AdaptiveThreshold()
-    assert th.cadence_boost(300.0) == 0.0  # not known yet
+    interval = 0.0
+    assert cadence_boost(interval, 300.0) == 0.0  # not known yet
     for _ in range(50):
-        th.observe_gap(60.0)
-    assert th.interval == 60.0
-    assert th.cadence_boost(300.0) == pytest.approx(math.log10(5.0))
-    assert th.cadence_boost(0.0) == 0.0  # the cadence term off
-    th.observe_gap(3600.0)  # an hour without samples
-    assert 60.0 < th.interval < 64.0
-    th.observe_gap(1.0)  # a burst
-    assert 58.0 < th.interval < 62.0
+        interval = next_interval(interval, 60.0)
+    assert interval == 60.0
+    assert cadence_boost(interval, 300.0) == pytest.approx(math.log10(5.0))
+    assert cadence_boost(interval, 0.0) == 0.0  # the cadence term off
+    interval = next_interval(interval, 3600.0)  # an hour without samples
+    assert 60.0 < interval < 64.0
+    interval = next_interval(interval, 1.0)  # a burst
+    assert 58.0 < interval < 62.0
     for _ in range(200):  # the VM now reports every five minutes
-        th.observe_gap(300.0)
-    assert th.interval == pytest.approx(300.0, rel=1e-3)
+        interval = next_interval(interval, 300.0)
+    assert interval == pytest.approx(300.0, rel=1e-3)
     for _ in range(200):  # and then every hour: the bar is never lowered below the base
-        th.observe_gap(3600.0)
-    assert th.cadence_boost(300.0) == 0.0
+        interval = next_interval(interval, 3600.0)
+    assert cadence_boost(interval, 300.0) == 0.0
 
 
 def _run_tracker(flags, severities, recovery=3, holdoff=5):
