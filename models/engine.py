@@ -25,6 +25,8 @@ restored in tens of µs by `load_vm`):
   batch's scores with numpy operations;
 - an `AdaptiveThreshold` (`threshold`: kind penalties from operator feedback, alert rate) and
   an `IncidentTracker` (`incidents`: lifecycle, ids and kinds of the last incidents);
+- its sampling interval (one float in an array by slot, `threshold.next_interval`): a VM
+  sampled more often than every `threshold_interval` seconds needs a rarer surprise to alert;
 - a row of `recurrence.DailyRecurrenceBank` (72 bytes and a day number): per hour of the day, the
   largest surprise of the last two days, so a daily job's spike stops alerting once it has
   recurred twice;
