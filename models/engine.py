@@ -95,7 +95,7 @@ import numpy as np
 from models.attribution import attribute
 from models.calibration import TailCalibrator
 from models.calibration_bank import CalibrationBank
-from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, severity
+from models.classification import KINDS, SEVERITIES, GrowthTracker, classify, climb, severity
 from models.daily_profile import DailyProfiles
 from models.drift import CompactPageHinkley
 from models.fleet import FleetForests
@@ -371,6 +371,9 @@ class EngineConfig:
     drift_delta: float = 0.5
     drift_threshold: float = 20.0
     leak_growth: float = 0.4
+    # a leak's first alert: memory above typical by this many standard deviations on the
+    # sample before, and risen by as many since (`classification.climb`)
+    leak_climb: float = 2.0
     shift_alpha: float = 0.2
     # calibration (raw scores -> p-values; see `calibration.TailCalibrator`)
     calibration_half_life: float = 2000.0  # samples of memory (a week at 5 min)
@@ -477,8 +480,8 @@ class _Local:
     state: _VMState
     values: dict[str, float]
     present: Sequence[int]  # the sample's metrics, as indices of FEATURES
-    # the batch's Z, R, T, P and per-metric shape scores (None without the channel; see
-    # `_Batch`)
+    # the batch's Z, R, T, P, per-metric shape scores (None without the channel; see
+    # `_Batch`), rises since each metric's previous value and growth indices
     scores: tuple[np.ndarray | None, ...]
     shifted: int  # bit mask: bit i when metric i's level shift was confirmed on the sample
     scored: bool
@@ -525,6 +528,16 @@ class _Local:
         if self.scores[4] is None:
             return []
         return [v if v == v else 0.0 for v in self._present(4)]
+
+    @property
+    def rise(self) -> list[float]:
+        """Each present metric's rise since the VM's previous value of it (0: first)."""
+        return self._present(5)
+
+    @property
+    def growth(self) -> list[float]:
+        """Each present metric's growth index with the sample learned."""
+        return self._present(6)
 
 
 @dataclass(slots=True)
@@ -885,7 +898,9 @@ class AnomalyEngine:
                 presents.append(present)
                 values_of.append({FEATURES[i]: row[i] for i in present})
         slot_array = np.array(slots, dtype=np.intp)
-        Z, R, T, shifted, shift = self._bank.observe(slot_array, X, np.array(warm, dtype=bool))
+        Z, R, T, shifted, shift, rise, growth = self._bank.observe(
+            slot_array, X, np.array(warm, dtype=bool)
+        )
         time_array = np.array([sample.ts for sample in samples], dtype=float)
         if self._profiles is not None:
             P = self._profiles.observe(slot_array, time_array, np.array(gaps), X)
@@ -896,7 +911,7 @@ class AnomalyEngine:
             beyond, ranges_before = self._ranges.observe(slot_array, time_array, X)
         if self._shapes is not None:
             shape = self._shapes.observe(slot_array, X, ranges_before)
-        scores = (Z, R, T, P, shape)
+        scores = (Z, R, T, P, shape, rise, growth)
         local = [
             _Local(state, values, present, scores, is_shifted, is_warm and bool(present), row)
             for row, (state, values, present, is_warm, is_shifted) in enumerate(
@@ -1087,12 +1102,18 @@ class AnomalyEngine:
         values = loc.values
         typical = loc.typical
         deviation = {name: values[name] - typical[j] for j, name in enumerate(weights)}
-        growth = {FEATURES[i]: self._bank.column("g_index", state.slot, i) for i in loc.present}
+        growth = dict(zip(weights, loc.growth, strict=True))
+        climbs = {
+            name: climb(deviation[name], r, z)
+            for name, r, z in zip(weights, loc.rise, loc.z, strict=True)
+        }
         # A shift confirmed on the sample that would open an incident may be a spike on top of
         # a slow drift: the kind is what moved; a lasting shift relabels it later (until the
         # shifted level comes back, then the incident is named what moved again).
         shift = inc.active and bool(loc.shifted) and inc.shift_metric != SHIFT_CAME_BACK
-        kind = classify(attribute(score, weights), deviation, growth, shift, c.leak_growth)
+        kind = classify(
+            attribute(score, weights), deviation, growth, shift, c.leak_growth, climbs, c.leak_climb
+        )
 
         thr_surprise = state.threshold.surprise_threshold(base, kind, c.target_rate, c.rate_gain)
         threshold = surprise_to_score(thr_surprise)

@@ -115,9 +115,7 @@ class MetricBank:
 
     # ------------------------------------------------------------------ batch update
 
-    def observe(
-        self, slots: np.ndarray, X: np.ndarray, warm: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def observe(self, slots: np.ndarray, X: np.ndarray, warm: np.ndarray) -> tuple[np.ndarray, ...]:
         """Score each sample against its VM's state before it, then learn it, in order.
 
         `X` holds one row per sample (NaN: metric absent), `slots` the rows' VM slots and
@@ -125,7 +123,10 @@ class MetricBank:
         are learned only then). Returns z-scores, forecast residual scores and typical values
         (0 where absent) and, per row, the metrics whose level shift was confirmed (a bit mask,
         bit i for metric i; the level is then re-centred on the sample) and the largest
-        |running mean of z| over its metrics (0 before warm-up).
+        |running mean of z| over its metrics (0 before warm-up); last, per metric, its rise
+        since the VM's previous value of it (0 where absent or first) and its growth index
+        with the sample learned (0 where absent): what the engine classifies the sample by,
+        whatever later samples of the batch do to the state.
         """
         n = len(slots)
         rounds = batch_rounds(slots)
@@ -136,30 +137,25 @@ class MetricBank:
                     slots.tolist(), X.tolist(), warm.tolist(), strict=True
                 )
             ]
-            z, residual, typical, shifted, shift = zip(*rows, strict=True)
-            return (
-                np.array(z),
-                np.array(residual),
-                np.array(typical),
-                np.array(shifted),
-                np.array(shift),
-            )
+            return tuple(map(np.array, zip(*rows, strict=True)))
         z = np.zeros(X.shape)
         residual = np.zeros(X.shape)
         typical = np.zeros(X.shape)
         shifted = np.zeros(n, dtype=np.int64)
         shift = np.zeros(n)
+        rise = np.zeros(X.shape)
+        growth = np.zeros(X.shape)
         present = ~np.isnan(X)
-        outputs = (z, residual, typical, shifted, shift)
+        outputs = (z, residual, typical, shifted, shift, rise, growth)
         for rows in rounds:
             self._observe_round(rows, slots[rows], X[rows], present[rows], warm[rows], outputs)
         return outputs
 
     def _observe_one(
         self, slot: int, x_row: list[float], warm: bool
-    ) -> tuple[list[float], list[float], list[float], int, float]:
+    ) -> tuple[list[float], list[float], list[float], int, float, list[float], list[float]]:
         """One sample through the scalar classes (small batches): z, residual, typical,
-        shifted, |running mean of z|."""
+        shifted, |running mean of z|, rise, growth index."""
         scaler, forecaster, drift, growth = self._scalar
         a = self.shift_alpha
         shift = 0.0
@@ -167,6 +163,7 @@ class MetricBank:
         columns = block.T.tolist()
         m = len(x_row)
         z_out, res_out, typ_out = [0.0] * m, [0.0] * m, [0.0] * m
+        rise_out, growth_out = [0.0] * m, [0.0] * m
         shifted = 0
         updated = []
         for i, x in enumerate(x_row):
@@ -184,7 +181,10 @@ class MetricBank:
                 shifted |= 1 << i
                 scaler.reset_level(x)
                 forecaster.reset_level(x)
+            if growth.n > 0:
+                rise_out[i] = x - growth.last
             growth.learn_one(x)
+            growth_out[i] = growth.index
             mean_z = v[_SHIFT_ROW]
             if warm:
                 z = _Z_CLIP if z > _Z_CLIP else (-_Z_CLIP if z < -_Z_CLIP else z)
@@ -204,10 +204,10 @@ class MetricBank:
         else:
             for i in updated:
                 block[:, i] = columns[i]
-        return z_out, res_out, typ_out, shifted, shift
+        return z_out, res_out, typ_out, shifted, shift, rise_out, growth_out
 
     def _observe_round(self, rows, slots, X, present, warm, outputs):
-        z_out, res_out, typ_out, shifted, shift_out = outputs
+        z_out, res_out, typ_out, shifted, shift_out, rise_out, growth_out = outputs
         scaler, forecaster, drift, growth = self._scalar
         S = self._state[:, slots]  # (fields, rows, metrics): a copy, written back at the end
         x = np.where(present, X, 0.0)
@@ -291,9 +291,12 @@ class MetricBank:
             shifted[rows] = fired @ (1 << np.arange(fired.shape[1]))
 
         # growth index (GrowthTracker.learn_one)
-        step = np.sign(x - g_last)
+        rise = x - g_last
+        step = np.sign(rise)
         grow = present & (g_n > 0)
+        rise_out[rows] = np.where(grow, rise, 0.0)
         S[11] = np.where(grow, g_index + growth.alpha * (step - g_index), g_index)
+        growth_out[rows] = np.where(present, S[11], 0.0)
         S[10] = np.where(present, x, g_last)
         S[12] = np.where(present, g_n + 1.0, g_n)
 

@@ -12,7 +12,7 @@ from river.checks import yield_checks
 
 from models.attribution import attribute
 from models.calibration import TailCalibrator
-from models.classification import KINDS, GrowthTracker, classify, severity
+from models.classification import KINDS, GrowthTracker, classify, climb, severity
 from models.drift import CompactPageHinkley
 from models.incidents import IncidentTracker, incident_id, parse_incident_id
 from models.normalizer import EWStandardizer
@@ -193,6 +193,19 @@ def test_classify_maps_drivers_to_kinds():
     assert classify({"mem_pct": 90}, up, {"mem_pct": 0.9}, True) == "memory_leak"
     assert classify({"cpu_pct": 90}, up, flat, True) == "level_shift"
     assert classify({"cpu_pct": 90}, {"cpu_pct": -1.0}, flat, False) == "other"
+
+
+def test_climb_is_the_smaller_of_the_last_two_steps_in_standard_deviations():
+    # 8 above typical, a standard deviation of 2 (z = 4): 4 of it came with the latest sample
+    assert climb(8.0, 4.0, 4.0) == pytest.approx(2.0)
+    assert climb(8.0, 6.0, 4.0) == pytest.approx(1.0)  # the sample before stood only 2 above
+    assert climb(8.0, 8.0, 4.0) == 0.0  # a jump: the sample before was typical
+    assert climb(8.0, -1.0, 4.0) == 0.0  # falling back
+    assert climb(-8.0, 4.0, -4.0) == 0.0  # below typical
+    up = {"mem_pct": 8.0}
+    flat = {"mem_pct": 0.0}
+    assert classify({"mem_pct": 90}, up, flat, False, 0.4, {"mem_pct": 2.5}) == "memory_leak"
+    assert classify({"mem_pct": 90}, up, flat, False, 0.4, {"mem_pct": 1.5}) == "other"
 
 
 def test_growth_index_separates_a_climb_from_noise():

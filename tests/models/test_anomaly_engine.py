@@ -335,6 +335,25 @@ def test_slow_monotonic_memory_growth_is_a_memory_leak():
     assert "memory_leak" in {e["kind"] for e in evs if e["incident_id"] == first}
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_steep_memory_climb_opens_as_a_leak_and_a_jump_does_not(seed):
+    """A climb of three standard deviations a minute is named a leak on its first alert,
+    before the growth index has caught up (it opened as `other` then); memory that jumps once
+    and stays up opens as `other`."""
+
+    climb = _memory_climb_at(500)
+
+    def jump(t, values, rng):
+        if t >= 500:
+            values["mem_pct"] += 12.0
+
+    for edit, kind in ((climb, "memory_leak"), (jump, "other")):
+        _, out = run(stream(560, seed=seed, edit=edit))
+        opening = next(e for e in events(out) if e["ts"] >= out[500].ts)
+        assert (opening["status"], opening["kind"]) == ("open", kind)
+        assert opening["ts"] <= out[502].ts
+
+
 def _history(n: int = 600) -> list[Sample]:
     samples = []
     for v in range(3):
@@ -414,32 +433,50 @@ def test_same_input_and_seed_give_the_same_output():
     assert _key(a) == _key(b)
 
 
-def test_scoring_never_looks_ahead():
-    samples = stream(500, edit=lambda t, v, r: v.update(cpu_pct=99.0) if t == 450 else None)
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t, v, r: v.update(cpu_pct=99.0) if t == 450 else None,
+        # opens on its first sample, named by a growth index the next samples raise
+        lambda t, v, r: v.update(mem_pct=v["mem_pct"] + 6.0 * (t - 449)) if t >= 450 else None,
+    ],
+    ids=["cpu spike", "memory climb"],
+)
+def test_scoring_never_looks_ahead(edit):
+    samples = stream(500, edit=edit)
     _, whole = run(samples, chunk=7)
-    _, prefix = run(samples[:450], chunk=7)
-    assert _key(whole[:450]) == _key(prefix)
+    _, prefix = run(samples[:451], chunk=7)
+    assert _key(whole[:451]) == _key(prefix)
+    assert prefix[450].event is not None
     # Without the fleet forests (which learn per batch) the batching does not matter at all.
     local = EngineConfig(use_halfspace=False, use_isolation_forest=False)
     _, big = run(samples, AnomalyEngine(local), chunk=500)
-    _, small = run(samples[:450], AnomalyEngine(local), chunk=7)
-    assert _key(big[:450]) == _key(small)
+    _, small = run(samples[:451], AnomalyEngine(local), chunk=7)
+    assert _key(big[:451]) == _key(small)
 
 
 def test_a_fleet_scores_the_same_sample_by_sample_and_in_batches():
     """The per-VM banks (metric state, daily profiles, calibrators) run vectorised over big
     batches and through scalar code for small ones: both must give the same results, with
-    VMs repeating within a batch and an anomaly to alert on."""
-    streams = [
-        stream(240, seed=v, vm=f"vm-{v}", edit=_spike_at(200) if v == 3 else None)
-        for v in range(24)
-    ]
+    VMs repeating within a batch and anomalies to alert on. A sample's kind reads the memory
+    climb as it stood at that sample, not as the rest of the batch left it."""
+    edits = {3: _spike_at(200), 5: _memory_climb_at(200)}
+    streams = [stream(240, seed=v, vm=f"vm-{v}", edit=edits.get(v)) for v in range(24)]
     samples = [s for tick in zip(*streams, strict=True) for s in tick]
     local = EngineConfig(use_halfspace=False, use_isolation_forest=False)
     _, one_by_one = run(samples, AnomalyEngine(local), chunk=1)
     _, batched = run(samples, AnomalyEngine(local), chunk=100)  # some VMs twice per batch
     assert _key(batched) == _key(one_by_one)
     assert any(a.event and a.event["vm_id"] == "vm-3" for a in batched)
+    assert any(a.event and a.event["kind"] == "memory_leak" for a in batched)
+
+
+def _memory_climb_at(t0: int):
+    def edit(t, values, rng):
+        if t0 <= t < t0 + 20:
+            values["mem_pct"] += 3.0 * (t - t0 + 1)
+
+    return edit
 
 
 def _spike_at(t0: int):

@@ -23,12 +23,17 @@ class _ScalarVM:
         self.drifts = [CompactPageHinkley() for _ in range(M)]
         self.growth = [GrowthTracker() for _ in range(M)]
         self.mean_z = [0.0] * M  # the shift channel's running means, as the engine kept them
+        self.previous: list[float | None] = [None] * M  # each metric's last value
 
-    def observe(self, x_row: list[float], warm: bool) -> tuple[list, list, list, int, float]:
+    def observe(self, x_row: list[float], warm: bool) -> tuple:
         z, r, t, shifted, shift = [0.0] * M, [0.0] * M, [0.0] * M, 0, 0.0
+        rise, growth = [0.0] * M, [0.0] * M
         for i, x in enumerate(x_row):
             if x != x:
                 continue
+            before = self.previous[i]
+            rise[i] = 0.0 if before is None else x - before
+            self.previous[i] = x
             t[i] = self.scalers[i].mean if self.scalers[i].n else x
             z[i] = self.scalers[i].observe(x)
             r[i] = self.forecasters[i].observe(x)
@@ -37,11 +42,12 @@ class _ScalarVM:
                 self.scalers[i].reset_level(x)
                 self.forecasters[i].reset_level(x)
             self.growth[i].learn_one(x)
+            growth[i] = self.growth[i].index
             if warm:
                 clipped = min(8.0, max(-8.0, z[i]))
                 self.mean_z[i] += 0.2 * (clipped - self.mean_z[i])
                 shift = max(shift, abs(self.mean_z[i]))
-        return z, r, t, shifted, shift
+        return z, r, t, shifted, shift, rise, growth
 
     def state(self) -> list[float]:
         out: list[float] = []
@@ -84,10 +90,15 @@ def test_bank_equals_the_scalar_classes_with_repeats_gaps_and_shifts(batch, n_vm
         warm = np.array([seen[vm] >= 30 for vm in vms])
         for vm in vms:
             seen[vm] += 1
-        z, r, t, shifted, mean_z = bank.observe(np.array([slots[vm] for vm in vms]), X, warm)
+        z, r, t, shifted, mean_z, rise, growth = bank.observe(
+            np.array([slots[vm] for vm in vms]), X, warm
+        )
         for j, (vm, x) in enumerate(chunk):
-            ez, er, et, eshifted, emean_z = scalar[vm].observe(x.tolist(), bool(warm[j]))
+            ez, er, et, eshifted, emean_z, erise, egrowth = scalar[vm].observe(
+                x.tolist(), bool(warm[j])
+            )
             assert z[j].tolist() == ez and r[j].tolist() == er and t[j].tolist() == et
+            assert rise[j].tolist() == erise and growth[j].tolist() == egrowth
             assert int(shifted[j]) == eshifted and float(mean_z[j]) == emean_z
             shifts += bool(eshifted)
     assert shifts > 0
