@@ -119,26 +119,30 @@ class DailyProfiles:
 
     def observe(
         self, slots: np.ndarray, ts: np.ndarray, dt: np.ndarray, X: np.ndarray
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Profile score of each sample against its VM's profiles before it, then learn it.
 
         `X` holds one row per sample (NaN: metric absent), `dt` the time since the VM's
         previous sample (0: unknown). Returns the scores, -1 where the metric is absent, its
-        bin is too young or it has no daily rhythm.
+        bin is too young or it has no daily rhythm, and what each scored metric usually read
+        at the sample's hour before it (its bin's mean; NaN where not scored).
         """
         out = np.full(X.shape, -1.0)
+        usual = np.full(X.shape, np.nan)
         rounds = batch_rounds(slots)
         if len(slots) < _MIN_ROUND * len(rounds):
             for r, (slot, t, gap, x_row) in enumerate(
                 zip(slots.tolist(), ts.tolist(), dt.tolist(), X.tolist(), strict=True)
             ):
-                out[r] = self._observe_one(slot, t, gap, x_row)
-            return out
+                out[r], usual[r] = self._observe_one(slot, t, gap, x_row)
+            return out, usual
         for rows in rounds:
-            out[rows] = self._observe_round(slots[rows], ts[rows], dt[rows], X[rows])
-        return out
+            out[rows], usual[rows] = self._observe_round(slots[rows], ts[rows], dt[rows], X[rows])
+        return out, usual
 
-    def _observe_one(self, slot: int, ts: float, dt: float, x_row: list[float]) -> list[float]:
+    def _observe_one(
+        self, slot: int, ts: float, dt: float, x_row: list[float]
+    ) -> tuple[list[float], list[float]]:
         bins = self.bins
         b = self._bin(ts)
         near = [(b - 1) % bins, b, (b + 1) % bins]
@@ -153,6 +157,7 @@ class DailyProfiles:
             cells = self._bins[slot][:, near].tolist()
         own = [near_cells[1] for near_cells in cells]
         out = [-1.0] * len(x_row)
+        usual = [math.nan] * len(x_row)
         for i, x in enumerate(x_row):
             if x != x:  # NaN: absent
                 continue
@@ -211,13 +216,14 @@ class DailyProfiles:
             own[i] = [mean, dev, weight]
             if score >= 0.0 and _explained(overall, seasonal, compared) < self.gate:
                 out[i] = score
+                usual[i] = means[1] / weights[1]
         self._scalars[slot] = scalars
         self._bins[slot, :, b] = own
-        return out
+        return out, usual
 
     def _observe_round(
         self, slots: np.ndarray, ts: np.ndarray, dt: np.ndarray, X: np.ndarray
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """`_observe_one` for rows of distinct slots at once (same arithmetic, in numpy)."""
         bins = self.bins
         b = ((ts % DAY) / DAY * bins).astype(np.intp) % bins
@@ -276,7 +282,10 @@ class DailyProfiles:
         self._bins[own_index] = np.where(present[..., None], C_new, C_old)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where((compared >= _MIN_COMPARED) & (overall > 0.0), seasonal / overall, 1.0)
-        return np.where(ready & (ratio < self.gate), score, -1.0)
+        counts = ready & (ratio < self.gate)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            usual = np.where(counts, mean / weight, np.nan)
+        return np.where(counts, score, -1.0), usual
 
 
 def _explained(overall: float, seasonal: float, compared: float) -> float:

@@ -481,7 +481,8 @@ class _Local:
     values: dict[str, float]
     present: Sequence[int]  # the sample's metrics, as indices of FEATURES
     # the batch's Z, R, T, P, per-metric shape scores (None without the channel; see
-    # `_Batch`), rises since each metric's previous value and growth indices
+    # `_Batch`), rises since each metric's previous value, growth indices and what each
+    # metric usually read at the sample's hour (None without the daily channel)
     scores: tuple[np.ndarray | None, ...]
     shifted: int  # bit mask: bit i when metric i's level shift was confirmed on the sample
     scored: bool
@@ -538,6 +539,15 @@ class _Local:
     def growth(self) -> list[float]:
         """Each present metric's growth index with the sample learned."""
         return self._present(6)
+
+    @property
+    def usual_at_this_hour(self) -> dict[str, float]:
+        """What the metrics with a daily rhythm usually read at the sample's hour, before it."""
+        if self.scores[7] is None:
+            return {}
+        return {
+            FEATURES[i]: v for i, v in zip(self.present, self._present(7), strict=True) if v == v
+        }
 
 
 @dataclass(slots=True)
@@ -903,15 +913,15 @@ class AnomalyEngine:
         )
         time_array = np.array([sample.ts for sample in samples], dtype=float)
         if self._profiles is not None:
-            P = self._profiles.observe(slot_array, time_array, np.array(gaps), X)
+            P, usual = self._profiles.observe(slot_array, time_array, np.array(gaps), X)
         else:
-            P = np.full(X.shape, -1.0)
+            P, usual = np.full(X.shape, -1.0), None
         beyond = ranges_before = shape = None
         if self._ranges is not None:
             beyond, ranges_before = self._ranges.observe(slot_array, time_array, X)
         if self._shapes is not None:
             shape = self._shapes.observe(slot_array, X, ranges_before)
-        scores = (Z, R, T, P, shape, rise, growth)
+        scores = (Z, R, T, P, shape, rise, growth, usual)
         local = [
             _Local(state, values, present, scores, is_shifted, is_warm and bool(present), row)
             for row, (state, values, present, is_warm, is_shifted) in enumerate(
@@ -1179,7 +1189,7 @@ class AnomalyEngine:
                 "attribution": assessment.attribution,
                 "typical": {FEATURES[i]: t for i, t in zip(loc.present, typical, strict=True)},
                 "actual": dict(loc.values),
-                "usual_at_this_hour": self._usual(state, loc.present, sample.ts),
+                "usual_at_this_hour": loc.usual_at_this_hour,
                 "range_seen": _range_seen(ranges_before, loc),
             }
         return assessment

@@ -25,7 +25,7 @@ def feed(profiles: DailyProfiles, times, values, slot: int = 0) -> np.ndarray:
     scores = []
     last = 0.0
     for t, x in zip(times, values, strict=True):
-        out = profiles.observe(
+        out, _ = profiles.observe(
             np.array([slot]), np.array([t]), np.array([t - last if last else 0.0]), np.array([[x]])
         )
         scores.append(out[0, 0])
@@ -114,16 +114,22 @@ def test_vectorised_and_scalar_paths_agree(batch, monkeypatch):
         for slot in range(12):
             p.reset(slot)
 
-    def run(profiles: DailyProfiles, size: int) -> np.ndarray:
-        parts = [slice(i, i + size) for i in range(0, len(slots), size)]
-        return np.vstack([profiles.observe(slots[p], ts[p], dt[p], X[p]) for p in parts])
+    def run(profiles: DailyProfiles, size: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = [profiles.observe(slots[p], ts[p], dt[p], X[p]) for p in _slices(size)]
+        return np.vstack([s for s, _ in parts]), np.vstack([u for _, u in parts])
 
-    singles = run(one, 1)
+    def _slices(size: int) -> list[slice]:
+        return [slice(i, i + size) for i in range(0, len(slots), size)]
+
+    singles, singles_usual = run(one, 1)
     assert not rounds  # one sample at a time: the scalar path
-    batched = run(many, batch)
+    batched, batched_usual = run(many, batch)
     assert sum(rounds) > len(slots) // 2  # most rows went through the vectorised rounds
     assert (singles >= 0.0).sum() > 1000  # the profiles did score
     np.testing.assert_allclose(batched, singles, rtol=1e-9, atol=1e-12)
+    # what a metric usually reads is given exactly where it is scored
+    np.testing.assert_array_equal(np.isnan(singles_usual), singles < 0.0)
+    np.testing.assert_allclose(batched_usual, singles_usual, rtol=1e-6, equal_nan=True)
     np.testing.assert_allclose(many._bins, one._bins, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(many._scalars, one._scalars, rtol=1e-9, atol=1e-12)
 
@@ -174,6 +180,10 @@ def test_the_engine_alerts_on_a_missing_plateau_only_with_the_daily_channel():
     # by the odd samples already learned)
     assert opened[0]["actual"]["cpu_pct"] == pytest.approx(50.0, abs=8.0)
     assert 70.0 < opened[0]["usual_at_this_hour"]["cpu_pct"] < 81.0
+    # as it stood before the sample, not as the rest of its batch left it
+    one_by_one = AnomalyEngine()
+    alone = [a.event for s in samples for a in one_by_one.process([s]) if a.event]
+    assert [e for e in alone if e["ts"] == opened[0]["ts"]] == [opened[0]]
     # and so does the VM's snapshot (the web view), for the hour of its last sample
     assert engine.vm_snapshot("vm-1")["usual_at_this_hour"]["cpu_pct"] == pytest.approx(
         20.0, abs=3.0
