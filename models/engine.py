@@ -487,6 +487,7 @@ class _Local:
     shifted: int  # bit mask: bit i when metric i's level shift was confirmed on the sample
     scored: bool
     row: int  # the sample's row in the batch
+    interval: float  # the VM's sampling interval with this sample's gap learned (0: unknown)
 
     def __eq__(self, other: object) -> bool:
         """The same evidence: what an `Assessment` holds it for (its VM state aside)."""
@@ -884,6 +885,7 @@ class AnomalyEngine:
         slots: list[int] = []
         warm: list[bool] = []
         gaps: list[float] = []
+        interval_at: list[float] = []
         warmup = self.config.warmup
         intervals = self._intervals
         for sample, state in zip(samples, states, strict=True):
@@ -893,6 +895,7 @@ class AnomalyEngine:
             gap = sample.ts - state.last_ts if state.last_ts else 0.0
             if gap > 0.0:
                 intervals[state.slot] = next_interval(intervals[state.slot], gap)
+            interval_at.append(intervals[state.slot])
             gaps.append(gap)
             state.last_ts = sample.ts  # in order, so a VM's next sample in the batch sees it
         presents: list[Sequence[int]] = []
@@ -923,9 +926,9 @@ class AnomalyEngine:
             shape = self._shapes.observe(slot_array, X, ranges_before)
         scores = (Z, R, T, P, shape, rise, growth, usual)
         local = [
-            _Local(state, values, present, scores, is_shifted, is_warm and bool(present), row)
-            for row, (state, values, present, is_warm, is_shifted) in enumerate(
-                zip(states, values_of, presents, warm, shifted.tolist(), strict=True)
+            _Local(state, values, present, scores, is_shifted, is_warm and bool(present), row, dt)
+            for row, (state, values, present, is_warm, is_shifted, dt) in enumerate(
+                zip(states, values_of, presents, warm, shifted.tolist(), interval_at, strict=True)
             )
         ]
         return local, _Batch(
@@ -1086,8 +1089,7 @@ class AnomalyEngine:
         channel_surprises = (self.channels, row, counted)
         evidence_parts = (loc, channel_surprises)
         inc = state.incident
-        interval = self._intervals[state.slot]
-        base = self._base_surprise + cadence_boost(interval, c.threshold_interval)
+        base = self._base_surprise + cadence_boost(loc.interval, c.threshold_interval)
         floor = state.threshold.surprise_threshold(base, None, c.target_rate, c.rate_gain)
         if surprise < floor and not inc.active:
             # Quiet (nearly every sample): it cannot alert and there is no incident to go on

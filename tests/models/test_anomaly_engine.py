@@ -579,6 +579,24 @@ def test_chance_alerts_per_hour_do_not_grow_with_the_sampling_rate():
     assert per_hour[60.0] <= 1.5 * per_hour[300.0]
 
 
+def test_a_samples_bar_follows_the_cadence_up_to_it_not_after_it():
+    """A VM that goes from five-minute to one-minute samples: each sample's threshold is the
+    one its own gap gives, whether the samples come one at a time or in one batch."""
+    start = 1_700_000_000.0
+    samples = [
+        Sample(
+            s.vm_id, start + (300.0 * t if t < 450 else 300.0 * 450 + 60.0 * (t - 450)), s.values
+        )
+        for t, s in enumerate(stream(600))
+    ]
+    local = EngineConfig(use_halfspace=False, use_isolation_forest=False)
+    _, one_by_one = run(samples, AnomalyEngine(local), chunk=1)
+    _, batched = run(samples, AnomalyEngine(local), chunk=600)
+    assert [a.threshold for a in batched] == [a.threshold for a in one_by_one]
+    assert batched[449].threshold == pytest.approx(99.8)
+    assert batched[-1].threshold > 99.95  # p < 0.0004 at one minute, once learned
+
+
 def test_a_long_anomaly_does_not_raise_the_threshold_for_the_next_one():
     """The alert rate counts incidents opened: an hour of wild values is one alert, not many."""
 
