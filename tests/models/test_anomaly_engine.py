@@ -337,10 +337,9 @@ def test_slow_monotonic_memory_growth_is_a_memory_leak():
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_steep_memory_climb_opens_as_a_leak_and_a_jump_does_not(seed):
-    """A climb of three standard deviations a minute is named a leak on its first alert,
-    before the growth index has caught up (it opened as `other` then); memory that jumps once
+    """A climb of three standard deviations a minute alerts on its second or third sample,
+    before the growth index has caught up, and is named a leak there; memory that jumps once
     and stays up opens as `other`."""
-
     climb = _memory_climb_at(500)
 
     def jump(t, values, rng):
