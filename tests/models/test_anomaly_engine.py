@@ -679,6 +679,34 @@ def test_a_record_is_as_rare_as_the_range_channel_calibrates_it(seed):
     assert 1.0 - joined[1][-1].score / 100.0 > p
 
 
+def _record_after_quiet_day(seed: int, beyond: float) -> list[Sample]:
+    """Two days of one-minute noise, then a CPU value `beyond` times the VM's range above its
+    highest one."""
+    samples = stream(3000, seed=seed)
+    cpu = [s.values["cpu_pct"] for s in samples]
+    values = dict(samples[-1].values, cpu_pct=max(cpu) + beyond * (max(cpu) - min(cpu)))
+    return [*samples, Sample("vm-1", samples[-1].ts + 60.0, values)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_thinner_range_tail_makes_modest_records_less_rare_and_big_ones_still_news(seed):
+    """`range_tail` sets the mass of the range channel's fitted tail, and only its."""
+
+    def last(tail: float, beyond: float) -> Assessment:
+        samples = _record_after_quiet_day(seed, beyond)
+        return run(samples, AnomalyEngine(EngineConfig(range_tail=tail)), chunk=500)[1][-1]
+
+    default, thin = last(0.02, 0.2), last(0.005, 0.2)
+    # A record a fifth of the range beyond: several times less rare with the thinner tail.
+    assert math.exp(-thin.surprises["range"]) > 3.0 * math.exp(-default.surprises["range"])
+    others = [{k: v for k, v in a.surprises.items() if k != "range"} for a in (default, thin)]
+    assert others[0] == others[1]
+    # A whole range beyond anything the VM has shown opens an incident either way.
+    for tail in (0.02, 0.005):
+        opened = last(tail, 1.0).event
+        assert opened is not None and opened["status"] == "open"
+
+
 def _daily_job_then_off_schedule(seed: int, days: int = 10) -> list[Sample]:
     """CPU at 5 % with a job's spike to ~60 % at 03:00 every day (5-minute samples), then on
     the last day a spike to 12 % at 15:00."""
