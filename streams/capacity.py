@@ -53,67 +53,88 @@ class CapacityConfig:
 
 
 class UsageHistory:
-    """The last `size` window usages of each resource of one VM, in one small float array.
+    """The last `size` window usages of each resource of many VMs: one row per VM, of two
+    arrays shared by every VM.
 
     A VM's usage history is kept for as long as the VM is watched, so it is stored as numbers
-    in a ring rather than as Python floats in deques (about a tenth of the memory)."""
+    in rows of shared arrays rather than as an object and two arrays per VM (about 300 bytes
+    less per VM, a tenth of the memory of Python floats in deques). Rows are handed out by
+    `add` and taken back by `remove`."""
 
-    __slots__ = ("_counts", "_values", "resources")
-
-    def __init__(self, resources: Sequence[str], size: int) -> None:
+    def __init__(self, resources: Sequence[str], size: int, capacity: int = 64) -> None:
         self.resources = tuple(resources)
+        self.size = max(1, size)
+        r = len(self.resources)
         # float32: usages in allocation units need no more than its 7 digits
-        self._values = np.zeros((len(self.resources), max(1, size)), dtype=np.float32)
-        # usages ever appended, per resource (machine integers: no int object per count)
-        self._counts = array("q", bytes(8 * len(self.resources)))
+        self._values = np.zeros((capacity, r, self.size), dtype=np.float32)
+        self._counts = np.zeros((capacity, r), dtype=np.int64)  # usages ever appended
+        self._free: list[int] = []
+        self._used = 0  # rows handed out so far (free ones included)
 
-    def append(self, index: int, usage: float) -> None:
-        size = self._values.shape[1]
-        self._values[index, self._counts[index] % size] = usage
-        self._counts[index] += 1
+    def add(self) -> int:
+        """An empty row for a VM."""
+        if self._free:
+            row = self._free.pop()
+            self._counts[row] = 0
+            return row
+        if self._used == len(self._counts):  # double; rows not handed out stay untouched
+            capacity = 2 * len(self._counts)
+            values = np.zeros((capacity, *self._values.shape[1:]), dtype=np.float32)
+            values[: self._used] = self._values
+            counts = np.zeros((capacity, self._counts.shape[1]), dtype=np.int64)
+            counts[: self._used] = self._counts
+            self._values, self._counts = values, counts
+        self._used += 1
+        return self._used - 1
 
-    def __len__(self) -> int:
-        return len(self.resources)
+    def remove(self, row: int) -> None:
+        self._free.append(row)
 
-    def filled(self, index: int) -> int:
-        return min(self._counts[index], self._values.shape[1])
+    def append(self, row: int, index: int, usage: float) -> None:
+        count = int(self._counts[row, index])
+        self._values[row, index, count % self.size] = usage
+        self._counts[row, index] = count + 1
 
-    def latest(self, index: int) -> float:
-        return float(self._values[index, (self._counts[index] - 1) % self._values.shape[1]])
+    def filled(self, row: int, index: int) -> int:
+        return min(int(self._counts[row, index]), self.size)
 
-    def ordered(self, index: int) -> np.ndarray:
+    def latest(self, row: int, index: int) -> float:
+        return float(self._values[row, index, (int(self._counts[row, index]) - 1) % self.size])
+
+    def ordered(self, row: int, index: int) -> np.ndarray:
         """The resource's kept usages, oldest first (a copy)."""
-        size, count = self._values.shape[1], self._counts[index]
-        row = self._values[index]
-        if count <= size:
-            return row[:count].copy()
-        start = count % size
-        return np.concatenate((row[start:], row[:start]))
+        count = int(self._counts[row, index])
+        values = self._values[row, index]
+        if count <= self.size:
+            return values[:count].copy()
+        start = count % self.size
+        return np.concatenate((values[start:], values[:start]))
 
-    def as_dict(self) -> dict[str, list[float]]:
-        return {r: self.ordered(i).tolist() for i, r in enumerate(self.resources)}
+    def as_dict(self, row: int) -> dict[str, list[float]]:
+        return {r: self.ordered(row, i).tolist() for i, r in enumerate(self.resources)}
 
 
 class UsageSeries(Sequence[float]):
-    """One resource's kept usages, oldest first, read from its VM's `UsageHistory` when asked.
+    """One resource's kept usages, oldest first, read from its VM's row of the `UsageHistory`
+    when asked.
 
     A VM's view holds this instead of a copy: the copy was 1.4 KB per watched VM, and it is
     read only when an action is written (for its workload pattern). It shows the usages as
     they are when read, which may include windows learnt after the view was made."""
 
-    __slots__ = ("_history", "_index")
+    __slots__ = ("_history", "_index", "_row")
 
-    def __init__(self, history: UsageHistory, index: int) -> None:
-        self._history, self._index = history, index
+    def __init__(self, history: UsageHistory, row: int, index: int) -> None:
+        self._history, self._row, self._index = history, row, index
 
     def __len__(self) -> int:
-        return self._history.filled(self._index)
+        return self._history.filled(self._row, self._index)
 
     def __getitem__(self, item):  # type: ignore[no-untyped-def]
-        return self._history.ordered(self._index)[item]
+        return self._history.ordered(self._row, self._index)[item]
 
     def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
-        values = self._history.ordered(self._index)
+        values = self._history.ordered(self._row, self._index)
         return values if dtype is None else values.astype(dtype)
 
 
@@ -225,7 +246,10 @@ class _KeptViews:
     def release(self, row: int) -> None:
         self._free.append(row)
 
-    def view(self, row: int, vm_id: str, host: str | None, history: UsageHistory) -> VMView:
+    def view(
+        self, row: int, vm_id: str, host: str | None, history: UsageHistory, usage: int
+    ) -> VMView:
+        """The VM's view kept in `row`; its usage history is row `usage` of `history`."""
         period = int(self.period[row]) or None
         resources = {}
         for i, resource in enumerate(self.resources):
@@ -237,7 +261,7 @@ class _KeptViews:
                 usage=float(self.usage[row, i]),
                 forecast=self.forecast[row, i, :n].tolist(),
                 upper=self.upper[row, i, :n].tolist(),
-                history=UsageSeries(history, i),
+                history=UsageSeries(history, usage, i),
                 period=period,
             )
         return VMView(vm_id, host or "", resources)
@@ -247,7 +271,7 @@ class _KeptViews:
 class _VMPlan:
     rows: _Rows  # metric -> its forecaster's row in the bank
     allocation: _FixedMap  # resource -> allocation (vCPUs, MiB, Mbit/s)
-    history: UsageHistory
+    usage: int  # its row in the planner's `UsageHistory`
     host: str | None = None
     windows: int = 0
     last_end: float = -math.inf  # end of the latest window learnt
@@ -291,6 +315,7 @@ class CapacityPlanner:
         self.policy = ScalingPolicy(self.config.scaling)
         self._resources = tuple(self.config.default_allocation)  # one tuple for every VM
         self._views = _KeptViews(self._resources, self.config.horizon)
+        self._usage = UsageHistory(self._resources, self.config.history)
         self._level = level_key(self.config.scaling.level)
 
     def _plan(self, vm_id: str) -> _VMPlan:
@@ -300,7 +325,7 @@ class CapacityPlanner:
             plan = self._vms[vm_id] = _VMPlan(
                 rows=_Rows(FORECAST_METRICS),
                 allocation=_FixedMap(self._resources),
-                history=UsageHistory(self._resources, c.history),
+                usage=self._usage.add(),
             )
             plan.allocation.update(c.default_allocation)
         return plan
@@ -444,11 +469,10 @@ class CapacityPlanner:
                 self._host_members.get(plan.host, set()).discard(window.vm_id)
             plan.host = window.host
             self._host_members.setdefault(window.host, set()).add(window.vm_id)
-        history = plan.history
-        for index, resource in enumerate(history.resources):
+        for index, resource in enumerate(self._resources):
             usage = _usage(resource, learnt.means, plan.allocation)
             if usage is not None:
-                history.append(index, usage)
+                self._usage.append(plan.usage, index, usage)
         if not learnt.act:
             return []
         plan.view = self._views.put(plan.view, learnt.period, self._view_resources(plan, learnt))
@@ -459,9 +483,9 @@ class CapacityPlanner:
         by_metric = {f["metric"]: f["points"] for f in learnt.forecasts}
         upper = f"upper_{self._level}"
         resources = {}
-        history = plan.history
-        for index, resource in enumerate(history.resources):
-            if not history.filled(index):
+        history, row = self._usage, plan.usage
+        for index, resource in enumerate(self._resources):
+            if not history.filled(row, index):
                 continue
             allocation = plan.allocation[resource]
             if resource == "bandwidth":
@@ -480,14 +504,14 @@ class CapacityPlanner:
                 points = by_metric.get(metric, [])
                 point = [max(0.0, p["yhat"]) * scale for p in points]
                 high = [max(0.0, p[upper]) * scale for p in points]
-            resources[resource] = (allocation, history.latest(index), point, high)
+            resources[resource] = (allocation, history.latest(row, index), point, high)
         return resources
 
     def _kept_view(self, vm_id: str) -> VMView | None:
         plan = self._vms.get(vm_id)
         if plan is None or plan.view < 0:
             return None
-        return self._views.view(plan.view, vm_id, plan.host, plan.history)
+        return self._views.view(plan.view, vm_id, plan.host, self._usage, plan.usage)
 
     def _decide(self, vm_id: str, host: str | None, now: float) -> list[dict]:
         if host is None:
@@ -514,7 +538,7 @@ class CapacityPlanner:
             "planner_state": 1,
             "window_s": self._window_s,
             "allocation": dict(plan.allocation),
-            "usage": plan.history.as_dict(),
+            "usage": self._usage.as_dict(plan.usage),
             "host": plan.host,
             "windows": plan.windows,
             "last_end": None if plan.last_end == -math.inf else plan.last_end,
@@ -535,7 +559,7 @@ class CapacityPlanner:
         plan = _VMPlan(
             rows=_Rows(FORECAST_METRICS),
             allocation=_FixedMap(resources),
-            history=UsageHistory(resources, self.config.history),
+            usage=self._usage.add(),
         )
         try:
             state, forecasters = array_state.unpack(data)
@@ -544,7 +568,7 @@ class CapacityPlanner:
             for index, (resource, default) in enumerate(self.config.default_allocation.items()):
                 plan.allocation[resource] = float(state["allocation"].get(resource, default))
                 for usage in state["usage"].get(resource, ())[-self.config.history :]:
-                    plan.history.append(index, float(usage))
+                    self._usage.append(plan.usage, index, float(usage))
             plan.host = state["host"]
             plan.windows = int(state["windows"])
             last_end = state["last_end"]
@@ -556,6 +580,7 @@ class CapacityPlanner:
                     plan.rows[metric] = bank.load_row(blob.tobytes())
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             self.policy.forget(vm_id)
+            self._usage.remove(plan.usage)
             if self._forecasters is not None:
                 for row in plan.rows.values():
                     self._forecasters.remove(row)
@@ -570,6 +595,8 @@ class CapacityPlanner:
             self._views.release(plan.view)
         if plan is not None and plan.host is not None:
             self._host_members.get(plan.host, set()).discard(vm_id)
+        if plan is not None:
+            self._usage.remove(plan.usage)
         if plan is not None and self._forecasters is not None:
             for row in plan.rows.values():
                 self._forecasters.remove(row)

@@ -204,14 +204,23 @@ def test_a_state_written_for_another_configuration_is_refused_and_changes_nothin
 
 
 def test_usage_history_keeps_the_latest_usages_of_each_resource_oldest_first() -> None:
-    history = UsageHistory(("vcpu", "memory"), size=4)
+    history = UsageHistory(("vcpu", "memory"), size=4, capacity=1)
+    rows = [history.add() for _ in range(3)]  # grows past its capacity
+    assert rows == [0, 1, 2]
     for usage in range(1, 8):
-        history.append(0, float(usage))
-    history.append(1, 9.0)
-    assert history.ordered(0).tolist() == [4.0, 5.0, 6.0, 7.0]
-    assert history.latest(0) == 7.0 and history.filled(0) == 4
-    assert history.ordered(1).tolist() == [9.0] and history.filled(1) == 1
-    assert history.as_dict() == {"vcpu": [4.0, 5.0, 6.0, 7.0], "memory": [9.0]}
+        history.append(1, 0, float(usage))
+    history.append(1, 1, 9.0)
+    history.append(2, 0, 5.5)
+    assert history.ordered(1, 0).tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert history.latest(1, 0) == 7.0 and history.filled(1, 0) == 4
+    assert history.ordered(1, 1).tolist() == [9.0] and history.filled(1, 1) == 1
+    assert history.as_dict(1) == {"vcpu": [4.0, 5.0, 6.0, 7.0], "memory": [9.0]}
+    assert history.as_dict(0) == {"vcpu": [], "memory": []}
+    assert history.as_dict(2) == {"vcpu": [5.5], "memory": []}
+    # a removed row comes back empty for the next VM
+    history.remove(1)
+    assert history.add() == 1
+    assert history.as_dict(1) == {"vcpu": [], "memory": []}
 
 
 def test_an_action_reads_the_workload_pattern_of_the_usage_history_kept() -> None:
