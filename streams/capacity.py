@@ -56,10 +56,10 @@ class UsageHistory:
     """The last `size` window usages of each resource of many VMs: one row per VM, of two
     arrays shared by every VM.
 
-    A VM's usage history is kept for as long as the VM is watched, so it is stored as numbers
-    in rows of shared arrays rather than as an object and two arrays per VM (about 300 bytes
-    less per VM, a tenth of the memory of Python floats in deques). Rows are handed out by
-    `add` and taken back by `remove`."""
+    A VM's usage history is kept for as long as the VM is watched, so it is a row of shared
+    arrays: about 200 bytes less per VM than an object and two arrays of its own, and a tenth
+    of the memory of Python floats in deques. Rows are handed out by `add` and taken back by
+    `remove`."""
 
     def __init__(self, resources: Sequence[str], size: int, capacity: int = 64) -> None:
         self.resources = tuple(resources)
@@ -247,9 +247,9 @@ class _KeptViews:
         self._free.append(row)
 
     def view(
-        self, row: int, vm_id: str, host: str | None, history: UsageHistory, usage: int
+        self, row: int, vm_id: str, host: str | None, history: UsageHistory, usage_row: int
     ) -> VMView:
-        """The VM's view kept in `row`; its usage history is row `usage` of `history`."""
+        """The VM's view kept in `row`; its usage history is row `usage_row` of `history`."""
         period = int(self.period[row]) or None
         resources = {}
         for i, resource in enumerate(self.resources):
@@ -261,7 +261,7 @@ class _KeptViews:
                 usage=float(self.usage[row, i]),
                 forecast=self.forecast[row, i, :n].tolist(),
                 upper=self.upper[row, i, :n].tolist(),
-                history=UsageSeries(history, usage, i),
+                history=UsageSeries(history, usage_row, i),
                 period=period,
             )
         return VMView(vm_id, host or "", resources)
