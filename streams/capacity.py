@@ -27,7 +27,7 @@ import numpy as np
 from models import array_state
 from models.forecaster_bank import ForecasterBank
 from models.forecasting import level_key
-from models.metric_bank import occurrence_groups
+from models.metric_bank import grown_rows, occurrence_groups
 from models.scaling import HostView, ResourceView, ScalingConfig, ScalingPolicy, VMView
 from streams.windows import ClosedWindow
 
@@ -75,17 +75,14 @@ class UsageHistory:
         """An empty row for a VM."""
         if self._free:
             row = self._free.pop()
-            self._counts[row] = 0
-            return row
-        if self._used == len(self._counts):  # double; rows not handed out stay untouched
-            capacity = 2 * len(self._counts)
-            values = np.zeros((capacity, *self._values.shape[1:]), dtype=np.float32)
-            values[: self._used] = self._values
-            counts = np.zeros((capacity, self._counts.shape[1]), dtype=np.int64)
-            counts[: self._used] = self._counts
-            self._values, self._counts = values, counts
-        self._used += 1
-        return self._used - 1
+        else:
+            if self._used == len(self._counts):  # double; rows not handed out stay untouched
+                self._values = grown_rows(self._values, 2 * self._used)
+                self._counts = grown_rows(self._counts, 2 * self._used)
+            row = self._used
+            self._used += 1
+        self._counts[row] = 0
+        return row
 
     def remove(self, row: int) -> None:
         self._free.append(row)
