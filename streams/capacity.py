@@ -135,21 +135,41 @@ class UsageSeries(Sequence[float]):
         return values if dtype is None else values.astype(dtype)
 
 
-class _FixedMap(MutableMapping[str, Any]):
-    """A small mapping over a fixed tuple of keys (shared by every VM), its values in one
-    machine array: no dict and no number object per entry. A watched VM's forecaster rows
-    and allocation are two of these (about 140 bytes each, against 300 and more as dicts)."""
+class _RowMaps:
+    """One small mapping per planner row over a fixed tuple of keys (shared by every VM), all
+    in one flat machine array: row r's values are `[r * len(keys), (r + 1) * len(keys))`.
 
-    __slots__ = ("_keys", "_values")
-    _typecode = "d"
-    _missing: Any = math.nan  # the value of a key the map does not hold
+    A watched VM's forecaster rows and allocation are two of these: no object, array or
+    number object of its own (about 300 bytes per VM as two small maps of their own)."""
 
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self._keys = keys
-        self._values = array(self._typecode, [self._missing]) * len(keys)
+    def __init__(self, keys: tuple[str, ...], typecode: str, missing: float) -> None:
+        self.keys = keys
+        self.missing = missing  # the value of a key a row does not hold (NaN or -1)
+        self._empty = array(typecode, [missing]) * len(keys)
+        self.values = array(typecode)
+
+    def reset(self, row: int) -> None:
+        """Empty `row` (growing to it, doubling)."""
+        start, width = row * len(self.keys), len(self.keys)
+        if start >= len(self.values):
+            more = max(start + width - len(self.values), len(self.values))
+            self.values.extend(array(self.values.typecode, [self.missing]) * more)
+        self.values[start : start + width] = self._empty
+
+    def of(self, row: int) -> _RowMap:
+        return _RowMap(self, row * len(self.keys))
+
+
+class _RowMap(MutableMapping[str, Any]):
+    """The mapping in one row of a `_RowMaps`, read and written in place."""
+
+    __slots__ = ("_maps", "_start")
+
+    def __init__(self, maps: _RowMaps, start: int) -> None:
+        self._maps, self._start = maps, start
 
     def _absent(self, value: Any) -> bool:
-        return value != value  # NaN
+        return value != value or value == self._maps.missing  # NaN or the marker
 
     def __getitem__(self, key: str) -> Any:
         value = self.get(key, None)
@@ -159,36 +179,26 @@ class _FixedMap(MutableMapping[str, Any]):
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
-            value = self._values[self._keys.index(key)]
+            value = self._maps.values[self._start + self._maps.keys.index(key)]
         except ValueError:
             return default
         return default if self._absent(value) else value
 
     def __setitem__(self, key: str, value: Any) -> None:
         try:
-            self._values[self._keys.index(key)] = value
+            self._maps.values[self._start + self._maps.keys.index(key)] = value
         except ValueError:
-            raise KeyError(f"{key!r} is not one of {self._keys}") from None
+            raise KeyError(f"{key!r} is not one of {self._maps.keys}") from None
 
     def __delitem__(self, key: str) -> None:
-        self[key] = self._missing
+        self[key] = self._maps.missing
 
     def __iter__(self) -> Iterator[str]:
-        return (k for k, v in zip(self._keys, self._values, strict=True) if not self._absent(v))
+        keys, values, start = self._maps.keys, self._maps.values, self._start
+        return (k for i, k in enumerate(keys) if not self._absent(values[start + i]))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
-
-
-class _Rows(_FixedMap):
-    """metric -> its forecaster's row in the bank."""
-
-    __slots__ = ()
-    _typecode = "i"
-    _missing = -1
-
-    def _absent(self, value: Any) -> bool:
-        return value < 0
 
 
 class _KeptViews:
@@ -266,9 +276,9 @@ class _KeptViews:
 
 @dataclass(slots=True)
 class _VMPlan:
-    rows: _Rows  # metric -> its forecaster's row in the bank
-    allocation: _FixedMap  # resource -> allocation (vCPUs, MiB, Mbit/s)
-    usage: int  # its row in the planner's `UsageHistory`
+    # its row in the planner's per-VM arrays: usage history, allocation (resource -> vCPUs,
+    # MiB, Mbit/s) and forecaster rows (metric -> its forecaster's row in the bank)
+    row: int
     host: str | None = None
     windows: int = 0
     last_end: float = -math.inf  # end of the latest window learnt
@@ -313,19 +323,30 @@ class CapacityPlanner:
         self._resources = tuple(self.config.default_allocation)  # one tuple for every VM
         self._views = _KeptViews(self._resources, self.config.horizon)
         self._usage = UsageHistory(self._resources, self.config.history)
+        self._allocations = _RowMaps(self._resources, "d", math.nan)
+        self._forecaster_rows = _RowMaps(FORECAST_METRICS, "i", -1)
         self._level = level_key(self.config.scaling.level)
 
     def _plan(self, vm_id: str) -> _VMPlan:
         plan = self._vms.get(vm_id)
         if plan is None:
-            c = self.config
-            plan = self._vms[vm_id] = _VMPlan(
-                rows=_Rows(FORECAST_METRICS),
-                allocation=_FixedMap(self._resources),
-                usage=self._usage.add(),
-            )
-            plan.allocation.update(c.default_allocation)
+            plan = self._vms[vm_id] = _VMPlan(self._new_row())
+            self._allocations.of(plan.row).update(self.config.default_allocation)
         return plan
+
+    def _new_row(self) -> int:
+        """An empty row of the per-VM arrays."""
+        row = self._usage.add()
+        self._allocations.reset(row)
+        self._forecaster_rows.reset(row)
+        return row
+
+    def _release(self, plan: _VMPlan) -> None:
+        """Take back the plan's row and its forecasters' rows."""
+        if self._forecasters is not None:
+            for row in self._forecaster_rows.of(plan.row).values():
+                self._forecasters.remove(row)
+        self._usage.remove(plan.row)
 
     def _bank(self, window_s: float) -> ForecasterBank:
         """The forecasters' bank, made for the size of the first window (a worker's forecast
@@ -341,10 +362,10 @@ class CapacityPlanner:
 
     def set_allocation(self, vm_id: str, allocation: dict[str, float]) -> None:
         """The VM's current allocation as its samples report it (vcpus, mem_mib, net_mbps)."""
-        plan = self._plan(vm_id)
+        allocations = self._allocations.of(self._plan(vm_id).row)
         for name, resource in ALLOCATION_FIELDS.items():
             if name in allocation:
-                plan.allocation[resource] = allocation[name]
+                allocations[resource] = allocation[name]
 
     def on_window(self, window: ClosedWindow) -> tuple[list[dict], list[dict]]:
         """Learn a closed window; returns (forecast messages, scaling actions) now due."""
@@ -404,12 +425,12 @@ class CapacityPlanner:
             bank = self._bank(windows[group[0]].size_s)
             rows, ys, ts = [], [], []
             for i in group:
-                plan = self._plan(windows[i].vm_id)
+                forecaster_rows = self._forecaster_rows.of(self._plan(windows[i].vm_id).row)
                 for metric in FORECAST_METRICS:
                     if metric in learnt[i].means:
-                        row = plan.rows.get(metric)
+                        row = forecaster_rows.get(metric)
                         if row is None:
-                            row = plan.rows[metric] = bank.add()
+                            row = forecaster_rows[metric] = bank.add()
                         rows.append(row)
                         ys.append(learnt[i].means[metric])
                         ts.append(windows[i].end)
@@ -418,13 +439,14 @@ class CapacityPlanner:
             for i in group:
                 plan = self._vms[windows[i].vm_id]
                 plan.windows += 1
-                counts = {m: int(bank.n[row]) for m, row in plan.rows.items()}
+                forecaster_rows = self._forecaster_rows.of(plan.row)
+                counts = {m: int(bank.n[row]) for m, row in forecaster_rows.items()}
                 ready = sorted(m for m, n in counts.items() if n >= c.min_windows)
                 if not ready or plan.windows % c.forecast_every:
                     continue
-                due.extend((i, m, plan.rows[m]) for m in ready)
+                due.extend((i, m, forecaster_rows[m]) for m in ready)
                 learnt[i].act = min(counts[m] for m in ready) >= c.act_after_windows
-                cpu = plan.rows.get("cpu_pct")
+                cpu = forecaster_rows.get("cpu_pct")
                 learnt[i].period = None if cpu is None else bank.period(cpu)
             if due:
                 messages = bank.messages(
@@ -446,7 +468,9 @@ class CapacityPlanner:
         if plan is None or bank is None:
             return []
         ready = sorted(
-            (m, row) for m, row in plan.rows.items() if bank.n[row] >= self.config.min_windows
+            (m, row)
+            for m, row in self._forecaster_rows.of(plan.row).items()
+            if bank.n[row] >= self.config.min_windows
         )
         if not ready:
             return []
@@ -466,10 +490,11 @@ class CapacityPlanner:
                 self._host_members.get(plan.host, set()).discard(window.vm_id)
             plan.host = window.host
             self._host_members.setdefault(window.host, set()).add(window.vm_id)
+        allocations = self._allocations.of(plan.row)
         for index, resource in enumerate(self._resources):
-            usage = _usage(resource, learnt.means, plan.allocation)
+            usage = _usage(resource, learnt.means, allocations)
             if usage is not None:
-                self._usage.append(plan.usage, index, usage)
+                self._usage.append(plan.row, index, usage)
         if not learnt.act:
             return []
         plan.view = self._views.put(plan.view, learnt.period, self._view_resources(plan, learnt))
@@ -480,11 +505,12 @@ class CapacityPlanner:
         by_metric = {f["metric"]: f["points"] for f in learnt.forecasts}
         upper = f"upper_{self._level}"
         resources = {}
-        history, row = self._usage, plan.usage
+        history, row = self._usage, plan.row
+        allocations = self._allocations.of(row)
         for index, resource in enumerate(self._resources):
             if not history.filled(row, index):
                 continue
-            allocation = plan.allocation[resource]
+            allocation = allocations[resource]
             if resource == "bandwidth":
                 series = [by_metric[m] for m in ("net_in_bps", "net_out_bps") if m in by_metric]
                 # per step, the larger direction, in Mbit/s
@@ -508,7 +534,7 @@ class CapacityPlanner:
         plan = self._vms.get(vm_id)
         if plan is None or plan.view < 0:
             return None
-        return self._views.view(plan.view, vm_id, plan.host, self._usage, plan.usage)
+        return self._views.view(plan.view, vm_id, plan.host, self._usage, plan.row)
 
     def _decide(self, vm_id: str, host: str | None, now: float) -> list[dict]:
         if host is None:
@@ -530,12 +556,12 @@ class CapacityPlanner:
         if plan is None:
             return None
         bank = self._forecasters
-        rows = plan.rows if bank is not None else {}
+        rows = self._forecaster_rows.of(plan.row) if bank is not None else {}
         scalars = {
             "planner_state": 1,
             "window_s": self._window_s,
-            "allocation": dict(plan.allocation),
-            "usage": self._usage.as_dict(plan.usage),
+            "allocation": dict(self._allocations.of(plan.row)),
+            "usage": self._usage.as_dict(plan.row),
             "host": plan.host,
             "windows": plan.windows,
             "last_end": None if plan.last_end == -math.inf else plan.last_end,
@@ -552,20 +578,17 @@ class CapacityPlanner:
         with nothing changed, when the state does not fit this planner's configuration."""
         if vm_id in self._vms:
             raise ValueError(f"{vm_id} already has state here")
-        resources = self._resources
-        plan = _VMPlan(
-            rows=_Rows(FORECAST_METRICS),
-            allocation=_FixedMap(resources),
-            usage=self._usage.add(),
-        )
+        plan = _VMPlan(self._new_row())
+        allocations = self._allocations.of(plan.row)
+        forecaster_rows = self._forecaster_rows.of(plan.row)
         try:
             state, forecasters = array_state.unpack(data)
             if state.get("planner_state") != 1:
                 raise ValueError(f"unknown planner state version {state.get('planner_state')!r}")
             for index, (resource, default) in enumerate(self.config.default_allocation.items()):
-                plan.allocation[resource] = float(state["allocation"].get(resource, default))
+                allocations[resource] = float(state["allocation"].get(resource, default))
                 for usage in state["usage"].get(resource, ())[-self.config.history :]:
-                    self._usage.append(plan.usage, index, float(usage))
+                    self._usage.append(plan.row, index, float(usage))
             plan.host = state["host"]
             plan.windows = int(state["windows"])
             last_end = state["last_end"]
@@ -574,13 +597,10 @@ class CapacityPlanner:
             if forecasters:
                 bank = self._bank(float(state["window_s"]))
                 for metric, blob in forecasters.items():
-                    plan.rows[metric] = bank.load_row(blob.tobytes())
+                    forecaster_rows[metric] = bank.load_row(blob.tobytes())
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             self.policy.forget(vm_id)
-            self._usage.remove(plan.usage)
-            if self._forecasters is not None:
-                for row in plan.rows.values():
-                    self._forecasters.remove(row)
+            self._release(plan)
             raise ValueError(f"unusable forecast state for {vm_id}: {exc}") from exc
         self._vms[vm_id] = plan
         if plan.host is not None:
@@ -593,8 +613,5 @@ class CapacityPlanner:
         if plan is not None and plan.host is not None:
             self._host_members.get(plan.host, set()).discard(vm_id)
         if plan is not None:
-            self._usage.remove(plan.usage)
-        if plan is not None and self._forecasters is not None:
-            for row in plan.rows.values():
-                self._forecasters.remove(row)
+            self._release(plan)
         self.policy.forget(vm_id)

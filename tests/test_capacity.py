@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from models import array_state
 from streams.capacity import CapacityConfig, CapacityPlanner, UsageHistory
 from streams.windows import ClosedWindow, WindowStats
 
@@ -221,6 +222,35 @@ def test_usage_history_keeps_the_latest_usages_of_each_resource_oldest_first() -
     history.remove(1)
     assert history.add() == 1
     assert history.as_dict(1) == {"vcpu": [], "memory": []}
+
+
+def test_each_vm_keeps_its_own_allocation_and_forecasters_and_a_freed_row_starts_afresh() -> None:
+    """Allocations and forecaster rows are rows of arrays shared by every VM: seventy VMs
+    (past the first capacity) keep theirs apart, and a VM given a forgotten VM's row starts
+    with the default allocation and no forecaster."""
+    planner = CapacityPlanner(CapacityConfig(min_windows=3))
+    vms = [f"vm-{i:02d}" for i in range(70)]
+    for i, vm in enumerate(vms):
+        planner.set_allocation(vm, {"vcpus": 1.0 + i, "mem_mib": 1024.0 * (i + 1)})
+        for k in range(3 if i % 2 else 0):
+            planner.on_window(window(vm, 60.0 * k, 30.0, 100.0))
+
+    def state(vm: str) -> dict:
+        return array_state.unpack(planner.dump_vm(vm))[0]
+
+    for i, vm in enumerate(vms):
+        assert state(vm)["allocation"] == {
+            "vcpu": 1.0 + i,
+            "memory": 1024.0 * (i + 1),
+            "bandwidth": 1000.0,
+        }
+        assert len(planner.current_forecasts(vm)) == (4 if i % 2 else 0)
+    planner.forget("vm-05")
+    planner.on_window(window("vm-new", 0.0, 30.0, 100.0))
+    assert state("vm-new")["allocation"] == {"vcpu": 4.0, "memory": 8192.0, "bandwidth": 1000.0}
+    assert planner.current_forecasts("vm-new") == []
+    assert state("vm-new")["usage"]["vcpu"] == [pytest.approx(1.2)]  # 30 % of 4 vCPUs
+    assert len(planner.current_forecasts("vm-07")) == 4
 
 
 def test_an_action_reads_the_workload_pattern_of_the_usage_history_kept() -> None:
