@@ -24,7 +24,6 @@ VM clears it, for the VM that relieves it most. Scale-ups of that resource on th
 from __future__ import annotations
 
 import math
-import sys
 import uuid
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
@@ -138,6 +137,73 @@ class HostView:
     capacity: Mapping[str, float]  # per resource, allocation units
 
 
+class _ResourceMemory:
+    """What the policy remembers of each VM's resources, one array of doubles per VM.
+
+    Per resource (in a fixed order): the time of its last action and since when it has been
+    under the scale-down threshold (NaN: none), and how many scale-down wishes it keeps; then
+    the wishes, resource after resource, as (time, desired size) pairs: those that may still
+    be the largest of the stabilisation window, their sizes decreasing. A VM with two resources
+    under the threshold (three wishes) takes about 280 bytes, against 640 in three dicts keyed
+    by (VM, resource) holding numbers and arrays of their own."""
+
+    def __init__(self, resources: Sequence[str]) -> None:
+        self._index = {r: i for i, r in enumerate(resources)}
+        self._blank = array("d", [math.nan, math.nan, 0.0]) * len(resources)
+        self._vms: dict[str, array] = {}
+
+    def _get(self, vm_id: str, resource: str) -> tuple[array | None, int]:
+        return self._vms.get(vm_id), 3 * self._index[resource]
+
+    def _row(self, vm_id: str) -> array:
+        row = self._vms.get(vm_id)
+        if row is None:
+            row = self._vms[vm_id] = array("d", self._blank)
+        return row
+
+    def last_action(self, vm_id: str, resource: str) -> float | None:
+        row, at = self._get(vm_id, resource)
+        return None if row is None or row[at] != row[at] else row[at]
+
+    def set_last_action(self, vm_id: str, resource: str, when: float) -> None:
+        self._row(vm_id)[3 * self._index[resource]] = when
+
+    def down_since(self, vm_id: str, resource: str) -> float | None:
+        row, at = self._get(vm_id, resource)
+        return None if row is None or row[at + 1] != row[at + 1] else row[at + 1]
+
+    def _wishes_at(self, row: array, resource: str) -> slice:
+        i = self._index[resource]
+        start = len(self._blank) + 2 * int(sum(row[3 * j + 2] for j in range(i)))
+        return slice(start, start + 2 * int(row[3 * i + 2]))
+
+    def wishes(self, vm_id: str, resource: str) -> array:
+        """The resource's wishes, flat (t0, d0, t1, d1, ...), as a copy."""
+        row = self._vms.get(vm_id)
+        return array("d") if row is None else row[self._wishes_at(row, resource)]
+
+    def set_down(self, vm_id: str, resource: str, since: float, wishes: array) -> None:
+        """The resource is under the threshold since `since`, with these wishes."""
+        row = self._row(vm_id)
+        row[self._wishes_at(row, resource)] = wishes
+        at = 3 * self._index[resource]
+        row[at + 1], row[at + 2] = since, len(wishes) // 2
+
+    def reset_down(self, vm_id: str, resource: str) -> None:
+        """The resource is no longer under the threshold; a VM with nothing left is dropped."""
+        row, at = self._get(vm_id, resource)
+        if row is None or row[at + 1] != row[at + 1]:
+            return
+        del row[self._wishes_at(row, resource)]
+        row[at + 1], row[at + 2] = math.nan, 0.0
+        head = row[: len(self._blank)]
+        if all(v != v for i, v in enumerate(head) if i % 3 < 2):
+            del self._vms[vm_id]  # no last action and nothing pending for any resource
+
+    def forget(self, vm_id: str) -> None:
+        self._vms.pop(vm_id, None)
+
+
 def action_id(vm_id: str, resource: str, action: str, ts: float) -> str:
     """Deterministic id of an action from what and when it was decided."""
     return str(uuid.uuid5(_ACTION_NAMESPACE, f"{vm_id}|{resource}|{action}|{ts!r}"))
@@ -148,13 +214,8 @@ class ScalingPolicy:
 
     def __init__(self, config: ScalingConfig | None = None) -> None:
         self.config = config or ScalingConfig()
-        self._last_action: dict[tuple[str, str], float] = {}
-        # per (vm, resource) under the scale-down threshold: (time, desired size) of the wishes
-        # that may still be the largest of the stabilisation window, their sizes decreasing,
-        # flat in one array of doubles (t0, d0, t1, d1, ...): 80 bytes for one wish, against
-        # 170 as a list of tuples of floats (and 760 for an empty deque)
-        self._down_recs: dict[tuple[str, str], array] = {}
-        self._down_since: dict[tuple[str, str], float] = {}
+        # last action per VM resource and the scale-down wishes of those under the threshold
+        self._memory = _ResourceMemory(tuple(self.config.limits))
         self._last_migration: dict[str, float] = {}
         self._migrating: dict[str, float] = {}  # vm_id -> when its migrate was issued
 
@@ -184,25 +245,22 @@ class ScalingPolicy:
 
     def forget(self, vm_id: str) -> None:
         """Drop the state kept for a VM that no longer exists."""
-        for resource in self.config.limits:  # decisions are only taken for these
-            key = (vm_id, resource)
-            for store in (self._last_action, self._down_recs, self._down_since):
-                store.pop(key, None)
+        self._memory.forget(vm_id)
         self._migrating.pop(vm_id, None)
 
     def vm_state(self, vm_id: str, host: str | None) -> dict:
         """What the policy remembers of a VM (cooldowns, pending scale-down, migration) and
         of its host's last migration, JSON-ready, for `restore_vm_state`."""
         resources = {}
-        for resource in self.config.limits:
-            key = (vm_id, resource)
+        memory = self._memory
+        for resource in self.config.limits:  # decisions are only taken for these
             entry: dict = {}
-            if key in self._last_action:
-                entry["last_action"] = self._last_action[key]
-            if key in self._down_since:
-                entry["down_since"] = self._down_since[key]
-            if key in self._down_recs:
-                flat = self._down_recs[key].tolist()
+            last, since = memory.last_action(vm_id, resource), memory.down_since(vm_id, resource)
+            if last is not None:
+                entry["last_action"] = last
+            if since is not None:
+                entry["down_since"] = since
+                flat = memory.wishes(vm_id, resource).tolist()
                 entry["down_recs"] = [flat[i : i + 2] for i in range(0, len(flat), 2)]
             if entry:
                 resources[resource] = entry
@@ -215,16 +273,16 @@ class ScalingPolicy:
 
     def restore_vm_state(self, vm_id: str, host: str | None, state: dict) -> None:
         """Take back what `vm_state` returned (a host's latest migration time wins)."""
+        memory = self._memory
         for resource, entry in state.get("resources", {}).items():
-            # one string per resource name, not one per VM (the state's were decoded anew)
-            key = (vm_id, sys.intern(resource))
+            if resource not in self.config.limits:  # decisions are only taken for those
+                continue
             if "last_action" in entry:
-                self._last_action[key] = float(entry["last_action"])
+                memory.set_last_action(vm_id, resource, float(entry["last_action"]))
             if "down_since" in entry:
-                self._down_since[key] = float(entry["down_since"])
-            if "down_recs" in entry:
-                pairs = [(float(t), float(d)) for t, d in entry["down_recs"]]
-                self._down_recs[key] = array("d", [v for pair in pairs for v in pair])
+                pairs = [(float(t), float(d)) for t, d in entry.get("down_recs", ())]
+                wishes = array("d", [v for pair in pairs for v in pair])
+                memory.set_down(vm_id, resource, float(entry["down_since"]), wishes)
         if "migrating" in state:
             self._migrating[vm_id] = float(state["migrating"])
         if host is not None and "host_last_migration" in state:
@@ -240,15 +298,15 @@ class ScalingPolicy:
         limits = cfg.limits.get(resource)
         if limits is None or view.allocation <= 0:
             return None
-        key = (vm.vm_id, resource)
+        memory = self._memory
         alloc = view.allocation
         util_now = view.usage / alloc
         util_upper = view.peak_upper / alloc
         desired = limits.clamp(max(view.peak_upper, view.usage) / cfg.target_utilisation)
-        last = self._last_action.get(key)
+        last = memory.last_action(vm.vm_id, resource)
 
         if util_upper > cfg.up_threshold or util_now > cfg.up_threshold:
-            self._reset_down(key)
+            memory.reset_down(vm.vm_id, resource)
             if (vm.host, resource) in blocked:
                 return None
             if last is not None and now - last < cfg.cooldown_up:
@@ -264,14 +322,13 @@ class ScalingPolicy:
                 f"above the {cfg.up_threshold:.0%} scale-up threshold"
             )
             conf = self._up_confidence(view, alloc, util_now)
-            self._last_action[key] = now
+            memory.set_last_action(vm.vm_id, resource, now)
             return self._action(now, vm, resource, "scale_up", alloc, target, reason, conf)
 
         if util_upper < cfg.down_threshold and util_now < cfg.down_threshold:
-            recs = self._down_recs.get(key)
-            if recs is None:
-                recs = self._down_recs[key] = array("d")
-            self._down_since.setdefault(key, now)
+            since = memory.down_since(vm.vm_id, resource)
+            since = now if since is None else since
+            recs = memory.wishes(vm.vm_id, resource)
             while recs and recs[-1] <= desired:
                 del recs[-2:]  # an earlier wish no larger than this one can no longer be the max
             recs.extend((now, desired))
@@ -279,7 +336,8 @@ class ScalingPolicy:
             while expired < len(recs) - 2 and recs[expired] < now - cfg.stabilisation_window:
                 expired += 2
             del recs[:expired]
-            if now - self._down_since[key] < cfg.stabilisation_window:
+            memory.set_down(vm.vm_id, resource, since, recs)
+            if now - since < cfg.stabilisation_window:
                 return None  # not yet held for the whole window
             if last is not None and now - last < cfg.cooldown_down:
                 return None
@@ -292,16 +350,12 @@ class ScalingPolicy:
                 f"{cfg.stabilisation_window:.0f}s"
             )
             conf = min(1.0, 0.5 + 0.5 * (cfg.down_threshold - util_upper) / cfg.down_threshold)
-            self._last_action[key] = now
-            self._reset_down(key)
+            memory.set_last_action(vm.vm_id, resource, now)
+            memory.reset_down(vm.vm_id, resource)
             return self._action(now, vm, resource, "scale_down", alloc, target, reason, conf)
 
-        self._reset_down(key)
+        memory.reset_down(vm.vm_id, resource)
         return None
-
-    def _reset_down(self, key: tuple[str, str]) -> None:
-        self._down_recs.pop(key, None)
-        self._down_since.pop(key, None)
 
     def _up_confidence(self, view: ResourceView, alloc: float, util_now: float) -> float:
         thr = self.config.up_threshold * alloc

@@ -112,6 +112,49 @@ def test_only_wishes_that_can_still_be_the_windows_largest_are_kept():
     assert down["target_allocation"] == 5
 
 
+def test_each_resource_keeps_its_own_wishes_and_they_survive_a_move() -> None:
+    """The three resources of one VM under the threshold keep their wishes apart (they share
+    the VM's memory); one returning to the band drops only its own; a policy given the VM's
+    state decides as the first one would have."""
+
+    def views(mem_upper: float) -> list[VMView]:
+        return [
+            VMView(
+                "vm-1",
+                "h-1",
+                {
+                    "vcpu": cpu(16, 1.0, upper=3.0),  # wish 5
+                    "memory": cpu(16384, 1000.0, upper=mem_upper),
+                    "bandwidth": cpu(5000, 300.0, upper=600.0),  # wish 1000
+                },
+            )
+        ]
+
+    policy = ScalingPolicy(config(stabilisation_window=600.0, cooldown_down=0.0))
+    for dt, mem_upper in ((0, 6000.0), (100, 3000.0), (200, 2000.0)):  # memory wishes 10240 ..
+        assert policy.decide(T0 + dt, views(mem_upper)) == []
+    kept = policy.vm_state("vm-1", None)["resources"]
+    assert kept["vcpu"]["down_recs"] == [[T0 + 200, 5]]
+    assert kept["memory"]["down_recs"] == [[T0, 10240], [T0 + 100, 5120], [T0 + 200, 3584]]
+    assert kept["bandwidth"]["down_recs"] == [[T0 + 200, 1000]]
+    assert {r: kept[r]["down_since"] for r in kept} == dict.fromkeys(kept, T0)
+
+    policy.decide(T0 + 300, views(9000.0))  # memory back in the band: its wishes go
+    kept = policy.vm_state("vm-1", None)["resources"]
+    assert "memory" not in kept and kept["vcpu"]["down_recs"] == [[T0 + 300, 5]]
+    assert kept["bandwidth"]["down_recs"] == [[T0 + 300, 1000]]
+
+    moved = ScalingPolicy(config(stabilisation_window=600.0, cooldown_down=0.0))
+    moved.restore_vm_state("vm-1", None, json.loads(json.dumps(policy.vm_state("vm-1", None))))
+    assert moved.vm_state("vm-1", None) == policy.vm_state("vm-1", None)
+    decided = {}
+    for dt in (400, 600, 900, 1000):
+        decided[dt] = moved.decide(T0 + dt, views(2000.0))
+        assert decided[dt] == policy.decide(T0 + dt, views(2000.0))
+    resources = {dt: [a["resource"] for a in actions] for dt, actions in decided.items()}
+    assert resources == {400: [], 600: ["bandwidth", "vcpu"], 900: [], 1000: ["memory"]}
+
+
 def test_no_scale_down_on_a_forecast_dip_alone():
     policy = ScalingPolicy(config(stabilisation_window=0.0, cooldown_down=0.0))
     dip = cpu(16, 9.0, upper=4.0, forecast=2.0)  # forecast low, but 56 % used right now
