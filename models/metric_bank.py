@@ -66,34 +66,36 @@ class MetricBank:
             drift if drift is not None else CompactPageHinkley(),
             growth if growth is not None else GrowthTracker(),
         )
-        self._state = np.zeros((len(_ROWS), capacity, n_metrics))
+        # one row per slot, so that the rows not handed out yet are one untouched (and not
+        # resident) block at the end, even in 2 MB transparent huge pages
+        self._state = np.zeros((capacity, len(_ROWS), n_metrics))
         self._free: list[int] = list(range(capacity - 1, -1, -1))
 
     def column(self, field: str, slot: int, metric: int) -> float:
         """One float of one slot, e.g. `column("s_mean", slot, 0)` (the typical value)."""
-        return float(self._state[_ROWS.index(field), slot, metric])
+        return float(self._state[slot, _ROWS.index(field), metric])
 
     # ------------------------------------------------------------------ slots
 
     def allocate(self) -> int:
         """A fresh slot (all state zero)."""
         if not self._free:
-            capacity = self._state.shape[1]
-            grown = np.zeros((len(_ROWS), 2 * capacity, self.n_metrics))
-            grown[:, :capacity] = self._state
+            capacity = self._state.shape[0]
+            grown = np.zeros((2 * capacity, len(_ROWS), self.n_metrics))
+            grown[:capacity] = self._state
             self._state = grown
             self._free = list(range(2 * capacity - 1, capacity - 1, -1))
         return self._free.pop()
 
     def release(self, slot: int) -> None:
-        self._state[:, slot] = 0.0
+        self._state[slot] = 0.0
         self._free.append(slot)
 
     def state(self, slot: int) -> list[float]:
         """The slot's floats: per metric the scaler's, then forecasters', drifts', growth's."""
         out: list[float] = []
         for rows in _GROUP_ROWS:
-            out.extend(self._state[rows, slot].T.ravel().tolist())  # metric-major
+            out.extend(self._state[slot, rows].T.ravel().tolist())  # metric-major
         return out
 
     def load_state(self, slot: int, values: list[float] | tuple[float, ...]) -> None:
@@ -101,17 +103,17 @@ class MetricBank:
         for rows in _GROUP_ROWS:
             size = len(rows) * self.n_metrics
             block = np.asarray(values[i : i + size], dtype=float).reshape(self.n_metrics, -1)
-            self._state[rows, slot] = block.T
+            self._state[slot, rows] = block.T
             i += size
 
     N_STATE_PER_METRIC = len(FIELDS)
 
     def shift_state(self, slot: int) -> list[float]:
         """The slot's running means of the clipped z-score, one per metric."""
-        return self._state[_SHIFT_ROW, slot].tolist()
+        return self._state[slot, _SHIFT_ROW].tolist()
 
     def load_shift_state(self, slot: int, values: list[float] | tuple[float, ...]) -> None:
-        self._state[_SHIFT_ROW, slot] = values
+        self._state[slot, _SHIFT_ROW] = values
 
     # ------------------------------------------------------------------ batch update
 
@@ -159,7 +161,7 @@ class MetricBank:
         scaler, forecaster, drift, growth = self._scalar
         a = self.shift_alpha
         shift = 0.0
-        block = self._state[:, slot]  # (fields, metrics), a view
+        block = self._state[slot]  # (fields, metrics), a view
         columns = block.T.tolist()
         m = len(x_row)
         z_out, res_out, typ_out = [0.0] * m, [0.0] * m, [0.0] * m
@@ -209,7 +211,8 @@ class MetricBank:
     def _observe_round(self, rows, slots, X, present, warm, outputs):
         z_out, res_out, typ_out, shifted, shift_out, rise_out, growth_out = outputs
         scaler, forecaster, drift, growth = self._scalar
-        S = self._state[:, slots]  # (fields, rows, metrics): a copy, written back at the end
+        # (fields, rows, metrics): a copy, written back at the end
+        S = self._state[slots].transpose(1, 0, 2)
         x = np.where(present, X, 0.0)
         (
             s_n,
@@ -306,7 +309,7 @@ class MetricBank:
         )
         S[_SHIFT_ROW] = mean_z
         shift_out[rows] = np.max(np.where(test, np.abs(mean_z), 0.0), axis=1)
-        self._state[:, slots] = S
+        self._state[slots] = S.transpose(1, 0, 2)
 
 
 def grown_rows(array: np.ndarray, size: int) -> np.ndarray:
