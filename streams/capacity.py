@@ -17,6 +17,7 @@ then ignores the windows the state already reflects when their records are redel
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -488,8 +489,9 @@ class CapacityPlanner:
         if window.host is not None and window.host != plan.host:
             if plan.host is not None:
                 self._host_members.get(plan.host, set()).discard(window.vm_id)
-            plan.host = window.host
-            self._host_members.setdefault(window.host, set()).add(window.vm_id)
+            # one string per host, not one per VM (each record decodes its own)
+            plan.host = sys.intern(window.host)
+            self._host_members.setdefault(plan.host, set()).add(window.vm_id)
         allocations = self._allocations.of(plan.row)
         for index, resource in enumerate(self._resources):
             usage = _usage(resource, learnt.means, allocations)
@@ -589,7 +591,7 @@ class CapacityPlanner:
                 allocations[resource] = float(state["allocation"].get(resource, default))
                 for usage in state["usage"].get(resource, ())[-self.config.history :]:
                     self._usage.append(plan.row, index, float(usage))
-            plan.host = state["host"]
+            plan.host = None if state["host"] is None else sys.intern(state["host"])
             plan.windows = int(state["windows"])
             last_end = state["last_end"]
             plan.last_end = -math.inf if last_end is None else float(last_end)
