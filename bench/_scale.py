@@ -33,7 +33,7 @@ import time
 
 from bench._models import feed, fleet_ticks, iter_fleet_ticks
 from models.engine import FEATURES, AnomalyEngine, Sample
-from streams.cli import collect_young_every
+from streams.cli import collect_young_every, map_large_blocks
 from streams.settings import Settings, engine_config_from_env
 
 
@@ -277,6 +277,7 @@ def main() -> None:
     parser.add_argument("--planner-pool")
     args = parser.parse_args()
     collect_young_every(Settings.from_env().gc_gen0_threshold)  # as in the worker
+    map_large_blocks(Settings.from_env().mmap_threshold)  # as in the worker
     gc.freeze()  # the worker freezes what it imported at start (see full_collection)
     if args.mode == "planner":
         result = planner(args.vms, args.ticks, args.planner_pool)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench import _kafka, _models, _pyspy
 from streams.broker import EmbeddedBroker
-from streams.cli import collect_young_every
+from streams.cli import collect_young_every, map_large_blocks
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -677,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = dict(QUICK if args.quick else FULL)
     # the in-process sections run the models with the garbage collector set as in the worker
     collect_young_every(Settings.from_env().gc_gen0_threshold)
+    map_large_blocks(Settings.from_env().mmap_threshold)
     if args.profile_seconds is not None:
         sizes["worker_profile_s"] = args.profile_seconds
     began = time.monotonic()

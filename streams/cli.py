@@ -23,6 +23,29 @@ def collect_young_every(allocations: int) -> None:
     gc.set_threshold(allocations, gen1, gen2)
 
 
+def map_large_blocks(threshold: int) -> bool:
+    """Have glibc map every block of at least `threshold` bytes for itself, as the worker
+    does (NOVACRON_MMAP_THRESHOLD; 0 leaves glibc's default). True when it took effect.
+
+    glibc's default threshold moves: once a mapped block of up to 32 MB is freed, blocks up to
+    that size come from its heap, which keeps freed memory resident. The models' banks grow
+    by doubling, so each growth frees the block before it there, and rows not handed out yet
+    become resident. Mapped for themselves, a freed block goes back to the system and rows
+    not written yet take no memory."""
+    if threshold <= 0 or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+
+
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+
 EVENT_LOOPS = ("uvloop", "asyncio")
 
 
@@ -59,6 +82,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.telemetry import GC_PAUSES
 
     collect_young_every(settings.gc_gen0_threshold)
+    map_large_blocks(settings.mmap_threshold)
     GC_PAUSES.install()
     # Everything imported so far (Faust, numpy, River, the app's topics and tables) lives as
     # long as the process: kept out of full collections, it stops costing each one a pause.

@@ -130,6 +130,9 @@ class Settings:
     # worker allocates short-lived objects by the thousand per batch and keeps few cycles, so
     # collecting that often costs throughput for nothing.
     gc_gen0_threshold: int = 50_000
+    # Blocks of at least this many bytes get memory mapped for themselves, returned to the
+    # system when freed (0: glibc's own, dynamic threshold; see streams.cli.map_large_blocks).
+    mmap_threshold: int = 1 << 20
     # The worker's asyncio event loop: "uvloop" (libuv, the default) or "asyncio" (the
     # standard library's). Faust's per-record path is mostly event-loop work.
     event_loop: str = "uvloop"
@@ -175,6 +178,7 @@ class Settings:
             history_samples=_env("NOVACRON_HISTORY_SAMPLES", d.history_samples, int),
             forecast_top_n=_env("NOVACRON_FORECAST_TOP_N", d.forecast_top_n, int),
             gc_gen0_threshold=_env("NOVACRON_GC_GEN0_THRESHOLD", d.gc_gen0_threshold, int),
+            mmap_threshold=_env("NOVACRON_MMAP_THRESHOLD", d.mmap_threshold, int),
             event_loop=_env("NOVACRON_EVENT_LOOP", d.event_loop, str),
             forecast_window_s=_env("NOVACRON_FORECAST_WINDOW_S", d.forecast_window_s, float),
             window_grace_s=_env("NOVACRON_WINDOW_GRACE_S", d.window_grace_s, float),
