@@ -39,12 +39,21 @@ def map_large_blocks(threshold: int) -> bool:
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+        # Fixing one threshold also fixes the other, the heap's trim threshold, at its 128 KiB
+        # default: the heap's free top was handed back after every batch and faulted in again
+        # by the next (1.3 page faults and 4-7 µs of system time per sample at batches of
+        # 1,000). It is set to the most glibc's own rule would raise it to.
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        )
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
 
 
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+# mallopt's parameter numbers, from glibc's malloc.h
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_TRIM_THRESHOLD = 64 << 20
 
 EVENT_LOOPS = ("uvloop", "asyncio")
 
