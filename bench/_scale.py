@@ -276,8 +276,9 @@ def main() -> None:
     parser.add_argument("--timings", action="store_true")
     parser.add_argument("--planner-pool")
     args = parser.parse_args()
-    collect_young_every(Settings.from_env().gc_gen0_threshold)  # as in the worker
-    map_large_blocks(Settings.from_env().mmap_threshold)  # as in the worker
+    settings = Settings.from_env()
+    collect_young_every(settings.gc_gen0_threshold)  # as in the worker
+    map_large_blocks(settings.mmap_threshold)
     gc.freeze()  # the worker freezes what it imported at start (see full_collection)
     if args.mode == "planner":
         result = planner(args.vms, args.ticks, args.planner_pool)

@@ -675,9 +675,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep logs and raw profiles")
     args = parser.parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
-    # the in-process sections run the models with the garbage collector set as in the worker
-    collect_young_every(Settings.from_env().gc_gen0_threshold)
-    map_large_blocks(Settings.from_env().mmap_threshold)
+    # the in-process sections run the models with the garbage collector and allocator set as
+    # in the worker
+    settings = Settings.from_env()
+    collect_young_every(settings.gc_gen0_threshold)
+    map_large_blocks(settings.mmap_threshold)
     if args.profile_seconds is not None:
         sizes["worker_profile_s"] = args.profile_seconds
     began = time.monotonic()

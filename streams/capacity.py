@@ -153,8 +153,8 @@ class _RowMaps:
         """Empty `row` (growing to it, doubling)."""
         start, width = row * len(self.keys), len(self.keys)
         if start >= len(self.values):
-            more = max(start + width - len(self.values), len(self.values))
-            self.values.extend(array(self.values.typecode, [self.missing]) * more)
+            rows = len(self.values) // width
+            self.values.extend(self._empty * max(row + 1 - rows, rows))
         self.values[start : start + width] = self._empty
 
     def of(self, row: int) -> _RowMap:
@@ -243,11 +243,8 @@ class _KeptViews:
 
     def _new_row(self) -> int:
         if self._size == self.period.shape[0]:
-            for name in self._shapes:
-                old = getattr(self, name)
-                grown = np.zeros((2 * old.shape[0], *old.shape[1:]), dtype=old.dtype)
-                grown[: old.shape[0]] = old
-                setattr(self, name, grown)
+            for name in self._shapes:  # `put` writes every field of a row it reads back
+                setattr(self, name, grown_rows(getattr(self, name), 2 * self._size))
         self._size += 1
         return self._size - 1
 
