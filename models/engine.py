@@ -906,18 +906,25 @@ class AnomalyEngine:
             interval_at.append(intervals[state.slot])
             gaps.append(gap)
             state.last_ts = sample.ts  # in order, so a VM's next sample in the batch sees it
-        presents: list[Sequence[int]] = []
-        values_of: list[dict[str, float]] = []
-        for row, row_finite, complete in zip(
-            X.tolist(), finite.tolist(), finite.all(axis=1).tolist(), strict=True
-        ):
-            if complete:
-                presents.append(_ALL_METRICS)
-                values_of.append(dict(zip(FEATURES, row, strict=False)))  # same length
-            else:
-                present = [i for i, f in enumerate(row_finite) if f]
-                presents.append(present)
-                values_of.append({FEATURES[i]: row[i] for i in present})
+        presents: list[Sequence[int]]
+        values_of: list[dict[str, float]]
+        if finite.all() and all(len(s.values) == _N_FEATURES for s in samples):
+            # every sample holds every metric, finite, and nothing else (as validated records
+            # do): its own values are the ones to report
+            presents = [_ALL_METRICS] * len(samples)
+            values_of = [sample.values for sample in samples]
+        else:
+            presents, values_of = [], []
+            for row, row_finite, complete in zip(
+                X.tolist(), finite.tolist(), finite.all(axis=1).tolist(), strict=True
+            ):
+                if complete:
+                    presents.append(_ALL_METRICS)
+                    values_of.append(dict(zip(FEATURES, row, strict=False)))  # same length
+                else:
+                    present = [i for i, f in enumerate(row_finite) if f]
+                    presents.append(present)
+                    values_of.append({FEATURES[i]: row[i] for i in present})
         slot_array = np.array(slots, dtype=np.intp)
         Z, R, T, shifted, shift, rise, growth = self._bank.observe(
             slot_array, X, np.array(warm, dtype=bool)
