@@ -175,9 +175,10 @@ def run_demo(duration_s: float | None, vms: int, rate: float, batch: bool, seed:
                     alert = json.loads(message.value)
                     totals[f"{alert['status']}:{alert.get('severity')}"] += 1
                     if alert["status"] == "open":
+                        # severities part at 99.99, 99.999 and 99.9999: show the nines
                         print(
                             f"  alert  {alert['vm_id']} {alert.get('severity')} "
-                            f"{alert.get('kind')} score={alert['score']:.1f}",
+                            f"{alert.get('kind')} score={alert['score']:.7g}",
                             flush=True,
                         )
             now = time.monotonic()
