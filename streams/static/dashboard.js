@@ -28,6 +28,13 @@ function fmt(value, metric) {
   return Math.abs(value) >= 100 ? value.toFixed(1) : value.toPrecision(4);
 }
 
+// Scores and thresholds near 100 differ in their nines (severities part at 99.99, 99.999 and
+// 99.9999): show up to seven significant digits there.
+function fmtScore(value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  return value >= 99 ? String(Number(value.toPrecision(7))) : value.toPrecision(4);
+}
+
 function fmtTime(ts) {
   return new Date(ts * 1000).toISOString().substring(11, 19);
 }
@@ -69,8 +76,8 @@ function renderFleet(page) {
       class: hot ? "bar hot" : "bar",
       style: `width:${Math.max(1, (vm.score || 0) * 0.6)}px`,
     }));
-    score.append(document.createTextNode(fmt(vm.score)));
-    row.append(score, el("td", {}, fmt(vm.threshold)));
+    score.append(document.createTextNode(fmtScore(vm.score)));
+    row.append(score, el("td", {}, fmtScore(vm.threshold)));
     const incident = el("td", {});
     incident.append(severityBadge(vm.open_incident));
     row.append(incident);
@@ -87,7 +94,7 @@ function renderAlerts(data) {
   for (const a of data.alerts) {
     const item = el("li", { class: `alert ${a.status}` });
     item.append(el("span", { class: `sev ${a.severity}` }, a.status), document.createTextNode(
-      ` ${fmtTime(a.ts)} ${a.vm_id} ${a.kind} score ${fmt(a.score)}`));
+      ` ${fmtTime(a.ts)} ${a.vm_id} ${a.kind} score ${fmtScore(a.score)}`));
     item.addEventListener("click", () => selectVm(a.vm_id));
     list.append(item);
   }
@@ -252,7 +259,7 @@ function renderChart(vm, metric) {
       "data-incident": a.incident_id, "data-status": a.status,
     });
     marker.append(el("svg:title", {},
-      `${a.status} ${a.severity} ${a.kind} score ${fmt(a.score)} at ${fmtTime(a.ts)}`));
+      `${a.status} ${a.severity} ${a.kind} score ${fmtScore(a.score)} at ${fmtTime(a.ts)}`));
     svg.append(marker);
   }
   return [x0, x1];
@@ -282,8 +289,8 @@ function renderDetails(vm, metric) {
   incident.replaceChildren();
   if (last) {
     incident.append(severityBadge(open || last), el("div", {},
-      `${last.incident_id} · ${latest.status} · score ${fmt(last.score)} / `
-      + `${fmt(last.threshold)}`));
+      `${last.incident_id} · ${latest.status} · score ${fmtScore(last.score)} / `
+      + `${fmtScore(last.threshold)}`));
     const attribution = Object.entries(last.attribution || {}).sort((a, b) => b[1] - a[1]);
     for (const [feature, points] of attribution.slice(0, 3)) {
       incident.append(el("div", { class: "hint" }, `${feature}: ${fmt(points)} pts · typical `
@@ -304,7 +311,7 @@ function renderDetails(vm, metric) {
     : "none";
   const model = vm.model || {};
   $("model").textContent = model.known
-    ? `${model.samples} samples · threshold ${fmt(model.threshold)} · `
+    ? `${model.samples} samples · threshold ${fmtScore(model.threshold)} · `
       + `${model.incidents_opened} incidents · state ${model.state_bytes} B`
     : "–";
 }

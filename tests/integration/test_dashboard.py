@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -204,6 +205,17 @@ def test_dashboard_draws_a_vm_chart_with_the_anomaly_marker(
             wait_for(browser, f"document.getElementById('vm-chart').dataset.metric === {choice}")
             state = browser.script(CHART_STATE)
         assert state["band"], f"a VM with a forecast of {state['metric']} shows its band"
+
+    # scores keep the nines their severity depends on (bands at 99.99, 99.999 and 99.9999)
+    shown = browser.script("return [99.98, 99.99912, 99.9999999, 100, 52.3456].map(fmtScore);")
+    assert shown == ["99.98", "99.99912", "100", "100", "52.35"]
+    panel = browser.script('return document.getElementById("incident").innerText;')
+    score = re.search(r"score (\S+) / ", panel)
+    vm = json.loads(urllib.request.urlopen(f"{worker.base_url}/vms/{vm_id}").read())
+    raised = [a["score"] for a in vm["alerts"] if a["status"] != "resolved"]
+    assert score and float(score[1]) in [
+        float(f"{x:.7g}" if x >= 99 else f"{x:.4g}") for x in raised
+    ]
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
