@@ -46,7 +46,6 @@ _MARGIN = 0.5  # a frame spans the metric's range and half its width on either s
 # A frame is drawn again when a value falls outside it, or when the range has shrunk to less
 # than a quarter of what the frame was drawn for (the envelope relaxes after a one-off spike).
 _SHRINK = 4.0
-_NONE = np.iinfo(np.int16).max  # the distance of a stretch that does not count
 
 
 class ShapeBank:
@@ -73,6 +72,11 @@ class ShapeBank:
         self.history = history
         self.length = length
         self.every = every
+        # Distances are sums of `length` code differences of at most _TOP each: one byte
+        # holds them for stretches of up to 8 values (half the memory traffic of two bytes),
+        # with the type's largest value left for a stretch that does not count.
+        self._distance = np.int8 if _TOP * length < np.iinfo(np.int8).max else np.int16
+        self._none = np.iinfo(self._distance).max
         # [slot, metric, byte]: the ring of codes, position p in byte p // 2 (even positions
         # in the low nibble); [slot, metric]: the frame's lowest value and step (value =
         # lowest + code * step; NaN: no frame yet), values ever written, and how many of the
@@ -232,7 +236,8 @@ class ShapeBank:
         """Per (slot, metric) pair, the mean distance in codes from its latest stretch to the
         nearest earlier one held (NaN: none)."""
         h, m = self.history, self.length
-        ring = _unpacked(self._codes[slots, metrics]).astype(np.int16)  # (pairs, history)
+        ring = _unpacked(self._codes[slots, metrics])  # (pairs, history): codes 0..15
+        ring = ring.view(np.int8) if self._distance is np.int8 else ring.astype(np.int16)
         newest = written % h  # one past the latest value: where the oldest one is
         latest = np.take_along_axis(ring, (newest[:, None] - m + np.arange(m)) % h, axis=1)
         # The stretch starting at ring position s, for every s (wrapping past the end), so
@@ -249,9 +254,9 @@ class ShapeBank:
         # stretch starts (position 0 of `age`: the oldest place in the ring).
         age = (np.arange(h) - newest[:, None]) % h
         counts = (age >= h - held[:, None]) & (age <= h - 2 * m)
-        total[~counts] = _NONE
+        total[~counts] = self._none
         best = total.min(axis=1)
-        return np.where(best < _NONE, best / m, np.nan)
+        return np.where(best < self._none, best / m, np.nan)
 
 
 def _packed(codes: np.ndarray) -> np.ndarray:

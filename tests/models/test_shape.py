@@ -60,6 +60,28 @@ def test_the_ring_scores_as_a_plain_list_of_the_last_values_would():
         assert scores[t] == pytest.approx(want, rel=1e-9, abs=1e-12), t
 
 
+@pytest.mark.parametrize("length", [8, 9])
+def test_the_largest_distances_count_in_full(length):
+    """Stretches of the lowest and the highest code lie 15 x `length` codes apart: more than
+    a byte holds from 9 values on. A sum that wrapped around would read as a near match."""
+    history = 12 * length
+    bank = ShapeBank(1, history, length, every=1)
+    bank.reset(0)
+    rng = np.random.default_rng(3)
+    # a first value inside the range draws the frame -8..8, as above; then blocks of the
+    # frame's lowest and highest codes, then any codes
+    blocks = [np.full(length, 15 * (k % 2)) for k in range(10)]
+    codes = np.concatenate([[8], *blocks, rng.integers(0, 16, size=60)])
+    values = -8.0 + 16.0 / 15.0 * codes
+    scores = _feed(bank, 0, values, width=8.0, low=-4.0)
+    for t in range(4 * length - 1, len(values)):
+        kept = values[max(0, t + 1 - history) : t + 1]
+        latest = kept[-length:]
+        earlier = [kept[s : s + length] for s in range(len(kept) - 2 * length + 1)]
+        want = min(np.abs(e - latest).mean() for e in earlier) / 8.0
+        assert scores[t] == pytest.approx(want, rel=1e-9, abs=1e-12), t
+
+
 def test_the_frame_is_drawn_again_as_the_range_grows_and_shrinks():
     bank = ShapeBank(1, history=64, length=4, every=1)
     bank.reset(0)
