@@ -165,9 +165,14 @@ def raw_consumer_limit(
         )
         for _ in range(repeats)
     ]
-    runs.sort(key=lambda r: r["samples_per_s"])
-    best = runs[len(runs) // 2]
-    return {**best, "runs_samples_per_s": [round(r["samples_per_s"]) for r in runs]}
+    return median_run(runs, "samples_per_s")
+
+
+def median_run(runs: list[dict], key: str) -> dict:
+    """The run with the median `key` (the upper one of an even count), with every run's
+    figure in run order under `runs_<key>`."""
+    ranked = sorted(runs, key=lambda r: r[key])
+    return {**ranked[len(ranked) // 2], f"runs_{key}": [round(r[key]) for r in runs]}
 
 
 # ---------------------------------------------------------------------------- 2. floor

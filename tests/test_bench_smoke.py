@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._kafka import median_run
 from bench.throughput import QUICK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,17 @@ def test_throughputs_count_every_record(results: dict) -> None:
         assert _positive(run["samples_per_s"])
     ratios = results["summary"]["ratios_to_limit"]
     assert _positive(ratios["single_all_models"]) and _positive(ratios["batch_all_models"])
+    # the floor and the two compared worker runs are medians of runs in turn
+    repeats = QUICK["worker_repeats"]
+    assert len(results["faust_noop_floor"]["runs_records_per_s"]) == repeats
+    for name in ("single_all_models", "batch_all_models"):
+        assert round(e2e[name]["samples_per_s"]) in e2e[name]["runs_samples_per_s"]
+
+
+def test_a_median_run_is_the_middle_one_with_every_figure_in_run_order() -> None:
+    runs = [{"rate": 3.0, "id": "a"}, {"rate": 1.0, "id": "b"}, {"rate": 2.0, "id": "c"}]
+    assert median_run(runs, "rate") == {"rate": 2.0, "id": "c", "runs_rate": [3, 1, 2]}
+    assert median_run(runs[:2], "rate")["id"] == "a"  # of two, the upper one
 
 
 def test_model_costs_state_and_memory(results: dict) -> None:
