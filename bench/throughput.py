@@ -215,29 +215,19 @@ def broker_sections(sizes: dict, workdir: Path) -> dict:
         # reported by its median run: on a shared machine one run can read 10-25 % off.
         repeats = sizes["worker_repeats"]
         log(f"2. Faust no-op floor and 3. end-to-end workers, {repeats} rounds in turn")
-        profile_s = sizes["worker_profile_s"]
+        profile_s, wait = sizes["worker_profile_s"], sizes["wait_commit"]
         floors, singles, batches = [], [], []
         for i in range(repeats):
             spy = profile_s if i == 0 else 0.0  # py-spy the first round only
             floors.append(_kafka.faust_noop_floor(single_dep, len(single.records)))
-            singles.append(
-                _kafka.run_worker(
-                    single_dep,
-                    single.samples,
-                    f"single{i}",
-                    profile_s=spy,
-                    wait_commit=sizes["wait_commit"],
+            for runs, deployment, data, name in (
+                (singles, single_dep, single, "single"),
+                (batches, batch_dep, batched, "batch"),
+            ):
+                run = _kafka.run_worker(
+                    deployment, data.samples, f"{name}{i}", profile_s=spy, wait_commit=wait
                 )
-            )
-            batches.append(
-                _kafka.run_worker(
-                    batch_dep,
-                    batched.samples,
-                    f"batch{i}",
-                    profile_s=spy,
-                    wait_commit=sizes["wait_commit"],
-                )
-            )
+                runs.append(run)
         out["faust_noop_floor"] = _kafka.median_run(floors, "records_per_s")
         e2e = {
             "single_all_models": _median_worker_run(singles),
