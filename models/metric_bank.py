@@ -81,14 +81,13 @@ class MetricBank:
         """A fresh slot (all state zero)."""
         if not self._free:
             capacity = self._state.shape[0]
-            grown = np.zeros((2 * capacity, len(_ROWS), self.n_metrics))
-            grown[:capacity] = self._state
-            self._state = grown
+            self._state = grown_rows(self._state, 2 * capacity)
             self._free = list(range(2 * capacity - 1, capacity - 1, -1))
-        return self._free.pop()
+        slot = self._free.pop()
+        self._state[slot] = 0.0  # grown rows are unset, released ones hold their last state
+        return slot
 
     def release(self, slot: int) -> None:
-        self._state[slot] = 0.0
         self._free.append(slot)
 
     def state(self, slot: int) -> list[float]:
