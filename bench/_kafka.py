@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -424,14 +425,16 @@ def _spread(values: list[float]) -> dict:
     }
 
 
-class _OutputListener(threading.Thread):
-    """Reads the output topics and vm.metrics itself as records arrive, with receive times."""
+class _Listener(threading.Thread):
+    """Reads topics as records arrive: per record its topic id, the time it was received, the
+    record's own timestamp (when its producer took it: a worker's output is stamped as it
+    appends it to a batch) and its decoded value."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, topic_ids: Iterable[str]) -> None:
         super().__init__(daemon=True)
         from kafka import KafkaConsumer
 
-        self.names = {deployment.topics[t].name: t for t in ("metrics", "anomalies", "forecasts")}
+        self.names = {deployment.topics[t].name: t for t in topic_ids}
         self.consumer = KafkaConsumer(
             *self.names,
             bootstrap_servers=deployment.broker.bootstrap,
@@ -440,16 +443,30 @@ class _OutputListener(threading.Thread):
             enable_auto_commit=False,
             fetch_max_wait_ms=5,
         )
-        self.received: list[tuple[str, float, dict]] = []
+        self.received: list[tuple[str, float, float, dict]] = []
         self.stop_flag = threading.Event()
+        self.ready = threading.Event()  # partitions assigned and positioned: nothing is missed
+
+    def start_reading(self, timeout_s: float = 30.0) -> None:
+        """Start, and return once the consumer reads from the start of every partition (a
+        record produced before that would otherwise wait for the first fetch's set-up)."""
+        self.start()
+        if not self.ready.wait(timeout_s):
+            raise RuntimeError(f"the listener got no partitions of {sorted(self.names)}")
 
     def run(self) -> None:
+        while not self.consumer.assignment() and not self.stop_flag.is_set():
+            self.consumer.poll(timeout_ms=50)
+        for partition in self.consumer.assignment():
+            self.consumer.position(partition)  # blocks until the offset is known
+        self.ready.set()
         while not self.stop_flag.is_set():
             polled = self.consumer.poll(timeout_ms=50)
             now = time.time()
             for messages in polled.values():
                 for m in messages:
-                    self.received.append((self.names[m.topic], now, json.loads(m.value)))
+                    topic_id = self.names[m.topic]
+                    self.received.append((topic_id, now, m.timestamp / 1000, json.loads(m.value)))
         self.consumer.close()
 
 
@@ -468,6 +485,91 @@ class _StatsMonitor(threading.Thread):
             stats = _get_json(f"{self.base_url}/stats", timeout=2.0) or {}
             if "samples" in stats:
                 self.points.append((time.time(), stats["samples"], stats.get("last_sample_ts")))
+
+
+@dataclass
+class _Production:
+    """What a paced producer sent: each sample's wall-clock send time, by (vm_id, ts) and per
+    VM in event-time order, and (wall time, samples sent so far) after each tick."""
+
+    sent_at: dict[tuple[str, float], float]
+    sent_by_vm: dict[str, list[tuple[float, float]]]
+    produced: list[tuple[float, int]]
+    seconds: float
+    lateness_s: float
+
+
+def _produce_paced(
+    deployment: Deployment, fleet: Fleet, ticks: int, tick_rate: float, batched: bool
+) -> _Production:
+    """Produce the fleet's records tick by tick at `tick_rate` ticks per second, each sample
+    noted with the wall-clock time it was handed to the producer."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=deployment.broker.bootstrap, acks=1, linger_ms=0)
+    out = _Production({}, {}, [], 0.0, 0.0)
+    step = 1.0 / tick_rate
+    try:
+        began = time.monotonic()
+        for tick, records in fleet.records(ticks, time.time(), step, batch=batched):
+            delay = began + tick * step - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                out.lateness_s = max(out.lateness_s, -delay)
+            for key, value in records:
+                now = time.time()
+                for sample in value["samples"] if batched else (value,):
+                    out.sent_at[(sample["vm_id"], round(sample["ts"], 3))] = now
+                    out.sent_by_vm.setdefault(sample["vm_id"], []).append((sample["ts"], now))
+                producer.send(
+                    deployment.metrics_topic,
+                    key=key.encode(),
+                    value=json.dumps(value, separators=(",", ":")).encode(),
+                )
+            out.produced.append((time.time(), (tick + 1) * len(fleet.vm_ids)))
+        producer.flush()
+        out.seconds = time.monotonic() - began
+    finally:
+        producer.close()
+    return out
+
+
+def produce_to_consumer_latency(
+    deployment: Deployment, rate: float, vms: int, ticks: int, samples_per_record: int = 1
+) -> dict:
+    """The broker's own hop, with no worker: records produced as `produce_to_alert_latency`
+    produces them, read back by a plain consumer (fetch wait 5 ms) in the same process.
+
+    It is what any pipeline on this machine and broker pays at least, once per hop, at this
+    rate: the latency runs' counterpart of the raw-consumer limit.
+    """
+    batched = samples_per_record > 1
+    fleet = Fleet(vms, seed=11, vms_per_host=samples_per_record if batched else 4)
+    listener = _Listener(deployment, ("metrics",))
+    listener.start_reading()
+    try:
+        sent = _produce_paced(deployment, fleet, ticks, rate / vms, batched)
+        expected = ticks * (math.ceil(vms / samples_per_record) if batched else vms)
+        deadline = time.monotonic() + 30.0
+        while len(listener.received) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        listener.stop_flag.set()
+        listener.join(timeout=5)
+    hop = []
+    for _topic, received_at, _stamped, value in listener.received:
+        first = (value.get("samples") or [{}])[0] if batched else value  # stands for the record
+        at = sent.sent_at.get((first.get("vm_id"), round(float(first.get("ts", 0.0)), 3)))
+        if at is not None:
+            hop.append(received_at - at)
+    return {
+        "target_rate_samples_per_s": rate,
+        "samples_per_record": samples_per_record,
+        "achieved_produce_rate": ticks * vms / max(sent.seconds, 1e-9),
+        "records_produced": expected,
+        "produce_to_consumer": _percentiles(hop),
+    }
 
 
 def produce_to_alert_latency(
@@ -489,19 +591,25 @@ def produce_to_alert_latency(
     With `samples_per_record` 1 each record is one sample; above 1 each record carries that many
     VMs' samples of one tick (a host's batch), all stamped with the record's produce time.
 
-    Latency of an alert = the listener's receive time minus the wall-clock time its sample
-    (same vm_id and ts) was handed to the producer. A forecast is issued when a VM's sample
-    with event time >= window end + grace closes the window; its latency is counted from the
-    produce time of that sample. The worker's forecast window is shortened to
-    `forecast_window_s` so that windows close within the run. With `fetch_max_wait_ms` the
-    worker runs with NOVACRON_FETCH_MAX_WAIT_MS at that value (None: Faust's own 1500 ms).
+    The latency of an alert is counted from the wall-clock time its sample (same vm_id and ts)
+    was handed to the producer, up to two ends:
+    - `produce_to_alert`: the alert record's timestamp, the time the worker handed it to its
+      producer;
+    - `produce_to_alert_received`: the time the listener here received it, which adds the
+      broker's hop out and the listener's own fetch.
+    A forecast is issued when a VM's sample with event time >= window end + grace closes the
+    window; its latency is counted from the produce time of that sample, to the same two ends.
+    The worker's forecast window is shortened to `forecast_window_s` so that windows close
+    within the run. With `fetch_max_wait_ms` the worker runs with NOVACRON_FETCH_MAX_WAIT_MS at
+    that value (None: Faust's own 1500 ms).
+
+    The listener reads the output topics only: reading `vm.metrics` too doubled the broker's
+    fetch work (`produce_to_consumer_latency` measures that hop in a run of its own).
 
     The anomalies start one after another, evenly spread over `steady_ticks` after the warm-up
     (all at the end of the warm-up when it is 0), each on another VM, so that the percentiles
     describe a worker in its steady state rather than its first seconds.
     """
-    from kafka import KafkaProducer
-
     app_id = f"novacron-bench-latency-{uuid.uuid4().hex[:6]}"
     port = free_port()
     log = deployment.workdir / f"worker-{app_id}.log"
@@ -513,11 +621,8 @@ def produce_to_alert_latency(
     # None: Faust's own 1500 ms, as the worker behaved before NOVACRON_FETCH_MAX_WAIT_MS
     env["NOVACRON_FETCH_MAX_WAIT_MS"] = str(fetch_max_wait_ms or 1500)
     process = start_worker(env, log)
-    listener = _OutputListener(deployment)
-    producer = KafkaProducer(bootstrap_servers=deployment.broker.bootstrap, acks=1, linger_ms=0)
+    listener = _Listener(deployment, ("anomalies", "forecasts"))
     ticks = warmup_ticks + steady_ticks + anomaly_ticks + tail_ticks
-    tick_rate = rate / vms
-    step = 1.0 / tick_rate
     batched = samples_per_record > 1
     fleet = Fleet(
         vms, seed=11, vms_per_host=samples_per_record if batched else 4, day_seconds=600.0
@@ -526,37 +631,13 @@ def produce_to_alert_latency(
     for i in range(anomalies):
         first = warmup_ticks + (i * steady_ticks) // max(anomalies, 1)
         fleet.inject((i * 7) % vms, kinds[i % len(kinds)], first, anomaly_ticks)
-    sent_at: dict[tuple[str, float], float] = {}
-    sent_by_vm: dict[str, list[tuple[float, float]]] = {}
     base = f"http://127.0.0.1:{port}"
     monitor = _StatsMonitor(base)
-    produced: list[tuple[float, int]] = []
     try:
         wait_ready(base, process)
-        listener.start()
+        listener.start_reading()
         monitor.start()
-        start_ts = time.time()
-        began = time.monotonic()
-        lateness = 0.0
-        for tick, records in fleet.records(ticks, start_ts, step, batch=batched):
-            delay = began + tick * step - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                lateness = max(lateness, -delay)
-            for key, value in records:
-                now = time.time()
-                for sample in value["samples"] if batched else (value,):
-                    sent_at[(sample["vm_id"], round(sample["ts"], 3))] = now
-                    sent_by_vm.setdefault(sample["vm_id"], []).append((sample["ts"], now))
-                producer.send(
-                    deployment.metrics_topic,
-                    key=key.encode(),
-                    value=json.dumps(value, separators=(",", ":")).encode(),
-                )
-            produced.append((time.time(), (tick + 1) * vms))
-        producer.flush()
-        produced_s = time.monotonic() - began
+        sent = _produce_paced(deployment, fleet, ticks, rate / vms, batched)
         expected = ticks * vms
         deadline = time.monotonic() + 60.0
         while time.monotonic() < deadline:
@@ -565,53 +646,51 @@ def produce_to_alert_latency(
             time.sleep(0.2)
         time.sleep(1.0)
     finally:
-        producer.close()
         monitor.stop_flag.set()
         listener.stop_flag.set()
         listener.join(timeout=5)
         stop_process(process, timeout_s=3.0)
-    alert_latency: list[float] = []
-    open_latency: list[float] = []
-    first_forecast: dict[tuple[str, float], float] = {}
+    alert_emitted: list[float] = []
+    alert_received: list[float] = []
+    open_emitted: list[float] = []
+    first_forecast: dict[tuple[str, float], tuple[float, float]] = {}
     injected = {fleet.vm_ids[inj.vm] for inj in fleet.injections}
     open_on_injected = 0
-    transport: list[float] = []
-    for topic_id, received_at, value in listener.received:
+    for topic_id, received_at, emitted_at, value in listener.received:
         vm_id = value.get("vm_id")
-        if topic_id == "metrics":
-            if batched:  # the record's first sample stands for the record
-                vm_id = (value.get("samples") or [{}])[0].get("vm_id")
-            sent = sent_at.get((vm_id, round(float(value.get("ts", 0.0)), 3)))
-            if sent is not None:
-                transport.append(received_at - sent)
-            continue
         if topic_id == "forecasts":
             issued = value.get("issued_at")
-            if vm_id in sent_by_vm and isinstance(issued, int | float):
+            if vm_id in sent.sent_by_vm and isinstance(issued, int | float):
                 key = (vm_id, float(issued))
-                first_forecast[key] = min(received_at, first_forecast.get(key, received_at))
+                first_forecast[key] = min(
+                    (emitted_at, received_at), first_forecast.get(key, (emitted_at, received_at))
+                )
             continue
         ts = value.get("ts")
         if not isinstance(ts, int | float) or vm_id is None:
             continue
-        sent = sent_at.get((vm_id, round(float(ts), 3)))
-        if sent is None or value.get("status") == "resolved":
+        at = sent.sent_at.get((vm_id, round(float(ts), 3)))
+        if at is None or value.get("status") == "resolved":
             continue
-        alert_latency.append(received_at - sent)
+        alert_emitted.append(emitted_at - at)
+        alert_received.append(received_at - at)
         if value.get("status") == "open":
-            open_latency.append(received_at - sent)
+            open_emitted.append(emitted_at - at)
             open_on_injected += vm_id in injected
-    forecast_latency = []
-    for (vm_id, issued), received_at in first_forecast.items():
-        sent = sent_by_vm[vm_id]
-        i = bisect.bisect_left([ts for ts, _ in sent], issued + window_grace_s - 1e-6)
-        if i < len(sent):
-            forecast_latency.append(received_at - sent[i][1])
+    forecast_emitted: list[float] = []
+    forecast_received: list[float] = []
+    for (vm_id, issued), (emitted_at, received_at) in first_forecast.items():
+        by_ts = sent.sent_by_vm[vm_id]
+        i = bisect.bisect_left([ts for ts, _ in by_ts], issued + window_grace_s - 1e-6)
+        if i < len(by_ts):
+            forecast_emitted.append(emitted_at - by_ts[i][1])
+            forecast_received.append(received_at - by_ts[i][1])
     # Worker backlog while producing: samples produced but not yet counted, and how far behind
     # the wall clock the last processed sample's event time was (event time = produce time).
     backlog: list[float] = []
     behind: list[float] = []
     j = 0
+    produced = sent.produced
     end_of_production = produced[-1][0] if produced else 0.0
     for at, done, last_ts in monitor.points:
         if at > end_of_production:
@@ -628,19 +707,20 @@ def produce_to_alert_latency(
         "target_rate_samples_per_s": rate,
         "samples_per_record": samples_per_record,
         "consumer_fetch_max_wait_ms": fetch_max_wait_ms or 1500,
-        "achieved_produce_rate": ticks * vms / max(produced_s, 1e-9),
-        "max_producer_lateness_s": round(lateness, 4),
+        "achieved_produce_rate": ticks * vms / max(sent.seconds, 1e-9),
+        "max_producer_lateness_s": round(sent.lateness_s, 4),
         "vms": vms,
         "ticks": ticks,
-        "seconds_producing": round(produced_s, 1),
+        "seconds_producing": round(sent.seconds, 1),
         "injected_anomalies": anomalies,
-        "alerts_received": sum(1 for t, _, _ in listener.received if t == "anomalies"),
-        "forecast_messages_received": sum(1 for t, _, _ in listener.received if t == "forecasts"),
+        "alerts_received": sum(1 for t, *_ in listener.received if t == "anomalies"),
+        "forecast_messages_received": sum(1 for t, *_ in listener.received if t == "forecasts"),
         "forecast_window_s": forecast_window_s,
         "window_grace_s": window_grace_s,
         "open_alerts_on_injected_vms": open_on_injected,
-        "produce_to_raw_consumer": _percentiles(transport),
-        "produce_to_alert": _percentiles(alert_latency),
-        "produce_to_open_alert": _percentiles(open_latency),
-        "produce_to_forecast": _percentiles(forecast_latency),
+        "produce_to_alert": _percentiles(alert_emitted),
+        "produce_to_alert_received": _percentiles(alert_received),
+        "produce_to_open_alert": _percentiles(open_emitted),
+        "produce_to_forecast": _percentiles(forecast_emitted),
+        "produce_to_forecast_received": _percentiles(forecast_received),
     }

@@ -9,7 +9,9 @@ Run: `python -m bench.throughput [--quick] [--out PATH] [--skip-scale]`.
    the fleet forests off. With no switch to turn the engine off in the worker, the pipeline's
    own cost (validation + output serialisation) is measured in-process by `MetricsProcessor`
    with a pass-through engine.
-4. Latency: produce-to-alert p50/p95/p99 at half the measured single-sample rate.
+4. Latency: produce-to-alert p50/p95/p99 at half the measured single-sample rate, up to the
+   worker's send of the alert and up to its receipt by a consumer; and the broker's own hop at
+   the same rate, with no worker.
 5. Models: µs per sample of `AnomalyEngine.process` (batches of 1 and 100; per configuration,
    so the marginal cost of each fleet forest and of the shape channel shows), serialised state
    bytes per VM (also without the shape channel), and a cProfile of the in-process hot path by
@@ -91,6 +93,8 @@ FULL = {
         dict(load=0.5, vms=25, warmup_ticks=150, anomaly_ticks=12, tail_ticks=40, n=8),
         dict(load=0.1, vms=6, warmup_ticks=150, anomaly_ticks=12, tail_ticks=20, n=6),
     ],
+    # the broker's own hop at each latency run's rate, without a worker
+    "hop_ticks": 600,
     "engine": {"vms": 200, "warm_ticks": 100, "timed_ticks": 15},
     "state": {"vms": 50, "ticks": 150},
     "profile": {"vms": 200, "warm_ticks": 60, "timed_ticks": 10},
@@ -119,7 +123,8 @@ QUICK = {
     "batch": {"vms": 100, "ticks": 10, "per_record": 50},
     "minute": {"vms": 20, "ticks": 8, "per_record": 5},
     "latency": [
-        dict(load=0.5, vms=10, warmup_ticks=20, anomaly_ticks=4, tail_ticks=6, n=2, wait=100),
+        # long enough for 2 s forecast windows to close and be forecast (about 9 s)
+        dict(load=0.5, vms=10, warmup_ticks=1100, anomaly_ticks=4, tail_ticks=6, n=2, wait=100),
         dict(
             load=0.5,
             vms=10,
@@ -131,6 +136,7 @@ QUICK = {
             wait=100,
         ),
     ],
+    "hop_ticks": 20,
     "engine": {"vms": 20, "warm_ticks": 35, "timed_ticks": 3},
     "state": {"vms": 10, "ticks": 40},
     "profile": {"vms": 20, "warm_ticks": 35, "timed_ticks": 3},
@@ -291,6 +297,13 @@ def broker_sections(sizes: dict, workdir: Path) -> dict:
                 fetch_max_wait_ms=lat.get("wait"),
                 samples_per_record=per_record,
             )
+            run["broker_hop"] = _kafka.produce_to_consumer_latency(
+                _kafka.Deployment.create(broker, workdir, "h"),
+                rate=lat["load"] * e2e[shape]["samples_per_s"],
+                vms=lat["vms"],
+                ticks=sizes["hop_ticks"],
+                samples_per_record=per_record,
+            )
             out["latency_runs"].append({"load": lat["load"], **run})
         out["latency"] = out["latency_runs"][0]
         out["latency_batch"] = next(
@@ -405,8 +418,8 @@ def summarise(results: dict) -> dict:
         for key in ("pipeline_without_models_in_process", "pipeline_with_models_in_process"):
             value = results.get(key, {}).get(shape, {}).get("samples_per_s")
             ratios[f"{key}:{shape}"] = _ratio(value, lim)
-    lat = results.get("latency", {}).get("produce_to_alert", {})
-    lat_batch = results.get("latency_batch", {}).get("produce_to_alert", {})
+    lat = results.get("latency", {})
+    lat_batch = results.get("latency_batch", {})
     state = results.get("models", {}).get("state", {})
     scale = results.get("scale", {}).get("restored", [])
     big = max(scale, key=lambda r: r["vms"]) if scale else {}
@@ -424,13 +437,17 @@ def summarise(results: dict) -> dict:
             "measured": single_cost,
         },
         "p99_produce_to_alert_ms": {
-            "goal": f"<= {GOALS['p99_produce_to_alert_ms']}",
-            "measured": lat.get("p99_ms"),
+            "goal": f"<= {GOALS['p99_produce_to_alert_ms']} (to the alert's send)",
+            "measured": _p99(lat, "produce_to_alert"),
+            "at_a_consumer": _p99(lat, "produce_to_alert_received"),
+            "broker_hop": _p99(lat.get("broker_hop", {}), "produce_to_consumer"),
         },
         "p99_produce_to_alert_ms_batched": {
-            "goal": f"<= {GOALS['p99_produce_to_alert_ms']} "
-            f"({_records(results.get('latency_batch', {}).get('samples_per_record', 100))})",
-            "measured": lat_batch.get("p99_ms"),
+            "goal": f"<= {GOALS['p99_produce_to_alert_ms']} (to the alert's send; "
+            f"{_records(lat_batch.get('samples_per_record', 100))})",
+            "measured": _p99(lat_batch, "produce_to_alert"),
+            "at_a_consumer": _p99(lat_batch, "produce_to_alert_received"),
+            "broker_hop": _p99(lat_batch.get("broker_hop", {}), "produce_to_consumer"),
         },
         "state_bytes_per_vm": {
             "goal": f"<= {GOALS['state_bytes_per_vm']}",
@@ -465,6 +482,10 @@ def summarise(results: dict) -> dict:
         # each VM reporting once a minute, every sample closing its forecast window
         "vms_per_worker_at_one_sample_per_minute": None if not minute else minute * 60.0,
     }
+
+
+def _p99(run: dict, key: str) -> float | None:
+    return run.get(key, {}).get("p99_ms")
 
 
 def _fmt(value: object, digits: int = 0) -> str:
@@ -580,20 +601,21 @@ def print_table(results: dict) -> None:
             f"({lat['load']:.0%} of the worker rate for {_records(lat['samples_per_record'])}), "
             f"worker fetch wait {lat['consumer_fetch_max_wait_ms']} ms:"
         )
-        for key in (
-            "produce_to_raw_consumer",
-            "produce_to_alert",
-            "produce_to_open_alert",
-            "produce_to_forecast",
+        for key, p in (
+            ("produce_to_alert", lat["produce_to_alert"]),
+            ("produce_to_alert_received", lat["produce_to_alert_received"]),
+            ("produce_to_open_alert", lat["produce_to_open_alert"]),
+            ("produce_to_forecast", lat["produce_to_forecast"]),
+            ("produce_to_forecast_received", lat["produce_to_forecast_received"]),
+            ("broker hop (no worker)", lat.get("broker_hop", {}).get("produce_to_consumer", {})),
         ):
-            p = lat[key]
             if p.get("count"):
                 print(
-                    f"  {key:<24} n={p['count']:<6} p50 {p['p50_ms']:7.1f} ms  "
+                    f"  {key:<28} n={p['count']:<6} p50 {p['p50_ms']:7.1f} ms  "
                     f"p95 {p['p95_ms']:7.1f} ms  p99 {p['p99_ms']:7.1f} ms"
                 )
             else:
-                print(f"  {key:<24} none received")
+                print(f"  {key:<28} none received")
         behind = lat["worker_behind_wall_clock_s_while_producing"]
         if behind.get("count"):
             print(
@@ -667,6 +689,11 @@ def print_table(results: dict) -> None:
         measured = goal["measured"]
         shown = _fmt(measured, 3 if isinstance(measured, float) and measured < 10 else 0)
         print(f"  {name:<26} goal {goal['goal']:<32} measured {shown:>14}  {verdict}")
+        if "at_a_consumer" in goal:
+            print(
+                f"  {'':<26} at a consumer: {_fmt(goal['at_a_consumer'])} ms; the broker's "
+                f"own hop at this rate: {_fmt(goal['broker_hop'])} ms"
+            )
 
 
 def _records(samples_per_record: int) -> str:
