@@ -536,15 +536,17 @@ def _produce_paced(
 
 
 def produce_to_consumer_latency(
-    deployment: Deployment, rate: float, vms: int, ticks: int, samples_per_record: int = 1
+    deployment: Deployment, rate: float, vms: int, seconds: float, samples_per_record: int = 1
 ) -> dict:
-    """The broker's own hop, with no worker: records produced as `produce_to_alert_latency`
-    produces them, read back by a plain consumer (fetch wait 5 ms) in the same process.
+    """The broker's own hop, with no worker: records produced for about `seconds` as
+    `produce_to_alert_latency` produces them, read back by a plain consumer (fetch wait 5 ms)
+    in the same process.
 
     It is what any pipeline on this machine and broker pays at least, once per hop, at this
     rate: the latency runs' counterpart of the raw-consumer limit.
     """
     batched = samples_per_record > 1
+    ticks = max(1, round(seconds * rate / vms))
     fleet = Fleet(vms, seed=11, vms_per_host=samples_per_record if batched else 4)
     listener = _Listener(deployment, ("metrics",))
     listener.start_reading()
@@ -567,6 +569,7 @@ def produce_to_consumer_latency(
         "target_rate_samples_per_s": rate,
         "samples_per_record": samples_per_record,
         "achieved_produce_rate": ticks * vms / max(sent.seconds, 1e-9),
+        "ticks": ticks,
         "records_produced": expected,
         "produce_to_consumer": _percentiles(hop),
     }

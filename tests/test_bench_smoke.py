@@ -131,7 +131,7 @@ def test_the_broker_hop_runs_see_every_record(results: dict) -> None:
         hop = run["broker_hop"]
         per_tick = math.ceil(run["vms"] / run["samples_per_record"])
         assert hop["samples_per_record"] == run["samples_per_record"]
-        assert hop["records_produced"] == QUICK["hop_ticks"] * per_tick
+        assert hop["ticks"] >= 1 and hop["records_produced"] == hop["ticks"] * per_tick
         assert hop["produce_to_consumer"]["count"] == hop["records_produced"]
     assert results["latency_batch"]["samples_per_record"] > 1
     assert "p99_produce_to_alert_ms_batched" in results["summary"]["goals"]
