@@ -44,6 +44,7 @@ from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "throughput.json"
+WORKER_FETCH_WAIT_MS = Settings.fetch_max_wait_ms  # the worker's default
 
 FULL = {
     "single": {"vms": 200, "ticks": 75},
@@ -53,7 +54,7 @@ FULL = {
     # "batch" close a window every 60 samples). 60 windows: past the policy's 36-window warm-up.
     # Records of 10 samples, so that the worker's batches (up to 200 records) are many.
     "minute": {"vms": 400, "ticks": 60, "per_record": 10},
-    # The first run is the goal's: half load, the worker's default fetch wait (100 ms), 300
+    # The first run is the goal's: half load, the worker's default fetch wait, 300
     # ticks of steady state after the warm-up (15 s at 4,000 samples/s) with 40 anomalies
     # spread over it, each on another VM, on as many VMs
     # as the single-sample rate it halves was measured with (a batch holding many samples of
@@ -70,7 +71,7 @@ FULL = {
             anomaly_ticks=12,
             tail_ticks=40,
             n=40,
-            wait=100,
+            wait=WORKER_FETCH_WAIT_MS,
         ),
         dict(
             load=0.5,
@@ -81,7 +82,7 @@ FULL = {
             anomaly_ticks=12,
             tail_ticks=40,
             n=40,
-            wait=100,
+            wait=WORKER_FETCH_WAIT_MS,
         ),
         dict(
             load=0.1,
@@ -91,7 +92,7 @@ FULL = {
             anomaly_ticks=12,
             tail_ticks=20,
             n=12,
-            wait=100,
+            wait=WORKER_FETCH_WAIT_MS,
         ),
         dict(load=0.5, vms=200, warmup_ticks=150, anomaly_ticks=12, tail_ticks=40, n=8),
         dict(load=0.1, vms=6, warmup_ticks=150, anomaly_ticks=12, tail_ticks=20, n=6),
@@ -127,7 +128,15 @@ QUICK = {
     "minute": {"vms": 20, "ticks": 8, "per_record": 5},
     "latency": [
         # 11 s of event time at 100 ticks/s: 2 s forecast windows close and are forecast
-        dict(rate=500, vms=5, warmup_ticks=1100, anomaly_ticks=4, tail_ticks=6, n=2, wait=100),
+        dict(
+            rate=500,
+            vms=5,
+            warmup_ticks=1100,
+            anomaly_ticks=4,
+            tail_ticks=6,
+            n=2,
+            wait=WORKER_FETCH_WAIT_MS,
+        ),
         dict(
             load=0.5,
             vms=10,
@@ -136,7 +145,7 @@ QUICK = {
             anomaly_ticks=4,
             tail_ticks=6,
             n=2,
-            wait=100,
+            wait=WORKER_FETCH_WAIT_MS,
         ),
     ],
     "hop_seconds": 0.5,

@@ -109,7 +109,9 @@ class Settings:
     # forecast windows a VM learns between two checkpoints of its forecasting state (60: an
     # hour of one-minute windows; the state is tens of KB, so it is written less often)
     forecast_checkpoint_every: int = 60
-    fetch_max_wait_ms: int = 100
+    # the embedded broker holds a fetch for its whole wait when no data is there: 50 ms halved
+    # the time to an alert at half load against 100 ms (docs/benchmarks.md)
+    fetch_max_wait_ms: int = 50
     take_max: int = 200
     take_within_s: float = 0.02
     # how long the first record of a batch waits while further records are known to be waiting
