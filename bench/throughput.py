@@ -54,14 +54,13 @@ FULL = {
     # "batch" close a window every 60 samples). 60 windows: past the policy's 36-window warm-up.
     # Records of 10 samples, so that the worker's batches (up to 200 records) are many.
     "minute": {"vms": 400, "ticks": 60, "per_record": 10},
-    # The first run is the goal's: half load, the worker's default fetch wait, 300
-    # ticks of steady state after the warm-up (15 s at 4,000 samples/s) with 40 anomalies
-    # spread over it, each on another VM, on as many VMs
-    # as the single-sample rate it halves was measured with (a batch holding many samples of
-    # each of a few VMs costs the engine more rounds). The second is the same for batched
-    # records (one record of 100 VMs' samples per tick) at half the batched worker's rate.
-    # Then 10 % load, and the single-sample loads with Faust's own 1500 ms fetch wait for
-    # comparison.
+    # The first run is the goal's: half load, the worker's default fetch wait, 300 ticks of
+    # steady state after the warm-up (15 s at 4,000 samples/s) with 40 anomalies spread over
+    # it, each on another VM, on as many VMs as the single-sample rate it halves was measured
+    # with (a batch holding many samples of each of a few VMs costs the engine more rounds).
+    # The second is the same for batched records (one record of 100 VMs' samples per tick) at
+    # half the batched worker's rate. Then 10 % load, and the single-sample loads with Faust's
+    # own 1500 ms fetch wait for comparison.
     "latency": [
         dict(
             load=0.5,
