@@ -18,13 +18,19 @@ stationary stream give roughly uniform p-values.
 With `winsor_p` > 0 a score whose p-value is below it is learned as the score that would
 have had exactly that p-value (winsorised): one extreme anomaly widens the tail only as far
 as an event of p-value `winsor_p` would, so the next anomaly is not made to look ordinary.
+
+Logarithms and exponentials go through numpy's ufuncs even for one score. On some CPUs (those
+with AVX-512) numpy's vectorised `log1p`, `log` and `exp` differ from `math`'s in the last bit
+for a few per cent of inputs, while a ufunc gives a scalar the same double as an array element:
+so `calibration_bank`, which runs them over arrays, stays equal to this class bit for bit.
 """
 
 from __future__ import annotations
 
-import math
 from array import array
 from collections.abc import Sequence
+
+import numpy as np
 
 _BINS = 64
 _WIDTH = 0.125
@@ -81,7 +87,7 @@ class TailCalibrator:
         if raw <= 0.0:
             return 0.0
         if self.log_axis:
-            return math.log1p(raw * self.scale) / _WIDTH
+            return float(np.log1p(raw * self.scale)) / _WIDTH
         return raw * self.scale / _WIDTH
 
     def observe(self, raw: float) -> float:
@@ -205,7 +211,7 @@ def tail_p_value(
     if fit is None:  # less than `tail` in all bins: the empirical p-value
         return (above + weight) / (total + weight)
     u, excess = fit
-    return tail / total * math.exp(-max(0.0, pos - u) / excess)
+    return tail / total * float(np.exp(-max(0.0, pos - u) / excess))
 
 
 def winsorised_position(
@@ -224,7 +230,7 @@ def winsorised_position(
     if fit is None:
         return pos
     u, excess = fit
-    at = u + excess * math.log(tail / (total * p))
+    at = u + excess * float(np.log(tail / (total * p)))
     return at if at < pos else pos
 
 

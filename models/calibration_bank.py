@@ -7,9 +7,9 @@ and learns a whole batch of (slot, column, raw score) pairs with numpy operation
 
 The results are identical to `TailCalibrator`'s bit for bit: the mass above a score is summed
 over the same bins in the same order (a reduction over the first axis of a contiguous block
-adds its rows in turn), the rest is +, -, *, / and comparisons, the log axis is computed with
-`math` as the calibrator does, and the peaks-over-threshold tails of the few pairs in a
-calibrator's upper tail are fitted together (`_tail_fits`) to the doubles that
+adds its rows in turn), the rest is +, -, *, / and comparisons, logarithms and exponentials
+are numpy's ufuncs in both (see `calibration`), and the peaks-over-threshold tails of the few
+pairs in a calibrator's upper tail are fitted together (`_tail_fits`) to the doubles that
 `calibration.tail_p_value` gives. A call with few pairs (one VM's replay, a trickle of live
 samples) runs through `TailCalibrator` objects checked out of the arrays instead, since
 numpy's per-call cost would exceed the work.
