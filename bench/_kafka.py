@@ -498,6 +498,22 @@ class _Production:
     seconds: float
     lateness_s: float
 
+    def note(self, vm_id: str, ts: float, at: float) -> None:
+        """Record that the sample (vm_id, ts) was handed to the producer at wall time `at`."""
+        self.sent_at[_sample_key(vm_id, ts)] = at
+        self.sent_by_vm.setdefault(vm_id, []).append((ts, at))
+
+    def sent_time(self, vm_id: object, ts: object) -> float | None:
+        """When the sample a message names (its vm_id and event ts) was produced, if it was."""
+        if not isinstance(ts, int | float):
+            return None
+        return self.sent_at.get(_sample_key(vm_id, ts))
+
+
+def _sample_key(vm_id: object, ts: float) -> tuple[object, float]:
+    # event times come back through JSON: rounded to the millisecond, they match
+    return (vm_id, round(float(ts), 3))
+
 
 def _produce_paced(
     deployment: Deployment, fleet: Fleet, ticks: int, tick_rate: float, batched: bool
@@ -520,8 +536,7 @@ def _produce_paced(
             for key, value in records:
                 now = time.time()
                 for sample in value["samples"] if batched else (value,):
-                    out.sent_at[(sample["vm_id"], round(sample["ts"], 3))] = now
-                    out.sent_by_vm.setdefault(sample["vm_id"], []).append((sample["ts"], now))
+                    out.note(sample["vm_id"], sample["ts"], now)
                 producer.send(
                     deployment.metrics_topic,
                     key=key.encode(),
@@ -562,7 +577,7 @@ def produce_to_consumer_latency(
     hop = []
     for _topic, received_at, _stamped, value in listener.received:
         first = (value.get("samples") or [{}])[0] if batched else value  # stands for the record
-        at = sent.sent_at.get((first.get("vm_id"), round(float(first.get("ts", 0.0)), 3)))
+        at = sent.sent_time(first.get("vm_id"), first.get("ts"))
         if at is not None:
             hop.append(received_at - at)
     return {
@@ -669,10 +684,7 @@ def produce_to_alert_latency(
                     (emitted_at, received_at), first_forecast.get(key, (emitted_at, received_at))
                 )
             continue
-        ts = value.get("ts")
-        if not isinstance(ts, int | float) or vm_id is None:
-            continue
-        at = sent.sent_at.get((vm_id, round(float(ts), 3)))
+        at = sent.sent_time(vm_id, value.get("ts"))
         if at is None or value.get("status") == "resolved":
             continue
         alert_emitted.append(emitted_at - at)
