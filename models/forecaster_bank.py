@@ -417,8 +417,11 @@ class ForecasterBank:
         if cycled.any():  # whole rings: one median per row, as np.median of each ring
             self.step_estimate[rows[cycled]] = np.median(self.diffs[rows[cycled]], axis=1)
         filling = (n_diffs < _DIFFS) & ~cycled
-        for row, count in zip(rows[filling].tolist(), n_diffs[filling].tolist(), strict=True):
-            self.step_estimate[row] = float(np.median(self.diffs[row, :count]))
+        if filling.any():  # the rings filled so far: one median per row, rows of a count together
+            rows, n_diffs = rows[filling], n_diffs[filling]
+            for count in np.unique(n_diffs).tolist():
+                same = rows[n_diffs == count]
+                self.step_estimate[same] = np.median(self.diffs[same, :count], axis=1)
 
     def _set_period(self, row: int, detector: SeasonalityDetector) -> None:
         period = detector.period
