@@ -132,7 +132,8 @@ async def process_metrics(stream: faust.StreamT) -> None:
     Records are taken a few at a time so that one engine call scores them all (single-sample
     records would otherwise each pay the fleet forests' per-call cost); `take_ready` hands them
     over as soon as nothing more is waiting, and acknowledges the events only after the batch
-    is handled, so delivery stays at-least-once.
+    is handled, so delivery stays at-least-once. A batch's alerts are delivered before the
+    forecasts and scaling actions of the windows it closed are worked out.
     """
     batches = take_ready(
         stream,
@@ -144,15 +145,18 @@ async def process_metrics(stream: faust.StreamT) -> None:
     )
     async for events in batches:
         records = [(e.message.value, _source(e.message)) for e in events]
-        deliveries = await publisher.publish(processor.process_many(records))
-        # a checkpoint must not reach the changelog before the outputs it reflects: a worker
+        # A checkpoint must not reach the changelog before the outputs it reflects: a worker
         # that restores it skips the records (and windows) it covers, and would not send them
-        # again
-        landing = deliveries.get("anomalies", [])
+        # again. The alerts are awaited first, before the forecasts are worked out: the
+        # producer sends nothing while the agent computes.
+        alerts = (await publisher.publish(processor.assess_many(records))).get("anomalies")
+        if alerts:
+            await asyncio.gather(*alerts)
+        planned = await publisher.publish(processor.plan_pending())
         if processor.forecast_checkpoints_due:
-            landing = landing + deliveries.get("forecasts", []) + deliveries.get("actions", [])
-        if landing:
-            await asyncio.gather(*landing)
+            landing = planned.get("forecasts", []) + planned.get("actions", [])
+            if landing:
+                await asyncio.gather(*landing)
         _store_state({e.message.partition: e for e in events})
 
 

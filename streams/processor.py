@@ -211,6 +211,8 @@ class MetricsProcessor:
     _partition_of: dict[str, int] = field(default_factory=dict)
     _vms_of_host: dict[str, set[str]] = field(default_factory=dict)
     _host_of: dict[str, str] = field(default_factory=dict)
+    # (vm_id, allocation reported, windows closed) per sample assessed and not planned yet
+    _planning: list[tuple[str, dict | None, list[ClosedWindow]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._model_checkpoints = CheckpointCadence(self.checkpoint_every)  # samples
@@ -227,10 +229,19 @@ class MetricsProcessor:
         return self.process_many([(raw, source)])
 
     def process_many(self, records: Sequence[tuple[bytes | None, Source]]) -> list[Output]:
-        """All outputs for consecutive records, scored in one engine call.
+        """All outputs for consecutive records, scored in one engine call: `assess_many`, then
+        `plan_pending` for every window they closed."""
+        return self.assess_many(records) + self.plan_pending()
+
+    def assess_many(self, records: Sequence[tuple[bytes | None, Source]]) -> list[Output]:
+        """Dead letters and alerts of consecutive records, scored in one engine call.
 
         One call for many records amortises the fleet forests' per-call cost, which dominates
-        when every record carries a single sample. Samples keep their order.
+        when every record carries a single sample. Samples keep their order. The forecasts
+        and scaling actions of the windows they close wait for `plan_pending`, so that the
+        alerts can be sent first: when many VMs close a window together, planning takes longer
+        than scoring (about 40 ms for 200 VMs, 0.3 s for the window that starts their
+        seasonality detectors).
         """
         outputs: list[Output] = []
         accepted: list[tuple[ValidSample, Source]] = []
@@ -252,22 +263,34 @@ class MetricsProcessor:
         for outcome, n in outcomes.items():
             self.stats.records[outcome] += n
             telemetry.RECORDS.labels(outcome).inc(n)
-        if not accepted:
-            return outputs
-        for valid, source in accepted:
-            self._adopt(valid.sample.vm_id, source.partition)
-            if valid.host is not None:
-                self._place(valid.sample.vm_id, valid.host)
-        learning = self._not_yet_learned(accepted) if self._replay_through else accepted
-        if learning:
-            outputs.extend(self._assess(learning))
-        planned = []
+        if accepted:
+            for valid, source in accepted:
+                self._adopt(valid.sample.vm_id, source.partition)
+                if valid.host is not None:
+                    self._place(valid.sample.vm_id, valid.host)
+            learning = self._not_yet_learned(accepted) if self._replay_through else accepted
+            if learning:
+                outputs.extend(self._assess(learning))
+            self._queue_windows(accepted)
+        for out in outputs:
+            self.history.published(out.topic_id, out.key, out.value)
+        return outputs
+
+    def _queue_windows(self, accepted: list[tuple[ValidSample, Source]]) -> None:
+        """Feed the samples to the windows; queue what the planner is to learn from them."""
+        planning = self.planner is not None
         for valid, _ in accepted:
             closed = self._windows(valid.sample, valid.host)
-            if self.planner is not None:
-                planned.append((valid.sample.vm_id, valid.allocation, closed))
-        if planned:
-            outputs.extend(self._plan(planned))
+            if planning and (closed or valid.allocation):
+                self._planning.append((valid.sample.vm_id, valid.allocation, closed))
+
+    def plan_pending(self) -> list[Output]:
+        """Forecasts and scaling actions of the windows closed by the samples assessed since
+        the last call, learnt together."""
+        planned, self._planning = self._planning, []
+        if not planned:
+            return []
+        outputs = self._plan(planned)
         for out in outputs:
             self.history.published(out.topic_id, out.key, out.value)
         return outputs
@@ -453,6 +476,9 @@ class MetricsProcessor:
     def forget_partitions(self, partitions: set[int]) -> int:
         """Drop the VMs of partitions this worker lost; their new owner restores them."""
         gone = [vm for vm, p in self._partition_of.items() if p in partitions]
+        if gone and self._planning:  # lost between scoring and planning: the new owner has them
+            lost = set(gone)
+            self._planning = [entry for entry in self._planning if entry[0] not in lost]
         for vm_id in gone:
             del self._partition_of[vm_id]
             host = self._host_of.pop(vm_id, None)
