@@ -626,7 +626,9 @@ def produce_to_alert_latency(
 
     The anomalies start one after another, evenly spread over `steady_ticks` after the warm-up
     (all at the end of the warm-up when it is 0), each on another VM, so that the percentiles
-    describe a worker in its steady state rather than its first seconds.
+    describe a worker in its steady state rather than its first seconds. For the same reason
+    only messages about samples produced after the warm-up are counted; the alerts the
+    fleet raised on its own during the warm-up are reported apart.
     """
     app_id = f"novacron-bench-latency-{uuid.uuid4().hex[:6]}"
     port = free_port()
@@ -668,9 +670,14 @@ def produce_to_alert_latency(
         listener.stop_flag.set()
         listener.join(timeout=5)
         stop_process(process, timeout_s=3.0)
+    # the wall time the first steady tick began (0.0: no warm-up)
+    steady_from = (
+        sent.produced[warmup_ticks - 1][0] if 0 < warmup_ticks <= len(sent.produced) else 0.0
+    )
     alert_emitted: list[float] = []
     alert_received: list[float] = []
     open_emitted: list[float] = []
+    alerts_in_warmup = 0
     first_forecast: dict[tuple[str, float], tuple[float, float]] = {}
     injected = {fleet.vm_ids[inj.vm] for inj in fleet.injections}
     open_on_injected = 0
@@ -687,6 +694,9 @@ def produce_to_alert_latency(
         at = sent.sent_time(vm_id, value.get("ts"))
         if at is None or value.get("status") == "resolved":
             continue
+        if at < steady_from:
+            alerts_in_warmup += 1
+            continue
         alert_emitted.append(emitted_at - at)
         alert_received.append(received_at - at)
         if value.get("status") == "open":
@@ -697,7 +707,7 @@ def produce_to_alert_latency(
     for (vm_id, issued), (emitted_at, received_at) in first_forecast.items():
         by_ts = sent.sent_by_vm[vm_id]
         i = bisect.bisect_left([ts for ts, _ in by_ts], issued + window_grace_s - 1e-6)
-        if i < len(by_ts):
+        if i < len(by_ts) and by_ts[i][1] >= steady_from:
             forecast_emitted.append(emitted_at - by_ts[i][1])
             forecast_received.append(received_at - by_ts[i][1])
     # Worker backlog while producing: samples produced but not yet counted, and how far behind
@@ -733,6 +743,8 @@ def produce_to_alert_latency(
         "forecast_window_s": forecast_window_s,
         "window_grace_s": window_grace_s,
         "open_alerts_on_injected_vms": open_on_injected,
+        "warmup_ticks": warmup_ticks,
+        "alerts_during_warmup_not_counted": alerts_in_warmup,
         "produce_to_alert": _percentiles(alert_emitted),
         "produce_to_alert_received": _percentiles(alert_received),
         "produce_to_open_alert": _percentiles(open_emitted),

@@ -161,3 +161,4 @@ def test_latency_section_is_well_formed(results: dict) -> None:
             assert 0 < latency[sent]["p50_ms"] <= latency[received]["p50_ms"]
             assert latency[sent]["max_ms"] <= latency[received]["max_ms"]
     assert latency["produce_to_forecast"]["count"] > 0
+    assert latency["warmup_ticks"] > 0 and "alerts_during_warmup_not_counted" in latency
