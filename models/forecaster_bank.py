@@ -353,18 +353,21 @@ class ForecasterBank:
         rows = np.asarray(rows, dtype=np.int64)
         ys = np.asarray(ys, dtype=np.float64)
         ts = np.asarray(ts, dtype=np.float64)
-        fast = self._fast_rows(rows, ys, ts)
+        fast, starting = self._fast_rows(rows, ys, ts)
         for i in np.flatnonzero(~fast).tolist():
             row = int(rows[i])
             f = self.checkout(row)
             f.learn_one(float(ys[i]), float(ts[i]))
             self._checkin(row, f)
         if fast.any():
-            self._learn_fast(rows[fast], ys[fast], ts[fast])
+            self._learn_fast(rows[fast], ys[fast], ts[fast], starting[fast])
 
-    def _fast_rows(self, rows: np.ndarray, ys: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    def _fast_rows(
+        self, rows: np.ndarray, ys: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Rows whose sample takes the vectorised path: a first sample, or the next one at the
-        next interval; not a skip, a gap, a sample without timestamp or a detector's start."""
+        next interval; not a skip, a gap, a sample without timestamp, or a detector's start
+        on a first sample. Also which of them start their seasonality detector with it."""
         t = self._template
         n = self.n[rows]
         n_diffs = self.n_diffs[rows]
@@ -382,14 +385,19 @@ class ForecasterBank:
         started = self.det_kind[rows] >= 0
         # a detector starts once three intervals are known: the row's object does that
         waiting = np.zeros(rows.size, dtype=bool) if t.step_seconds else n_diffs + ordinary < 3
-        return (
+        fast = (
             (first | ordinary)
             & np.isfinite(ys)
-            & (started | ~detecting | waiting)
+            & (started | ~detecting | waiting | ordinary)
             & ((season_length <= 0) | (n + 1 != season_length))
         )
+        return fast, fast & detecting & ~started & ~waiting
 
-    def _learn_fast(self, rows: np.ndarray, y: np.ndarray, ts: np.ndarray) -> None:
+    def _learn_fast(
+        self, rows: np.ndarray, y: np.ndarray, ts: np.ndarray, starting: np.ndarray
+    ) -> None:
+        """`learn_one` of one sample per row, as array operations; the rows `starting` their
+        seasonality detector with this sample take that step, and only that, as objects."""
         n = self.n[rows]
         later = n > 0
         if later.all():
@@ -402,6 +410,14 @@ class ForecasterBank:
                 self._score_pending(rows[later], n[later], y[later])
         learn_err = self._update_state(rows, n, y)
         self._learn_seasons(rows[later], n[later], self._template.gamma * learn_err[later])
+        if starting.any():
+            # the detector, its origin and the seasonal-naive history it needs, as the object
+            # makes them (a one-off per series, but one a fleet started together pays at once)
+            for row, value in zip(rows[starting].tolist(), y[starting].tolist(), strict=True):
+                f = self.checkout(row)
+                f._update_seasonality(value)  # also the new detector's first sample
+                self._checkin(row, f)
+            later = later & ~starting
         self._learn_detectors(rows[later], y[later])
         self._advance(rows, n, y)
 
