@@ -62,8 +62,8 @@ FULL = {
     # The second is the same for batched records (one record of 100 VMs' samples per tick) at
     # half the batched worker's rate. Both warm up for 11 s of event time, past the fifth 2 s
     # forecast window: at its fourth each VM's forecasters start their seasonality detectors,
-    # a one-off of about 1 ms per VM that a fleet started together pays in one batch. Then 10 %
-    # load, and the single-sample loads with Faust's own 1500 ms fetch wait for comparison.
+    # a one-off of about 0.1 ms per VM that a fleet started together pays in one batch. Then
+    # 10 % load, and the single-sample loads with Faust's own 1500 ms fetch wait for comparison.
     "latency": [
         dict(
             load=0.5,

@@ -240,8 +240,8 @@ class MetricsProcessor:
         when every record carries a single sample. Samples keep their order. The forecasts
         and scaling actions of the windows they close wait for `plan_pending`, so that the
         alerts can be sent first: when many VMs close a window together, planning takes longer
-        than scoring (about 40 ms for 200 VMs, 0.3 s for the window that starts their
-        seasonality detectors).
+        than scoring (30-40 ms for 200 VMs against 7 ms, 50 ms at the window that starts
+        their seasonality detectors).
         """
         outputs: list[Output] = []
         accepted: list[tuple[ValidSample, Source]] = []
