@@ -272,9 +272,7 @@ class MetricsProcessor:
             if learning:
                 outputs.extend(self._assess(learning))
             self._queue_windows(accepted)
-        for out in outputs:
-            self.history.published(out.topic_id, out.key, out.value)
-        return outputs
+        return self._remembered(outputs)
 
     def _queue_windows(self, accepted: list[tuple[ValidSample, Source]]) -> None:
         """Feed the samples to the windows; queue what the planner is to learn from them."""
@@ -290,7 +288,10 @@ class MetricsProcessor:
         planned, self._planning = self._planning, []
         if not planned:
             return []
-        outputs = self._plan(planned)
+        return self._remembered(self._plan(planned))
+
+    def _remembered(self, outputs: list[Output]) -> list[Output]:
+        """The outputs, noted in the recent history the web views read."""
         for out in outputs:
             self.history.published(out.topic_id, out.key, out.value)
         return outputs
