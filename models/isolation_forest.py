@@ -299,16 +299,23 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         """Scores of the rows of X against the forest as it was, then learn them.
 
         The same result as ``score_many(X)`` followed by ``learn_many(X)``, with one routing
-        pass instead of two when X fits one structural update (<= 256 rows)."""
+        pass fewer: the rows of the first structural update (<= 256 rows) are learned on the
+        leaves the scoring found, since the forest has not changed yet."""
         checked = self._check_array(X, learning=True)
         n = len(checked)
-        if self._n_window == 0 or n > min(_MAX_UPDATE_ROWS, self.window_size):
+        if self._n_window == 0 or n > self.window_size or n * self.n_trees > _ROUTE_PAIRS:
             scores = self.score_many(checked)
             self.learn_many(checked)
             return scores
         leaves, length = self._route(checked, hops=True)
         scores = self._scores_from_route(leaves, length, n)
-        self._learn(checked, leaves=leaves)
+        first = min(n, _MAX_UPDATE_ROWS)
+        if first == n:
+            self._learn(checked, leaves=leaves)
+        else:  # tree-major: each tree's leaves of the first rows
+            self._learn(checked[:first], leaves=leaves.reshape(self.n_trees, n)[:, :first].ravel())
+        for start in range(first, n, _MAX_UPDATE_ROWS):
+            self._learn(checked[start : start + _MAX_UPDATE_ROWS])
         return scores
 
     # ----------------------------------------------------------------------------------

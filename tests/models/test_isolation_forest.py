@@ -187,7 +187,9 @@ def test_score_learn_many_is_score_many_then_learn_many():
     fused = IncrementalIsolationForest(window_size=512, seed=7)
     separate = IncrementalIsolationForest(window_size=512, seed=7)
     start = 0
-    for n in [1, 3, 40, 256, 300, 1, 7, 600, 2, 90] * 3:
+    # up to 256 rows: one update; 300 and 512: several, the first on the scoring's leaves;
+    # 600: more than the window
+    for n in [1, 3, 40, 256, 300, 1, 7, 600, 2, 90, 512] * 3:
         chunk = X[start : start + n]
         start = (start + n) % (len(X) - 600)
         expected = separate.score_many(chunk)
@@ -195,6 +197,8 @@ def test_score_learn_many_is_score_many_then_learn_many():
         np.testing.assert_array_equal(fused.score_learn_many(chunk), expected)
     assert np.array_equal(fused.score_many(X), separate.score_many(X))
     assert fused.n_nodes == separate.n_nodes
+    assert np.array_equal(fused._count, separate._count)
+    assert np.array_equal(fused._leaf_of, separate._leaf_of)
 
 
 def test_learn_many_of_single_rows_is_learn_one():
