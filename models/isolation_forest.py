@@ -176,6 +176,7 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         ).astype(np.int32)
         self._n_free = np.full(t, pairs, dtype=np.int32)
         self._leaf_of = np.full((t, window_size), -1, dtype=np.int64)
+        self._levels: list[np.ndarray] = []  # `_inner_by_depth()`, kept until the shape changes
 
     # ----------------------------------------------------------------------------------
     # Sizing and feature bookkeeping
@@ -354,7 +355,8 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         depth = self._depth[inner]
         order = np.argsort(-depth, kind="stable")
         inner, depth = inner[order], depth[order]
-        return np.split(inner, np.flatnonzero(np.diff(depth)) + 1)
+        bounds = [0, *(np.flatnonzero(np.diff(depth)) + 1).tolist(), inner.size]
+        return [inner[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         rows = max(1, _ROUTE_PAIRS // self.n_trees)
@@ -381,7 +383,7 @@ class IncrementalIsolationForest(base.AnomalyDetector):
 
         if leaves is None:
             leaves = self._route(X)[0]
-        levels = self._inner_by_depth()
+        levels = self._levels  # the shape has not changed since the last update
         touched = self._apply_counts(leaves, self._leaf_of[:, old_slots].ravel(), levels)
         self._buffer[slots] = X
         self._leaf_of[:, slots] = leaves.reshape(self.n_trees, n)
@@ -411,7 +413,9 @@ class IncrementalIsolationForest(base.AnomalyDetector):
         if grow.any():
             levels = None
         self._update_hops(touched)
-        self._update_lengths(self._inner_by_depth() if levels is None else levels)
+        if levels is None:
+            levels = self._levels = self._inner_by_depth()
+        self._update_lengths(levels)
 
     def _update_hops(self, nodes: np.ndarray) -> None:
         nodes = nodes[(self._kind[nodes] != _FREE) & (self._parent[nodes] >= 0)]
