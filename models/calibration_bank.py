@@ -151,16 +151,20 @@ class CalibrationBank:
     # ------------------------------------------------------------------ batch update
 
     def observe(
-        self, slots: Sequence[int], columns: Sequence[int], raws: Sequence[float]
-    ) -> tuple[list[float], list[bool]]:
+        self,
+        slots: Sequence[int] | np.ndarray,
+        columns: Sequence[int] | np.ndarray,
+        raws: Sequence[float] | np.ndarray,
+    ) -> tuple[Sequence[float], Sequence[bool]]:
         """Each pair's p-value of `raw` under its calibrator, then learn `raw`.
 
         No (slot, column) pair may repeat within a call. Returns the p-values and, per pair,
         whether the calibrator was past `min_count` (else its p-value is the 1.0 of a young
-        calibrator).
+        calibrator): lists for a few pairs, arrays for many (as they were given, arrays need
+        no conversion either way).
         """
         if len(slots) < _MIN_PAIRS:
-            return self._observe_scalar(slots, columns, raws)
+            return self._observe_scalar(_listed(slots), _listed(columns), _listed(raws))
         return self._observe_vectorised(slots, columns, raws)
 
     def _observe_scalar(self, slots, columns, raws) -> tuple[list[float], list[bool]]:
@@ -199,7 +203,7 @@ class CalibrationBank:
         self._recent = (touched, last)
         return ps, counted
 
-    def _observe_vectorised(self, slots, columns, raws) -> tuple[list[float], list[bool]]:
+    def _observe_vectorised(self, slots, columns, raws) -> tuple[np.ndarray, np.ndarray]:
         if self._out:
             self.check_in_all()
         cols = np.asarray(columns, dtype=np.intp)
@@ -267,7 +271,7 @@ class CalibrationBank:
         if huge.any():
             for i in index[huge].tolist():
                 self._rescale(i)
-        return p.tolist(), (n >= self._min_count[cols]).tolist()
+        return p, n >= self._min_count[cols]
 
     def _rescale(self, i: int) -> None:
         meta = self._meta[i]
@@ -275,6 +279,11 @@ class CalibrationBank:
         self._counts[i] = self._counts[i].astype(np.float64) * inv  # as array("f") does
         meta[_TOTAL] *= inv
         meta[_WEIGHT] = 1.0
+
+
+def _listed(values: Sequence | np.ndarray) -> list:
+    """The values as a list of Python numbers (what the scalar calibrators read fastest)."""
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
 def _masked(block: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -1021,9 +1021,7 @@ class AnomalyEngine:
             scores = raws[members]
             valid = ~np.isnan(scores)  # the pairs (sample, channel) to calibrate, row by row
             ps, counted = bank.observe(
-                np.repeat(member_slots, valid.sum(axis=1)).tolist(),
-                np.nonzero(valid)[1].tolist(),
-                scores[valid].tolist(),
+                np.repeat(member_slots, valid.sum(axis=1)), np.nonzero(valid)[1], scores[valid]
             )
             surprise = np.zeros(scores.shape)
             surprise[valid] = -np.log(np.fmax(ps, _P_FLOOR))
@@ -1049,9 +1047,7 @@ class AnomalyEngine:
             finals = np.ones(len(members))  # the p-value of a VM whose channels are not ready
             if ready.any():
                 ready_finals, _ = bank.observe(
-                    member_slots[ready].tolist(),
-                    [combined] * int(ready.sum()),
-                    tops[ready].tolist(),
+                    member_slots[ready], np.full(int(ready.sum()), combined), tops[ready]
                 )
                 if apart:
                     apart_p = range_factor * np.exp(-apart_surprise[ready])
