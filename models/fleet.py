@@ -105,8 +105,7 @@ class FleetForests:
 
         Only the rows selected by the boolean mask `rows` (all when None) are scored and
         learned; the others get NaN."""
-        out = self._score_halfspace(X, rows)
-        self._learn_halfspace(X, rows)
+        out = self._score_learn_halfspace(X, rows)
         if self.iforest is not None and len(X):
             if rows is None:
                 out["iforest"] = self._score_learn_iforest(X)
@@ -133,20 +132,21 @@ class FleetForests:
         """Rows scored but not yet learned by the Isolation Forest."""
         return sum(len(part) for part in self._iforest_pending)
 
-    def _score_halfspace(self, X: np.ndarray, rows: np.ndarray | None) -> dict[str, np.ndarray]:
-        # HalfSpaceTrees scores 0 until its first reference window is complete: not ready yet.
-        if self.hst is None or self.hst.first_window or len(X) == 0:
-            return {}
-        index = np.arange(len(X)) if rows is None else np.flatnonzero(rows)
-        scores = np.full(len(X), np.nan)
-        if len(index):
-            scores[index] = self.hst.score_many(squash(X[index]))
-        return {"halfspace": scores}
-
-    def _learn_halfspace(self, X: np.ndarray, rows: np.ndarray | None) -> None:
+    def _score_learn_halfspace(
+        self, X: np.ndarray, rows: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """HalfSpaceTrees' scores of the selected rows (none until its first reference window
+        is complete: it scores 0 until then), then it learns every `learn_every`-th of them."""
         if self.hst is None or len(X) == 0:
-            return
-        H = X if rows is None else X[rows]
+            return {}
+        H = squash(X if rows is None else X[rows])
         start = (-self._rows_seen) % self.learn_every
-        self.hst.learn_many(squash(H[start :: self.learn_every]))
         self._rows_seen += len(H)
+        if self.hst.first_window:
+            self.hst.learn_many(H[start :: self.learn_every])
+            return {}
+        scores = np.full(len(X), np.nan)
+        scores[slice(None) if rows is None else rows] = self.hst.score_learn_many(
+            H, self.learn_every, start
+        )
+        return {"halfspace": scores}

@@ -57,13 +57,17 @@ class BatchedHalfSpaceTrees:
             take = min(len(X), self.window_size - self.counter)
             self._visit(X[:take])
             X = X[take:]
-            self.counter += take
-            if self.counter == self.window_size:
-                self._r_mass = self._l_mass
-                self._r_list = None
-                self._l_mass = np.zeros_like(self._r_mass)
-                self.counter = 0
-                self.first_window = False
+            self._count(take)
+
+    def _count(self, rows: int) -> None:
+        """Count rows learned into the window, pivoting it once full."""
+        self.counter += rows
+        if self.counter == self.window_size:
+            self._r_mass = self._l_mass
+            self._r_list = None
+            self._l_mass = np.zeros_like(self._r_mass)
+            self.counter = 0
+            self.first_window = False
 
     def _flatten(self) -> None:
         """The trees' splits and masses as arrays in heap order (children of i: 2i+1, 2i+2)."""
@@ -135,7 +139,31 @@ class BatchedHalfSpaceTrees:
             ]
         else:
             visited = np.concatenate([flat.ravel() for flat in self._paths(X)])
+        self._add_visits(visited)
+
+    def _add_visits(self, visited: np.ndarray | list[int]) -> None:
+        """One visit to each node given (flat indices; a node may repeat)."""
+        n_trees, n_nodes = self._l_mass.shape
         self._l_mass += np.bincount(visited, minlength=n_trees * n_nodes).reshape(n_trees, n_nodes)
+
+    def score_learn_many(self, X: np.ndarray, every: int = 1, start: int = 0) -> np.ndarray:
+        """`score_many(X)`, then `learn_many(X[start::every])`, routing each row once: the
+        trees' splits never change after the first row, only their masses."""
+        if self.first_window or len(X) < _MIN_BATCH:
+            scores = self.score_many(X)
+            self.learn_many(X[start::every])
+            return scores
+        paths = self._paths(X)
+        scores = self._scores(paths, len(X))
+        learnt = [flat[:, start::every] for flat in paths]
+        done, n = 0, learnt[0].shape[1]
+        while done < n:  # the window pivots as in `learn_many`
+            take = min(n - done, self.window_size - self.counter)
+            part = [flat[:, done : done + take].ravel() for flat in learnt]
+            self._add_visits(np.concatenate(part))
+            done += take
+            self._count(take)
+        return scores
 
     def score_many(self, X: np.ndarray) -> np.ndarray:
         """`HalfSpaceTrees.score_one` of every row of `X` (0 before the first window is full)."""
@@ -146,16 +174,21 @@ class BatchedHalfSpaceTrees:
         size_limit = 0.1 * hst.window_size
         if m < _MIN_BATCH:
             return np.array([self._score_one(x, size_limit) for x in X.tolist()])
+        return self._scores(self._paths(X), m)
+
+    def _scores(self, paths: list[np.ndarray], m: int) -> np.ndarray:
+        """`score_many` of the `m` rows whose `_paths` these are (past the first window)."""
+        size_limit = 0.1 * self.hst.window_size
         r_mass = self._r_mass.ravel()
         score = np.zeros((len(self._r_mass), m))
         alive = np.ones((len(self._r_mass), m), dtype=bool)
         weight = 1.0
-        for flat in self._paths(X):  # a path stops below the first node under size_limit
+        for flat in paths:  # a path stops below the first node under size_limit
             r = r_mass.take(flat)
             score += np.where(alive, r * weight, 0.0)
             alive &= r >= size_limit
             weight *= 2.0
-        return 1.0 - score.sum(axis=0) / hst._max_score
+        return 1.0 - score.sum(axis=0) / self.hst._max_score
 
     def _score_one(self, x: list[float], size_limit: float) -> float:
         if self._r_list is None:

@@ -44,6 +44,28 @@ def test_batches_learn_and_score_as_river_one_at_a_time_through_window_pivots(wi
     assert np.ptp(scores) > 0  # scores are not constant
 
 
+@pytest.mark.parametrize("every", [1, 4])
+def test_scoring_and_learning_in_one_call_equals_the_two_calls(every: int):
+    """One routing for both: the same scores and masses, pivots in the middle of a batch too."""
+    rng = np.random.default_rng(4)
+
+    def trees() -> BatchedHalfSpaceTrees:
+        hst = anomaly.HalfSpaceTrees(n_trees=5, height=4, window_size=30, seed=2)
+        return BatchedHalfSpaceTrees(hst, FEATURES)
+
+    fused, apart = trees(), trees()
+    for step in range(40):
+        X = rng.random((1 + (step * 7) % 45, 3))
+        start = step % every
+        expected = apart.score_many(X)
+        apart.learn_many(X[start::every])
+        assert fused.score_learn_many(X, every, start).tolist() == expected.tolist()
+        assert (fused.counter, fused.first_window) == (apart.counter, apart.first_window)
+    assert not fused.first_window
+    assert np.array_equal(fused._l_mass, apart._l_mass)
+    assert np.array_equal(fused._r_mass, apart._r_mass)
+
+
 def test_a_row_in_a_sparse_corner_scores_above_the_rows_the_trees_saw_most():
     rng = np.random.default_rng(5)
     scorer = BatchedHalfSpaceTrees(
