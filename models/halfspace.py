@@ -170,15 +170,19 @@ class BatchedHalfSpaceTrees:
         m = len(X)
         if self.first_window or m == 0:
             return np.zeros(m)
-        hst = self.hst
-        size_limit = 0.1 * hst.window_size
         if m < _MIN_BATCH:
+            size_limit = self._size_limit
             return np.array([self._score_one(x, size_limit) for x in X.tolist()])
         return self._scores(self._paths(X), m)
 
+    @property
+    def _size_limit(self) -> float:
+        """River's mass below which a path's score stops adding up."""
+        return 0.1 * self.hst.window_size
+
     def _scores(self, paths: list[np.ndarray], m: int) -> np.ndarray:
         """`score_many` of the `m` rows whose `_paths` these are (past the first window)."""
-        size_limit = 0.1 * self.hst.window_size
+        size_limit = self._size_limit
         r_mass = self._r_mass.ravel()
         score = np.zeros((len(self._r_mass), m))
         alive = np.ones((len(self._r_mass), m), dtype=bool)
