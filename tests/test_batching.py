@@ -198,3 +198,65 @@ def test_the_backlog_is_unknown_rather_than_an_error_without_an_assigned_partiti
             await h.until(1)
 
     run(body)
+
+
+class Seen(faust.Sensor):
+    """A sensor that records the events it is told about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.came: list[bytes] = []
+        self.went: list[tuple[bytes, object]] = []
+
+    def on_stream_event_in(self, tp, offset, stream, event):  # noqa: ANN001, ANN201
+        self.came.append(event.message.value)
+        return {"token": event.message.value}
+
+    def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None:  # noqa: ANN001
+        self.went.append((event.message.value, state))
+
+
+def test_each_event_is_seen_by_the_sensors_and_acknowledged_once_its_batch_is_handled() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=60.0)
+        seen = Seen()
+        h.app.sensors.add(seen)
+        async with h.agent.test_context() as agent:
+            h.release.clear()  # the agent holds its first batch
+            await agent.put(BIG, wait=False)
+            await h.until(1)
+            assert seen.came == [BIG] and seen.went == []  # not acknowledged while handled
+            h.release.set()
+            await asyncio.sleep(0.05)
+            h.release.clear()  # the agent holds its second batch
+            await agent.put(BIG + b"2", wait=False)
+            await h.until(2)
+            # acknowledged once the agent asked for the next batch, with the state it came in
+            assert seen.went == [(BIG, {"token": BIG})]
+            assert seen.came == [BIG, BIG + b"2"]
+
+    run(body)
+
+
+def test_events_taken_while_a_rebalance_suspends_the_flow_are_acknowledged_not_handed() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=60.0)
+        seen = Seen()
+        h.app.sensors.add(seen)
+        async with h.agent.test_context() as agent:
+            h.release.clear()  # the agent holds its first batch
+            await agent.put(BIG, wait=False)
+            await h.until(1)
+            await agent.put(BIG + b"stale", wait=False)  # queued behind the batch
+            h.app.flow_control.suspend()  # a rebalance begins
+            h.release.set()
+            await asyncio.sleep(0.2)
+            assert len(h.batches) == 1
+            assert seen.came == [BIG]  # the stale event never came in to the agent...
+            assert (BIG + b"stale", None) in seen.went  # ... but was acknowledged
+            h.app.flow_control.resume()
+            await agent.put(BIG, wait=False)
+            await h.until(2)
+            assert h.batches[1] == [BIG]
+
+    run(body)
