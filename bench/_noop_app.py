@@ -3,8 +3,14 @@
 Run by `bench.throughput` as `python -m faust -A bench._noop_app worker`; configured by
 `BENCH_NOOP_*` variables. It runs the garbage collector and the event loop as the worker does
 (`BENCH_NOOP_GC_GEN0_THRESHOLD`, `BENCH_NOOP_EVENT_LOOP`), so that the floor differs from the
-worker by the work alone. When the agent has seen `BENCH_NOOP_EXPECT` records it writes
-{"count", "first_at", "done_at"} (wall-clock seconds) as JSON to `BENCH_NOOP_OUT`.
+worker by the work alone.
+
+`BENCH_NOOP_READER` chooses how the agent reads: `faust` (the issue's floor: `async for` over
+Faust's stream, with Faust's consumer) or `worker` (the worker's way: eager delivery and
+`take_ready` batches, with the worker's batching settings), which is the floor of the worker's
+own reading path. When the agent has seen `BENCH_NOOP_EXPECT` records it writes
+{"count", "first_at", "first_count", "done_at"} as JSON to `BENCH_NOOP_OUT` (wall-clock seconds;
+`first_count` records came in the first batch, at `first_at`).
 """
 
 from __future__ import annotations
@@ -15,13 +21,19 @@ import time
 
 import faust
 
+from streams.batching import partition_backlog, take_ready
 from streams.cli import collect_young_every, use_event_loop
+from streams.eager_delivery import deliver_eagerly
+from streams.settings import Settings
 
 _env = os.environ
 collect_young_every(int(_env.get("BENCH_NOOP_GC_GEN0_THRESHOLD", "700")))
 use_event_loop(_env.get("BENCH_NOOP_EVENT_LOOP", "asyncio"))
 EXPECT = int(_env.get("BENCH_NOOP_EXPECT", "0"))
 OUT = _env.get("BENCH_NOOP_OUT", "noop-result.json")
+READER = _env.get("BENCH_NOOP_READER", "faust")
+if READER not in ("faust", "worker"):
+    raise ValueError(f"BENCH_NOOP_READER must be faust or worker, not {READER!r}")
 
 app = faust.App(
     _env.get("BENCH_NOOP_APP_ID", "novacron-bench-noop"),
@@ -43,17 +55,38 @@ source = app.topic(
     key_serializer="raw",
     value_serializer="raw",
 )
-progress = {"count": 0, "first_at": None}
+progress = {"count": 0, "first_at": None, "first_count": 0}
+if READER == "worker":
+    deliver_eagerly(app)
+
+
+def _count(records: int) -> None:
+    if progress["first_at"] is None:
+        progress["first_at"] = time.time()
+        progress["first_count"] = records
+    before = progress["count"]
+    progress["count"] += records
+    if before < EXPECT <= progress["count"]:
+        result = {**progress, "done_at": time.time()}
+        with open(OUT, "w") as fh:
+            json.dump(result, fh)
 
 
 @app.agent(source)
 async def noop(stream: faust.StreamT) -> None:
     """Count records and nothing else."""
-    async for _value in stream:
-        progress["count"] += 1
-        if progress["first_at"] is None:
-            progress["first_at"] = time.time()
-        if progress["count"] == EXPECT:
-            result = {**progress, "done_at": time.time()}
-            with open(OUT, "w") as fh:
-                json.dump(result, fh)
+    if READER == "faust":
+        async for _value in stream:
+            _count(1)
+        return
+    settings = Settings.from_env()
+    batches = take_ready(
+        stream,
+        settings.take_max,
+        settings.take_ready_bytes,
+        within=settings.take_within_s,
+        backlog=partition_backlog(app),
+        backlog_within=settings.take_backlog_within_s,
+    )
+    async for events in batches:
+        _count(len(events))

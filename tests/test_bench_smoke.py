@@ -54,6 +54,7 @@ def test_every_section_is_present(results: dict) -> None:
         "datasets",
         "limit",
         "faust_noop_floor",
+        "worker_reader_noop_floor",
         "end_to_end",
         "pipeline_without_models_in_process",
         "latency",
@@ -77,8 +78,9 @@ def test_throughputs_count_every_record(results: dict) -> None:
         assert limit["records"] == datasets[shape]["records"]
         assert limit["samples"] == datasets[shape]["samples"]
         assert _positive(limit["samples_per_s"])
-    assert results["faust_noop_floor"]["records"] == datasets["single"]["records"]
-    assert _positive(results["faust_noop_floor"]["records_per_s"])
+    for floor in ("faust_noop_floor", "worker_reader_noop_floor"):
+        assert results[floor]["records"] == datasets["single"]["records"]
+        assert _positive(results[floor]["records_per_s"])
     e2e = results["end_to_end"]
     assert e2e["single_all_models"]["samples"] == datasets["single"]["samples"]
     assert e2e["batch_all_models"]["samples"] == datasets["batch"]["samples"]
@@ -94,7 +96,8 @@ def test_throughputs_count_every_record(results: dict) -> None:
     assert _positive(ratios["single_all_models"]) and _positive(ratios["batch_all_models"])
     # the floor and the two compared worker runs are medians of runs in turn
     repeats = QUICK["worker_repeats"]
-    assert len(results["faust_noop_floor"]["runs_records_per_s"]) == repeats
+    for floor in ("faust_noop_floor", "worker_reader_noop_floor"):
+        assert len(results[floor]["runs_records_per_s"]) == repeats
     for name in ("single_all_models", "batch_all_models"):
         assert round(e2e[name]["samples_per_s"]) in e2e[name]["runs_samples_per_s"]
 
