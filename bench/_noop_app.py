@@ -21,7 +21,7 @@ import time
 
 import faust
 
-from streams.batching import partition_backlog, take_ready
+from streams.batching import take_as_configured
 from streams.cli import collect_young_every, use_event_loop
 from streams.eager_delivery import deliver_eagerly
 from streams.settings import Settings
@@ -79,14 +79,5 @@ async def noop(stream: faust.StreamT) -> None:
         async for _value in stream:
             _count(1)
         return
-    settings = Settings.from_env()
-    batches = take_ready(
-        stream,
-        settings.take_max,
-        settings.take_ready_bytes,
-        within=settings.take_within_s,
-        backlog=partition_backlog(app),
-        backlog_within=settings.take_backlog_within_s,
-    )
-    async for events in batches:
+    async for events in take_as_configured(app, stream, Settings.from_env()):
         _count(len(events))

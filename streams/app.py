@@ -17,7 +17,7 @@ import faust
 from faust.streams import _current_event as faust_current_event  # no public setter
 
 from models.engine import AnomalyEngine
-from streams.batching import partition_backlog, take_ready
+from streams.batching import take_as_configured
 from streams.capacity import CapacityPlanner
 from streams.eager_delivery import deliver_eagerly
 from streams.faust_monitor import setup_prometheus_monitor
@@ -137,15 +137,7 @@ async def process_metrics(stream: faust.StreamT) -> None:
     is handled, so delivery stays at-least-once. A batch's alerts are delivered before the
     forecasts and scaling actions of the windows it closed are worked out.
     """
-    batches = take_ready(
-        stream,
-        settings.take_max,
-        settings.take_ready_bytes,
-        within=settings.take_within_s,
-        backlog=partition_backlog(app),
-        backlog_within=settings.take_backlog_within_s,
-    )
-    async for events in batches:
+    async for events in take_as_configured(app, stream, settings):
         records = [(e.message.value, _source(e.message)) for e in events]
         # A checkpoint must not reach the changelog before the outputs it reflects: a worker
         # that restores it skips the records (and windows) it covers, and would not send them

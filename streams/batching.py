@@ -43,6 +43,8 @@ from collections.abc import AsyncIterator, Callable
 
 import faust
 
+from streams.settings import Settings
+
 Backlog = Callable[[faust.EventT], bool]
 
 
@@ -174,3 +176,17 @@ async def take_ready(
     finally:
         if started:
             await stream.stop()
+
+
+def take_as_configured(
+    app: faust.App, stream: faust.StreamT, settings: Settings
+) -> AsyncIterator[list[faust.EventT]]:
+    """`take_ready` with the worker's batching settings, the backlog read from `app`'s consumer."""
+    return take_ready(
+        stream,
+        settings.take_max,
+        settings.take_ready_bytes,
+        within=settings.take_within_s,
+        backlog=partition_backlog(app),
+        backlog_within=settings.take_backlog_within_s,
+    )

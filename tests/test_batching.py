@@ -216,15 +216,20 @@ class Seen(faust.Sensor):
         self.went.append((event.message.value, state))
 
 
+async def hold_a_first_batch(h: Harness, agent: faust.types.AgentT) -> None:
+    """Put one record and wait until the agent holds it, as its first batch."""
+    h.release.clear()
+    await agent.put(BIG, wait=False)
+    await h.until(1)
+
+
 def test_each_event_is_seen_by_the_sensors_and_acknowledged_once_its_batch_is_handled() -> None:
     async def body() -> None:
         h = Harness(max_events=10, within=60.0)
         seen = Seen()
         h.app.sensors.add(seen)
         async with h.agent.test_context() as agent:
-            h.release.clear()  # the agent holds its first batch
-            await agent.put(BIG, wait=False)
-            await h.until(1)
+            await hold_a_first_batch(h, agent)
             assert seen.came == [BIG] and seen.went == []  # not acknowledged while handled
             h.release.set()
             await asyncio.sleep(0.05)
@@ -244,9 +249,7 @@ def test_events_taken_while_a_rebalance_suspends_the_flow_are_acknowledged_not_h
         seen = Seen()
         h.app.sensors.add(seen)
         async with h.agent.test_context() as agent:
-            h.release.clear()  # the agent holds its first batch
-            await agent.put(BIG, wait=False)
-            await h.until(1)
+            await hold_a_first_batch(h, agent)
             await agent.put(BIG + b"stale", wait=False)  # queued behind the batch
             h.app.flow_control.suspend()  # a rebalance begins
             h.release.set()
