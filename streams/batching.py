@@ -114,6 +114,7 @@ class _Buffer:
         self.admit(event)
 
     def hand_over(self) -> tuple[list[faust.EventT], list[dict | None]]:
+        """Empty the buffer: its events and their sensor states, counted as the stream's."""
         taken = self.events, self.states
         self.events, self.states, self.size = [], [], 0
         self.stream.events_total += len(taken[0])
