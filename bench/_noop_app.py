@@ -6,7 +6,7 @@ Run by `bench.throughput` as `python -m faust -A bench._noop_app worker`; config
 worker by the work alone.
 
 `BENCH_NOOP_READER` chooses how the agent reads: `faust` (the issue's floor: `async for` over
-Faust's stream) or `worker` (the worker's way: `take_ready` batches from the channel's queue,
+Faust's stream) or `worker` (the worker's way: `take_ready` batches,
 with the worker's batching settings), which is the floor of the worker's
 own reading path. When the agent has seen `BENCH_NOOP_EXPECT` records it writes
 {"count", "first_at", "first_count", "done_at"} as JSON to `BENCH_NOOP_OUT` (wall-clock seconds;
