@@ -19,6 +19,7 @@ from faust.streams import _current_event as faust_current_event  # no public set
 from models.engine import AnomalyEngine
 from streams.batching import take_as_configured
 from streams.capacity import CapacityPlanner
+from streams.eager_delivery import deliver_eagerly
 from streams.faust_monitor import setup_prometheus_monitor
 from streams.fetch_wait import limit_fetch_wait
 from streams.host_windows import merge_into_host
@@ -54,6 +55,7 @@ app = faust.App(
     producer_max_request_size=max(s.max_message_bytes or 0 for s in TOPICS.values()) or 1_048_576,
 )
 setup_prometheus_monitor(app)  # Faust's series; per-record counts read on scrape
+deliver_eagerly(app)  # no tasks per fetched record unless its delivery has to wait
 
 
 def _raw_topic(topic_id: str) -> faust.TopicT:
