@@ -124,8 +124,10 @@ def test_kill_9_mid_stream_then_restart_loses_no_anomaly(
     assert killed_at == {}, "the first worker is gone"
     # what the crash left on the broker: a worker sends its checkpoints some time after it
     # counts the samples they cover, and a kill -9 loses whatever its producer still held
+    # (model checkpoints come every 20 samples, forecasting ones every other 10 s window: at
+    # the kill some VMs may have none of the latter yet)
     durable = {table: _changelog_keys(deployment, table) for table in STATE_TABLES}
-    assert all(durable.values()), "the first worker died before any checkpoint landed"
+    assert durable["vm-model-state"], "the first worker died before any checkpoint landed"
     _seal_changelogs(deployment)
 
     second = start_worker_process("b", worker_env)
