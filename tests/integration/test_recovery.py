@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -115,10 +116,15 @@ def test_kill_9_mid_stream_then_restart_loses_no_anomaly(
 ) -> None:
     first = start_worker_process("a", worker_env)
     labels_path = deployment.workdir / "labels.jsonl"
-    _fleet(deployment, labels_path)
+    # the fleet publishes while the worker reads, so that the kill comes mid-stream however
+    # fast the worker is (a worker reading a finished topic could be done before the kill)
+    with ThreadPoolExecutor(1) as pool:
+        publishing = pool.submit(_fleet, deployment, labels_path)
+        at_kill = first.wait_samples(int(VMS * TICKS * 0.35), timeout_s=120)
+        os.killpg(first.process.pid, signal.SIGKILL)
+        publishing.result()
+    assert at_kill["samples"] < VMS * TICKS, "the first worker finished before the kill"
     labels = read_labels(str(labels_path))
-    first.wait_samples(int(VMS * TICKS * 0.35), timeout_s=120)
-    os.killpg(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)
     killed_at = first.stats() or {}
     assert killed_at == {}, "the first worker is gone"
