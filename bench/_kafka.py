@@ -183,7 +183,7 @@ def faust_noop_floor(
     """A Faust agent that only counts, over the same single-sample topic, in a subprocess.
 
     `reader` "faust" iterates Faust's stream (the issue's floor); "worker" reads as the worker
-    does (`take_ready` batches)."""
+    does (eager delivery, `take_ready` batches)."""
     tag = uuid.uuid4().hex[:6]
     out = deployment.workdir / f"noop-{tag}.json"
     log = deployment.workdir / f"noop-{tag}.log"

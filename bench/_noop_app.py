@@ -6,8 +6,8 @@ Run by `bench.throughput` as `python -m faust -A bench._noop_app worker`; config
 worker by the work alone.
 
 `BENCH_NOOP_READER` chooses how the agent reads: `faust` (the issue's floor: `async for` over
-Faust's stream) or `worker` (the worker's way: `take_ready` batches,
-with the worker's batching settings), which is the floor of the worker's
+Faust's stream, with Faust's consumer) or `worker` (the worker's way: eager delivery and
+`take_ready` batches, with the worker's batching settings), which is the floor of the worker's
 own reading path. When the agent has seen `BENCH_NOOP_EXPECT` records it writes
 {"count", "first_at", "first_count", "done_at"} as JSON to `BENCH_NOOP_OUT` (wall-clock seconds;
 `first_count` records came in the first batch, at `first_at`).
@@ -23,6 +23,7 @@ import faust
 
 from streams.batching import take_as_configured
 from streams.cli import collect_young_every, use_event_loop
+from streams.eager_delivery import deliver_eagerly
 from streams.settings import Settings
 
 _env = os.environ
@@ -55,6 +56,8 @@ source = app.topic(
     value_serializer="raw",
 )
 progress = {"count": 0, "first_at": None, "first_count": 0}
+if READER == "worker":
+    deliver_eagerly(app)
 
 
 def _count(records: int) -> None:

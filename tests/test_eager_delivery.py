@@ -102,6 +102,18 @@ async def test_a_delivery_that_does_not_wait_makes_no_task() -> None:
     assert rival.cr_frame is None  # closed without being started: no "never awaited" warning
 
 
+async def test_a_delivery_that_does_not_wait_still_lets_the_loop_run_once() -> None:
+    ran: list[bool] = []
+
+    async def deliver() -> str:
+        asyncio.get_running_loop().call_soon(ran.append, True)  # e.g. a rebalance's callback
+        return "delivered"
+
+    results = await Consumerish().wait_first(deliver(), asyncio.Event().wait())
+    assert results.results == ["delivered"]
+    assert ran == [True]
+
+
 async def test_a_delivery_that_waits_gives_way_when_the_flow_is_suspended() -> None:
     cleaned: list[bool] = []
     queue_has_room = asyncio.Event()  # never set: the agent's queue stays full
