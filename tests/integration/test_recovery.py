@@ -172,7 +172,7 @@ def test_survivor_takes_over_a_killed_workers_partitions(
     os.killpg(b.process.pid, signal.SIGKILL)
     b.process.wait(timeout=10)
     killed = time.monotonic()
-    _seal_changelogs(deployment)
+    _seal_changelogs(deployment)  # so that their ends read as Apache Kafka reports them
     before = a.stats()["samples"]
     # the survivor finishes the whole stream, its own partitions and the dead worker's (its
     # sample count alone says too little: it re-processes b's uncommitted records)
