@@ -25,6 +25,7 @@ from streams.fetch_wait import limit_fetch_wait
 from streams.host_windows import merge_into_host
 from streams.processor import Checkpoint, MetricsProcessor, Source
 from streams.publisher import BATCH_BYTES, Publisher
+from streams.recovery_flow import keep_current_generation_on_resume
 from streams.settings import Settings
 from streams.topics import load_topics
 from streams.validation import Validator
@@ -56,6 +57,7 @@ app = faust.App(
 )
 setup_prometheus_monitor(app)  # Faust's series; per-record counts read on scrape
 deliver_eagerly(app)  # no tasks per fetched record unless its delivery has to wait
+keep_current_generation_on_resume(app)  # a recovery's resume drops only stale records
 
 
 def _raw_topic(topic_id: str) -> faust.TopicT:

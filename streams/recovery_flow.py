@@ -1,0 +1,55 @@
+"""Keep the records of the current rebalance generation when a recovery resumes the flow.
+
+When a rebalance's table recovery is done, Faust's `Recovery.on_recovery_completed` resumes the
+assigned partitions, seeks them to their committed offsets, and then resumes the flow, which
+empties every queue it manages: the agents' and the table changelogs'. That is meant for
+records fetched before the rebalance. But the consumer's flow is already running by then (the
+standby step of the same recovery resumed it), so the fetcher reads the resumed partitions while
+the seek is under way, and hands what it reads to the queues, stamped with the new generation.
+The resume throws those away too. The consumer's position has moved past them and nothing seeks
+back: they are never processed, their offsets are never acknowledged, and the partition's
+committed offset stops there until the next rebalance.
+
+A trace of a worker taking over a dead worker's partitions showed it: the survivor fetched a
+partition's 800 records during a 270 ms seek, handled 401 of them, and the resume dropped the
+other 399 (docs/benchmarks.md, "A recovery race that drops fetched records"). The per-record
+turn of the event loop that the worker's delivery keeps (`streams/eager_delivery.py`) makes it
+rarer, since the agent drains its queue as records come, but not impossible: records wait in
+the queue whenever the agent is busy with a batch.
+
+`keep_current_generation_on_resume` makes the resume drop only what it is meant to drop: events
+fetched in an earlier generation. Events of the current one stay queued; if the seek moved
+their partition back, the records come again and are handled twice (delivery is at least once,
+and the outputs are idempotent), which is better than never. A revocation still empties the
+queues completely, as Faust does.
+"""
+
+from __future__ import annotations
+
+import types
+from collections import deque
+
+import faust
+from mode.utils.queues import FlowControlEvent
+
+
+def keep_current_generation_on_resume(app: faust.App) -> None:
+    """Make `app`'s flow control keep current-generation events queued when it resumes."""
+    flow = app.flow_control
+
+    def resume(self: FlowControlEvent) -> None:
+        self._suspend.clear()
+        self._resume.set()
+        generation = app.consumer_generation_id
+        for queue in self._queues:
+            waiting: deque = queue._queue  # what FlowControlQueue.clear() empties
+            kept = [item for item in waiting if _of_generation(item, generation)]
+            waiting.clear()
+            waiting.extend(kept)
+
+    flow.resume = types.MethodType(resume, flow)
+
+
+def _of_generation(item: object, generation: int) -> bool:
+    message = getattr(item, "message", None)
+    return message is not None and getattr(message, "generation_id", None) == generation
