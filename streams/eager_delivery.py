@@ -11,11 +11,12 @@ cost of a Faust agent that does nothing (docs/benchmarks.md, "Faust's per-record
 
 `EagerDelivery` runs the delivery at once, in the fetching task, up to its first wait. A
 delivery that finishes there is done, with no task; the fetching task then still yields to the
-event loop once, as `wait_first` does for every record. Faust's rebalance handling needs that
-turn: without it, a worker that took a dead worker's partition over read none of that
-partition's records, and its fetch position stood at the partition's end (docs/benchmarks.md,
-"Eager delivery, looked at again"). A delivery that has to wait is carried on in a task and
-raced against the flow's suspension exactly as Faust races it.
+event loop once, as `wait_first` does for every record, so that the agent takes records as
+they come. Handing over a whole fetch before the agent's turn measured slower, and it lost
+records in a takeover every time, to a race in Faust's recovery that the turn only made rarer
+and that `streams/recovery_flow.py` closes (docs/benchmarks.md, "A recovery race that drops
+fetched records"). A delivery that has to wait is carried on in a task and raced against the
+flow's suspension exactly as Faust races it.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class EagerDelivery:
                 for other in coros[1:]:
                     if asyncio.iscoroutine(other):
                         other.close()  # the rivals were never started
-                await asyncio.sleep(0)  # the turn of the loop Faust's rebalances rely on
+                await asyncio.sleep(0)  # the agent's turn, to take records as they come
                 return WaitResults([first], [outcome], False)
             coros = (outcome, *coros[1:])
         return await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc]
