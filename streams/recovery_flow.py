@@ -20,8 +20,9 @@ the queue whenever the agent is busy with a batch.
 `keep_current_generation_on_resume` makes the resume drop only what it is meant to drop: events
 fetched in an earlier generation. Events of the current one stay queued; if the seek moved
 their partition back, the records come again and are handled twice (delivery is at least once,
-and the outputs are idempotent), which is better than never. A revocation still empties the
-queues completely, as Faust does.
+and the outputs are idempotent), which is better than never. A table changelog's events kept
+this way are applied once: Faust's recovery skips the offsets it has already seen. A
+revocation still empties the queues completely, as Faust does.
 """
 
 from __future__ import annotations
