@@ -4,8 +4,9 @@ When a rebalance's table recovery is done, Faust's `Recovery.on_recovery_complet
 assigned partitions, seeks them to their committed offsets, and then resumes the flow, which
 empties every queue it manages: the agents' and the table changelogs'. That is meant for
 records fetched before the rebalance. But the consumer's flow is already running by then (the
-standby step of the same recovery resumed it), so the fetcher reads the resumed partitions while
-the seek is under way, and hands what it reads to the queues, stamped with the new generation.
+same recovery resumed it earlier, to read the table changelogs, or at once when none needed
+reading), so the fetcher reads the resumed partitions while the seek is under way, and hands
+what it reads to the queues, stamped with the new generation.
 The resume throws those away too. The consumer's position has moved past them and nothing seeks
 back: they are never processed, their offsets are never acknowledged, and the partition's
 committed offset stops there until the next rebalance.
