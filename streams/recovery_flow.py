@@ -28,28 +28,25 @@ revocation still empties the queues completely, as Faust does.
 
 from __future__ import annotations
 
-import types
-from collections import deque
-
 import faust
-from mode.utils.queues import FlowControlEvent
 
 
 def keep_current_generation_on_resume(app: faust.App) -> None:
     """Make `app`'s flow control keep current-generation events queued when it resumes."""
     flow = app.flow_control
+    resume_and_empty = flow.resume
 
-    def resume(self: FlowControlEvent) -> None:
-        self._suspend.clear()
-        self._resume.set()
+    def resume() -> None:
         generation = app.consumer_generation_id
-        for queue in self._queues:
-            waiting: deque = queue._queue  # what FlowControlQueue.clear() empties
-            kept = [item for item in waiting if _of_generation(item, generation)]
-            waiting.clear()
-            waiting.extend(kept)
+        kept = [
+            (queue, [item for item in queue._queue if _of_generation(item, generation)])
+            for queue in flow._queues  # the queues the resume empties
+        ]
+        resume_and_empty()
+        for queue, items in kept:
+            queue._queue.extend(items)
 
-    flow.resume = types.MethodType(resume, flow)
+    flow.resume = resume
 
 
 def _of_generation(item: object, generation: int) -> bool:

@@ -62,4 +62,4 @@ def test_a_revocation_still_empties_the_queues() -> None:
 def test_the_worker_app_resumes_this_way() -> None:
     from streams.app import app
 
-    assert app.flow_control.resume.__func__.__module__ == "streams.recovery_flow"
+    assert app.flow_control.resume.__module__ == "streams.recovery_flow"
