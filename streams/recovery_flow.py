@@ -6,10 +6,10 @@ empties every queue it manages: the agents' and the table changelogs'. That is m
 records fetched before the rebalance. But the consumer's flow is already running by then (the
 same recovery resumed it earlier, to read the table changelogs, or at once when none needed
 reading), so the fetcher reads the resumed partitions while the seek is under way, and hands
-what it reads to the queues, stamped with the new generation.
-The resume throws those away too. The consumer's position has moved past them and nothing seeks
-back: they are never processed, their offsets are never acknowledged, and the partition's
-committed offset stops there until the next rebalance.
+what it reads to the queues, stamped with the new generation. The resume throws those away
+too. The consumer's position has moved past them and nothing seeks back: they are never
+processed, their offsets are never acknowledged, and the partition's committed offset stops
+there until the next rebalance.
 
 A trace of a worker taking over a dead worker's partitions showed it: the survivor fetched a
 partition's 800 records during a 270 ms seek, handled 401 of them, and the resume dropped the
