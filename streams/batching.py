@@ -24,20 +24,27 @@ So batches grow with a backlog (as large as before: a worker that is behind stil
 engine calls of up to `max_events` records that its throughput rests on) and shrink to what
 has arrived when the worker keeps up. As with Faust's own, an event is acknowledged only after
 the agent has handled the batch that holds it, so delivery stays at-least-once.
+
+The events are read from the stream's channel queue, everything waiting at once, rather than one by
+one through the stream's iterator: that path (processors, the current event, sensors and an
+acknowledgement per event, and a wake-up of the agent per event) cost about half of a no-op Faust
+agent's time per record (docs/benchmarks.md, "Faust's per-record path"). With eager delivery
+(`streams/eager_delivery.py`) a whole fetch is in the queue when the agent wakes, and one wake-up
+takes all of it. The bookkeeping Faust's stream does for each event is kept, done here: an event
+fetched before a rebalance began is skipped and acknowledged, a record is tracked as pending until
+it is acknowledged (a rebalance waits for those), and the sensors see each event in and out, so
+Faust's event counts and runtime histogram still hold.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
 import faust
 
 from streams.settings import Settings
-
-log = logging.getLogger(__name__)
 
 Backlog = Callable[[faust.EventT], bool]
 
@@ -58,6 +65,71 @@ def partition_backlog(app: faust.App) -> Backlog:
     return behind
 
 
+class _Buffer:
+    """The events taken from a stream's channel and not yet handed over, with the per-event
+    bookkeeping Faust's stream iterator would have done for them."""
+
+    def __init__(self, stream: faust.StreamT) -> None:
+        app = stream.app
+        self.stream = stream
+        self.queue = stream.channel.queue
+        self.events: list[faust.EventT] = []
+        self.states: list[dict | None] = []  # the sensors' state of each event
+        self.size = 0  # bytes of the buffered record values
+        self.first_at = 0.0
+        self._app = app
+        self._flow = app.flow_control
+        self._acking = app.topics.acking_topics
+        self._consumer = app.consumer
+        self._sensors = app.sensors
+
+    def admit(self, event: faust.EventT) -> None:
+        """Buffer an event, or acknowledge it at once if a rebalance began after its fetch."""
+        message = event.message
+        if not self._flow.is_active() or message.generation_id != self._app.consumer_generation_id:
+            self.finish(event, None)  # as Faust's stream skips such an event
+            return
+        if message.topic in self._acking and not message.tracked:
+            message.tracked = True
+            self._consumer.track_message(message)  # a rebalance waits until it is acked
+        state = self._sensors.on_stream_event_in(message.tp, message.offset, self.stream, event)
+        if not self.events:
+            self.first_at = time.monotonic()
+        self.events.append(event)
+        self.states.append(state)
+        self.size += len(message.value or b"")
+
+    def take_waiting(self, max_events: int) -> None:
+        """Buffer the events already in the queue, without waiting, up to `max_events`."""
+        queue = self.queue
+        while len(self.events) < max_events and not queue.empty():
+            self.admit(queue.get_nowait())
+
+    async def wait_for_event(self, timeout: float | None) -> None:
+        """Buffer the next event, waiting for it at most `timeout` seconds (None: no limit)."""
+        try:
+            async with asyncio.timeout(timeout):
+                event = await self.queue.get()
+        except TimeoutError:
+            return
+        self.admit(event)
+
+    def hand_over(self) -> tuple[list[faust.EventT], list[dict | None]]:
+        """Empty the buffer: its events and their sensor states, counted as the stream's."""
+        taken = self.events, self.states
+        self.events, self.states, self.size = [], [], 0
+        self.stream.events_total += len(taken[0])
+        return taken
+
+    def finish(self, event: faust.EventT, state: dict | None) -> None:
+        """Acknowledge an event as Faust's stream does, sensors included."""
+        last = event.ack()
+        message = event.message
+        self._sensors.on_stream_event_out(message.tp, message.offset, self.stream, event, state)
+        if last:
+            self._sensors.on_message_out(message.tp, message.offset, message)
+
+
 async def take_ready(
     stream: faust.StreamT,
     max_events: int,
@@ -74,73 +146,38 @@ async def take_ready(
     if max_events < 1 or ready_bytes < 0 or within <= 0:
         raise ValueError("take_ready needs max_events >= 1, ready_bytes >= 0 and within > 0")
     backlog_within = max(within, backlog_within or 0.0)
-    queue = stream.channel.queue  # what the stream reads its next events from
-    events: list[faust.EventT] = []
-    size = 0
-    first_at = 0.0
-    arrived = asyncio.Event()  # the buffer holds an event
-    ready = asyncio.Event()  # the buffer is to be handed over now
-    accepting = asyncio.Event()  # cleared while the agent handles a batch
-    accepting.set()
-
-    async def buffer(value: object) -> object:
-        nonlocal size, first_at
-        if not accepting.is_set():
-            await accepting.wait()
-        try:
-            event = stream.current_event
-            if event is None:
-                raise RuntimeError("take_ready found no current event")
-            now = time.monotonic()
-            if not events:
-                first_at = now
-                arrived.set()
-            events.append(event)
-            size += len(event.message.value or b"")
-            if len(events) >= max_events or (
-                ((size >= ready_bytes and queue.empty()) or now - first_at >= within)
-                and not (backlog and backlog(event))
-            ):
-                accepting.clear()
-                ready.set()
-        except Exception as exc:
-            # raised here, it would end the background drain and leave the agent waiting for
-            # events that never come: stop the stream loudly instead
-            log.exception("take_ready could not buffer an event")
-            await stream.crash(exc)
-        return value
-
-    stream.enable_acks = False  # acknowledged here, after the agent handled the batch
-    stream.add_processor(buffer)
-    # Faust's own take_events drains the stream this way: the processor above sees every
-    # event, and this background task pulls them through it.
-    stream._enable_passive(aiter(stream.channel))
-    while not stream.should_stop:
-        if not events:
-            await stream.wait_for_stopped(arrived)
-            continue
-        waited = time.monotonic() - first_at
-        if not ready.is_set() and (
-            waited < within
-            # past `within` with records behind the last event: they will come as events, and
-            # the buffer hands the batch over with the first that has none behind it
-            or (waited < backlog_within and backlog is not None and backlog(events[-1]))
-        ):
-            limit = within if waited < within else backlog_within
-            await stream.wait_for_stopped(ready, timeout=limit - waited)
-            continue  # re-check: stopped, ready, or the first event's wait is over
-        accepting.clear()
-        batch = list(events)
-        try:
-            yield batch
-        finally:
-            events.clear()
-            size = 0
-            arrived.clear()
-            ready.clear()
-            for event in batch:
-                await stream.ack(event)
-            accepting.set()
+    buffer = _Buffer(stream)
+    started = await stream.maybe_start()
+    try:
+        while not stream.should_stop:
+            if not buffer.events:
+                await buffer.wait_for_event(None)
+            buffer.take_waiting(max_events)
+            if not buffer.events:
+                continue  # the events that came were skipped
+            waited = time.monotonic() - buffer.first_at
+            behind = backlog is not None and backlog(buffer.events[-1])
+            worth = buffer.size >= ready_bytes or waited >= within
+            if len(buffer.events) < max_events and not (worth and not behind):
+                if waited < within:
+                    await buffer.wait_for_event(within - waited)
+                    continue
+                if behind and waited < backlog_within:
+                    # the records behind the last event will come; the batch goes with the
+                    # first event that has none behind it, or when the wait is over
+                    await buffer.wait_for_event(backlog_within - waited)
+                    continue
+            batch, states = buffer.hand_over()
+            try:
+                yield batch
+            finally:
+                for event, state in zip(batch, states, strict=True):
+                    buffer.finish(event, state)
+    except StopAsyncIteration:
+        return  # the channel ended (Faust's stream ends its iteration the same way)
+    finally:
+        if started:
+            await stream.stop()
 
 
 def take_as_configured(

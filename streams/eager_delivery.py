@@ -10,13 +10,13 @@ finishes without waiting at all. On these machines that was about a fifth of the
 cost of a Faust agent that does nothing (docs/benchmarks.md, "Faust's per-record path").
 
 `EagerDelivery` runs the delivery at once, in the fetching task, up to its first wait. A
-delivery that finishes there is done, with no task; the fetching task then still yields to the
-event loop once, as `wait_first` does for every record, so that the agent takes records as
-they come. Handing over a whole fetch before the agent's turn measured slower, and it lost
-records in a takeover every time, to a race in Faust's recovery that the turn only made rarer
-and that `streams/recovery_flow.py` closes (docs/benchmarks.md, "A recovery race that drops
-fetched records"). A delivery that has to wait is carried on in a task and raced against the
-flow's suspension exactly as Faust races it.
+delivery that finishes there is done, with no task and no turn of the event loop, so a whole
+fetch reaches the agent's queue before the agent runs, and `take_ready` takes it in one pass
+(`streams/batching.py`). A delivery that has to wait (the agent's queue is full, say) is
+carried on in a task and raced against the flow's suspension exactly as Faust races it; that
+wait is where the agent gets its turn. Handing a whole fetch over once lost records in a
+takeover, to a race in Faust's recovery that `streams/recovery_flow.py` closes
+(docs/benchmarks.md, "A recovery race that drops fetched records").
 """
 
 from __future__ import annotations
@@ -80,7 +80,6 @@ class EagerDelivery:
                 for other in coros[1:]:
                     if asyncio.iscoroutine(other):
                         other.close()  # the rivals were never started
-                await asyncio.sleep(0)  # the agent's turn, to take records as they come
                 return WaitResults([first], [outcome], False)
             coros = (outcome, *coros[1:])
         return await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc]

@@ -16,6 +16,22 @@ BIG = b"x" * 200  # at least ready_bytes (100) on its own
 SMALL = b"y"
 
 
+class Seen(faust.Sensor):
+    """A sensor that records the events it is told about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.came: list[bytes] = []
+        self.went: list[tuple[bytes, object]] = []
+
+    def on_stream_event_in(self, tp, offset, stream, event):  # noqa: ANN001, ANN201
+        self.came.append(event.message.value)
+        return {"token": event.message.value}
+
+    def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None:  # noqa: ANN001
+        self.went.append((event.message.value, state))
+
+
 class Harness:
     """An agent over an in-memory channel that records each batch it is handed."""
 
@@ -27,6 +43,8 @@ class Harness:
         backlog_within: float | None = None,
     ) -> None:
         self.app = faust.App(f"take-ready-{uuid.uuid4().hex[:8]}", web_enabled=False)
+        self.seen = Seen()  # what the sensors are told
+        self.app.sensors.add(self.seen)
         self.batches: list[list[bytes]] = []
         self.release = asyncio.Event()  # the agent handles a batch only once this is set
         self.release.set()
@@ -196,5 +214,52 @@ def test_the_backlog_is_unknown_rather_than_an_error_without_an_assigned_partiti
             event = await agent.put(BIG, wait=False)
             assert behind(event) is False
             await h.until(1)
+
+    run(body)
+
+
+async def hold_a_first_batch(h: Harness, agent: faust.types.AgentT) -> None:
+    """Put one record and wait until the agent holds it, as its first batch."""
+    h.release.clear()
+    await agent.put(BIG, wait=False)
+    await h.until(1)
+
+
+def test_each_event_is_seen_by_the_sensors_and_acknowledged_once_its_batch_is_handled() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=60.0)
+        seen = h.seen
+        async with h.agent.test_context() as agent:
+            await hold_a_first_batch(h, agent)
+            assert seen.came == [BIG] and seen.went == []  # not acknowledged while handled
+            h.release.set()
+            await asyncio.sleep(0.05)
+            h.release.clear()  # the agent holds its second batch
+            await agent.put(BIG + b"2", wait=False)
+            await h.until(2)
+            # acknowledged once the agent asked for the next batch, with the state it came in
+            assert seen.went == [(BIG, {"token": BIG})]
+            assert seen.came == [BIG, BIG + b"2"]
+
+    run(body)
+
+
+def test_events_taken_while_a_rebalance_suspends_the_flow_are_acknowledged_not_handed() -> None:
+    async def body() -> None:
+        h = Harness(max_events=10, within=60.0)
+        seen = h.seen
+        async with h.agent.test_context() as agent:
+            await hold_a_first_batch(h, agent)
+            await agent.put(BIG + b"stale", wait=False)  # queued behind the batch
+            h.app.flow_control.suspend()  # a rebalance begins
+            h.release.set()
+            await asyncio.sleep(0.2)
+            assert len(h.batches) == 1
+            assert seen.came == [BIG]  # the stale event never came in to the agent...
+            assert (BIG + b"stale", None) in seen.went  # ... but was acknowledged
+            h.app.flow_control.resume()
+            await agent.put(BIG, wait=False)
+            await h.until(2)
+            assert h.batches[1] == [BIG]
 
     run(body)
