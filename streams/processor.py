@@ -31,7 +31,7 @@ VERDICTS = ("false_positive", "confirmed")
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per record: not frozen, which is three times as slow to create
 class Source:
     """Where a record came from."""
 
