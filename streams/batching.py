@@ -25,15 +25,15 @@ engine calls of up to `max_events` records that its throughput rests on) and shr
 has arrived when the worker keeps up. As with Faust's own, an event is acknowledged only after
 the agent has handled the batch that holds it, so delivery stays at-least-once.
 
-The events are read from the stream's channel queue, everything waiting at once, rather than one by
-one through the stream's iterator: that path (processors, the current event, sensors and an
-acknowledgement per event, and a wake-up of the agent per event) cost about half of a no-op Faust
-agent's time per record (docs/benchmarks.md, "Faust's per-record path"). With eager delivery
-(`streams/eager_delivery.py`) a whole fetch is in the queue when the agent wakes, and one wake-up
-takes all of it. The bookkeeping Faust's stream does for each event is kept, done here: an event
-fetched before a rebalance began is skipped and acknowledged, a record is tracked as pending until
-it is acknowledged (a rebalance waits for those), and the sensors see each event in and out, so
-Faust's event counts and runtime histogram still hold.
+The events are read from the stream's channel queue, everything waiting at once, rather than
+one by one through the stream's iterator: that path (processors, the current event, sensors and
+an acknowledgement per event, and a wake-up of the agent per event) cost about half of a no-op
+Faust agent's time per record (docs/benchmarks.md, "Faust's per-record path"). With eager
+delivery (`streams/eager_delivery.py`) a whole fetch is in the queue when the agent wakes, and
+one wake-up takes all of it. The bookkeeping Faust's stream does for each event is kept, done
+here: an event fetched before a rebalance began is skipped and acknowledged, a record is
+tracked as pending until it is acknowledged (a rebalance waits for those), and the sensors see
+each event in and out, so Faust's event counts and runtime histogram still hold.
 """
 
 from __future__ import annotations
