@@ -6,7 +6,10 @@ those 20 ms behind each batch: at half the batched rate, about a fifth of the ti
 sample and its alert. `take_ready` hands the buffered events over as soon as one of these
 holds:
 
-- `max_events` events are buffered (a backlog: the batch is as large as it may be);
+- `max_events` events, or `max_bytes` bytes of record values, are buffered (a backlog: the
+  batch is as large as it may be). While fewer than `max_events` events wait (a shallow
+  backlog, such as a worker at half load builds during a pause), the batch goes at
+  `shallow_max_events`: one long call would hold its first records until all were handled;
 - no further record is waiting, neither in the stream's queue nor, by the consumer's high-water
   mark, in the partition behind the last event, and the buffered record values add up to
   `ready_bytes` (enough samples to be worth an engine call: one batched record, or some
@@ -46,21 +49,21 @@ import faust
 
 from streams.settings import Settings
 
-Backlog = Callable[[faust.EventT], bool]
+Backlog = Callable[[faust.EventT], int]
 
 
 def partition_backlog(app: faust.App) -> Backlog:
-    """Whether later records of an event's partition are known to exist: its offset lies
-    before the high-water mark the consumer read in its last fetch."""
+    """How many later records of an event's partition are known to exist (0: none known): the
+    high-water mark the consumer read in its last fetch, less the event's offset and one."""
 
-    def behind(event: faust.EventT) -> bool:
+    def behind(event: faust.EventT) -> int:
         message = event.message
         try:
             highwater = app.consumer.highwater(message.tp)
         except Exception:  # noqa: BLE001 - not known here: consumer not started, or the
             # partition was revoked in a rebalance while its events were on their way
-            return False
-        return highwater is not None and message.offset + 1 < highwater
+            return 0
+        return max(0, highwater - message.offset - 1) if highwater is not None else 0
 
     return behind
 
@@ -99,10 +102,11 @@ class _Buffer:
         self.states.append(state)
         self.size += len(message.value or b"")
 
-    def take_waiting(self, max_events: int) -> None:
-        """Buffer the events already in the queue, without waiting, up to `max_events`."""
+    def take_waiting(self, max_events: int, max_bytes: float) -> None:
+        """Buffer the events already in the queue, without waiting, up to `max_events` or
+        `max_bytes`."""
         queue = self.queue
-        while len(self.events) < max_events and not queue.empty():
+        while len(self.events) < max_events and self.size < max_bytes and not queue.empty():
             self.admit(queue.get_nowait())
 
     async def wait_for_event(self, timeout: float | None) -> None:
@@ -137,14 +141,30 @@ async def take_ready(
     within: float,
     backlog: Backlog | None = None,
     backlog_within: float | None = None,
+    max_bytes: int | None = None,
+    shallow_max_events: int | None = None,
 ) -> AsyncIterator[list[faust.EventT]]:
     """Yield lists of the stream's events; see the module docstring for when.
 
     `backlog` tells whether records are waiting behind an event (None: only the stream's queue
     is looked at); `backlog_within` bounds the wait while they are (never below `within`).
+    `max_bytes` bounds a batch by its record values' bytes as well (None: no bound): the
+    record that reaches it is the batch's last. `shallow_max_events` bounds it instead of
+    `max_events` while fewer than `max_events` events are buffered and queued together, and
+    `backlog` knows of fewer than `max_events` behind the last buffered one.
     """
-    if max_events < 1 or ready_bytes < 0 or within <= 0:
-        raise ValueError("take_ready needs max_events >= 1, ready_bytes >= 0 and within > 0")
+    if (
+        max_events < 1
+        or ready_bytes < 0
+        or within <= 0
+        or (max_bytes is not None and max_bytes < 1)
+        or (shallow_max_events is not None and not 1 <= shallow_max_events <= max_events)
+    ):
+        raise ValueError(
+            "take_ready needs max_events >= 1, ready_bytes >= 0, within > 0, max_bytes >= 1"
+            " and 1 <= shallow_max_events <= max_events"
+        )
+    full_at = max_bytes if max_bytes is not None else float("inf")
     backlog_within = max(within, backlog_within or 0.0)
     buffer = _Buffer(stream)
     started = await stream.maybe_start()
@@ -152,13 +172,24 @@ async def take_ready(
         while not stream.should_stop:
             if not buffer.events:
                 await buffer.wait_for_event(None)
-            buffer.take_waiting(max_events)
+            limit = max_events
+            if shallow_max_events is not None and (
+                len(buffer.events) + buffer.queue.qsize() < max_events
+                and not (
+                    backlog is not None
+                    and buffer.events
+                    and backlog(buffer.events[-1]) >= max_events
+                )
+            ):
+                limit = shallow_max_events  # a shallow backlog: no long call for its first ones
+            buffer.take_waiting(limit, full_at)
             if not buffer.events:
                 continue  # the events that came were skipped
             waited = time.monotonic() - buffer.first_at
             behind = backlog is not None and backlog(buffer.events[-1])
             worth = buffer.size >= ready_bytes or waited >= within
-            if len(buffer.events) < max_events and not (worth and not behind):
+            full = len(buffer.events) >= limit or buffer.size >= full_at
+            if not full and not (worth and not behind):
                 if waited < within:
                     await buffer.wait_for_event(within - waited)
                     continue
@@ -191,4 +222,6 @@ def take_as_configured(
         within=settings.take_within_s,
         backlog=partition_backlog(app),
         backlog_within=settings.take_backlog_within_s,
+        max_bytes=settings.take_max_bytes,
+        shallow_max_events=min(settings.take_max_shallow, settings.take_max),
     )

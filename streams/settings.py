@@ -113,7 +113,13 @@ class Settings:
     # about 40 % off the median time to an alert at half load, against 100 ms
     # (docs/benchmarks.md)
     fetch_max_wait_ms: int = 50
-    take_max: int = 200
+    # a backlog fills an engine call up to take_max records or take_max_bytes of them: 1,000
+    # single-sample records (about 240 KB), or some 170 records of 100 samples; while fewer
+    # than take_max records wait, up to take_max_shallow (docs/benchmarks.md, "Larger engine
+    # calls from a backlog")
+    take_max: int = 1_000
+    take_max_bytes: int = 4 * 1_048_576
+    take_max_shallow: int = 200
     take_within_s: float = 0.02
     # how long the first record of a batch waits while further records are known to be waiting
     # behind it (a backlog): the batch fills up to take_max instead (see streams/batching.py)
@@ -170,6 +176,8 @@ class Settings:
             ),
             fetch_max_wait_ms=_env("NOVACRON_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms, int),
             take_max=_env("NOVACRON_TAKE_MAX", d.take_max, int),
+            take_max_bytes=_env("NOVACRON_TAKE_MAX_BYTES", d.take_max_bytes, int),
+            take_max_shallow=_env("NOVACRON_TAKE_MAX_SHALLOW", d.take_max_shallow, int),
             take_within_s=_env("NOVACRON_TAKE_WITHIN_S", d.take_within_s, float),
             take_backlog_within_s=_env(
                 "NOVACRON_TAKE_BACKLOG_WITHIN_S", d.take_backlog_within_s, float
