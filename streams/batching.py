@@ -146,8 +146,9 @@ async def take_ready(
 ) -> AsyncIterator[list[faust.EventT]]:
     """Yield lists of the stream's events; see the module docstring for when.
 
-    `backlog` tells whether records are waiting behind an event (None: only the stream's queue
-    is looked at); `backlog_within` bounds the wait while they are (never below `within`).
+    `backlog` tells how many records are known to wait behind an event (None: only the
+    stream's queue is looked at); `backlog_within` bounds the wait while some do (never below
+    `within`).
     `max_bytes` bounds a batch by its record values' bytes as well (None: no bound): the
     record that reaches it is the batch's last. `shallow_max_events` bounds it instead of
     `max_events` while fewer than `max_events` events are buffered and queued together, and

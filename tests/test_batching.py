@@ -39,7 +39,7 @@ class Harness:
         self,
         max_events: int,
         within: float,
-        backlog: Callable[[faust.EventT], bool] | None = None,
+        backlog: Callable[[faust.EventT], int] | None = None,
         backlog_within: float | None = None,
         max_bytes: int | None = None,
         shallow_max_events: int | None = None,
@@ -148,35 +148,25 @@ def test_records_that_queue_behind_a_batch_make_the_next_batch_together() -> Non
     run(body)
 
 
-def test_max_events_bounds_a_backlog() -> None:
+@pytest.mark.parametrize(
+    ("max_events", "max_bytes", "sizes"),
+    [
+        (2, None, [1, 2, 2, 1]),
+        (10, 450, [1, 3, 2]),  # two BIG records (400 bytes) are not full, the third makes it
+    ],
+)
+def test_max_events_and_max_bytes_bound_a_backlog(
+    max_events: int, max_bytes: int | None, sizes: list[int]
+) -> None:
     async def body() -> None:
-        h = Harness(max_events=2, within=60.0)
+        h = Harness(max_events=max_events, within=60.0, max_bytes=max_bytes)
         async with h.agent.test_context() as agent:
-            h.release.clear()
-            await agent.put(BIG, wait=False)
-            await h.until(1)
+            await hold_a_first_batch(h, agent)
             for _ in range(5):
                 await agent.put(BIG, wait=False)
             h.release.set()
-            await h.until(4)
-            assert [len(b) for b in h.batches] == [1, 2, 2, 1]
-
-    run(body)
-
-
-def test_max_bytes_bounds_a_backlog_too() -> None:
-    async def body() -> None:
-        # 450 bytes: two BIG records (400) are not yet full, the third makes it full
-        h = Harness(max_events=10, within=60.0, max_bytes=450)
-        async with h.agent.test_context() as agent:
-            h.release.clear()
-            await agent.put(BIG, wait=False)
-            await h.until(1)
-            for _ in range(5):
-                await agent.put(BIG, wait=False)
-            h.release.set()
-            await h.until(3)
-            assert [len(b) for b in h.batches] == [1, 3, 2]
+            await h.until(len(sizes))
+            assert [len(b) for b in h.batches] == sizes
 
     run(body)
 
@@ -186,9 +176,7 @@ def test_a_shallow_backlog_goes_in_smaller_batches(waiting: int, sizes: list[int
     async def body() -> None:
         h = Harness(max_events=4, within=60.0, shallow_max_events=2)
         async with h.agent.test_context() as agent:
-            h.release.clear()
-            await agent.put(BIG, wait=False)
-            await h.until(1)
+            await hold_a_first_batch(h, agent)
             for _ in range(waiting):  # queued behind the first batch
                 await agent.put(BIG, wait=False)
             h.release.set()
