@@ -173,16 +173,13 @@ async def take_ready(
         while not stream.should_stop:
             if not buffer.events:
                 await buffer.wait_for_event(None)
-            limit = max_events
-            if shallow_max_events is not None and (
-                len(buffer.events) + buffer.queue.qsize() < max_events
-                and not (
-                    backlog is not None
-                    and buffer.events
-                    and backlog(buffer.events[-1]) >= max_events
-                )
-            ):
-                limit = shallow_max_events  # a shallow backlog: no long call for its first ones
+            deep = len(buffer.events) + buffer.queue.qsize() >= max_events or (
+                backlog is not None
+                and bool(buffer.events)
+                and backlog(buffer.events[-1]) >= max_events
+            )
+            # a shallow backlog goes in smaller calls, which do not hold its first ones long
+            limit = max_events if deep or shallow_max_events is None else shallow_max_events
             buffer.take_waiting(limit, full_at)
             if not buffer.events:
                 continue  # the events that came were skipped

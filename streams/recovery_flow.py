@@ -13,10 +13,11 @@ there until the next rebalance.
 
 A trace of a worker taking over a dead worker's partitions showed it: the survivor fetched a
 partition's 800 records during a 270 ms seek, handled 401 of them, and the resume dropped the
-other 399 (docs/benchmarks.md, "A recovery race that drops fetched records"). The per-record
-turn of the event loop that the worker's delivery keeps (`streams/eager_delivery.py`) makes it
-rarer, since the agent drains its queue as records come, but not impossible: records wait in
-the queue whenever the agent is busy with a batch.
+other 399 (docs/benchmarks.md, "A recovery race that drops fetched records"). Faust's own
+delivery, which lets the agent take records as they come, only makes it rarer: records wait in
+the queue whenever the agent is busy with a batch. The worker's delivery hands a whole fetch to
+the queue before the agent runs (`streams/eager_delivery.py`), so without this module it lost
+records in every takeover tried.
 
 `keep_current_generation_on_resume` makes the resume drop only what it is meant to drop: events
 fetched in an earlier generation. Events of the current one stay queued; if the seek moved

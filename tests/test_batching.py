@@ -224,29 +224,31 @@ def test_once_the_backlog_is_read_a_batch_past_within_goes_at_once() -> None:
 
 
 @pytest.mark.parametrize(
-    ("max_events", "ready_bytes", "within", "max_bytes"),
-    [(0, 10, 1.0, None), (1, -1, 1.0, None), (1, 10, 0.0, None), (1, 10, 1.0, 0)],
+    ("max_events", "ready_bytes", "within", "max_bytes", "shallow"),
+    [
+        (0, 10, 1.0, None, None),
+        (1, -1, 1.0, None, None),
+        (1, 10, 0.0, None, None),
+        (1, 10, 1.0, 0, None),
+        (4, 10, 1.0, None, 0),
+        (4, 10, 1.0, None, 5),  # a shallow bound above max_events
+    ],
 )
 def test_nonsense_limits_are_refused(
-    max_events: int, ready_bytes: int, within: float, max_bytes: int | None
+    max_events: int, ready_bytes: int, within: float, max_bytes: int | None, shallow: int | None
 ) -> None:
     async def body() -> None:
         app = faust.App(f"take-ready-{uuid.uuid4().hex[:8]}", web_enabled=False)
         stream = app.channel(value_type=bytes).stream()
         with pytest.raises(ValueError, match="take_ready needs"):
-            async for _ in take_ready(stream, max_events, ready_bytes, within, max_bytes=max_bytes):
-                pass
-
-    run(body)
-
-
-@pytest.mark.parametrize("shallow", [0, 5])
-def test_a_shallow_bound_outside_one_to_max_events_is_refused(shallow: int) -> None:
-    async def body() -> None:
-        app = faust.App(f"take-ready-{uuid.uuid4().hex[:8]}", web_enabled=False)
-        stream = app.channel(value_type=bytes).stream()
-        with pytest.raises(ValueError, match="shallow_max_events"):
-            async for _ in take_ready(stream, 4, 10, 1.0, shallow_max_events=shallow):
+            async for _ in take_ready(
+                stream,
+                max_events,
+                ready_bytes,
+                within,
+                max_bytes=max_bytes,
+                shallow_max_events=shallow,
+            ):
                 pass
 
     run(body)
